@@ -1,0 +1,82 @@
+"""``status.plan``: the planner's result, also ``ridgeline plan -o json``.
+
+The JSON is stable: fields are only added, never renamed, within v1alpha1.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import Field
+
+from ridgeline.api.base import ApiModel
+
+
+class Bound(enum.StrEnum):
+    """What set the batch target."""
+
+    COMPUTE = "compute"  # reached the ridge batch B*: the step is as long as its math
+    LATENCY = "latency"  # the time-per-output-token SLO stopped it below B*
+    MEMORY = "memory"  # the KV cache for more sequences does not fit
+
+
+class Prediction(ApiModel):
+    """Roofline prediction at the batch target."""
+
+    tokens_per_second: float = Field(description="Output tokens per second per replica.")
+    time_per_output_token_ms: float = Field(
+        description="Decode step time at the batch target, in milliseconds."
+    )
+    tokens_per_second_per_gpu: float = Field(description="tokensPerSecond / gpusPerReplica.")
+
+
+class PlanOption(ApiModel):
+    """One pool and GPU count the planner considered."""
+
+    pool: str = Field(description="Node pool name.")
+    gpu_product: str = Field(description="nvidia.com/gpu.product of the pool.")
+    gpus_per_replica: int = Field(description="GPUs per replica considered.")
+    feasible: bool = Field(description="Whether this option can serve the model at all.")
+    chosen: bool = Field(default=False, description="Whether this is the plan's option.")
+    batch_target: int | None = Field(default=None, description="Batch target with this option.")
+    max_batch_by_memory: int | None = Field(
+        default=None, description="Sequences at full context that fit beside the weights."
+    )
+    tokens_per_second: float | None = Field(
+        default=None, description="Predicted output tokens per second per replica."
+    )
+    note: str = Field(description="Why it was chosen, rejected, or passed over.")
+
+
+class Plan(ApiModel):
+    """How a replica is sized, with the numbers and the reasons."""
+
+    pool: str = Field(description="Node pool the replicas run on.")
+    gpu_product: str = Field(description="nvidia.com/gpu.product of the chosen pool.")
+    gpus_per_replica: int = Field(description="GPUs per Serve replica (one worker pod).")
+    parallelism: str = Field(
+        description="How a replica spreads over its GPUs: 'single' or 'layer-split' "
+        "(transformers device_map: memory adds up, one GPU computes at a time)."
+    )
+    compute_dtype: str = Field(description="Dtype of the math: bfloat16, float16 or float32.")
+    quantization: str = Field(description="Weight format: none, int8 or nf4.")
+    critical_batch: int = Field(
+        description="Ridge batch B* = peak FLOP/s x bytes per weight / (2 x memory bandwidth)."
+    )
+    batch_target: int = Field(description="Sequences decoded together per replica.")
+    max_batch_by_memory: int = Field(
+        description="Sequences at maxContextTokens whose KV cache fits beside the weights."
+    )
+    weight_bytes: int = Field(description="Weight bytes in memory after quantization.")
+    kv_bytes_per_token: int = Field(description="KV-cache bytes per token (all layers, K and V).")
+    workspace_bytes: int = Field(description="Activation workspace reserved per replica.")
+    memory_per_replica_bytes: int = Field(
+        description="Weights + KV cache for the batch target + workspace."
+    )
+    usable_memory_per_replica_bytes: int = Field(
+        description="Memory budget of the replica's GPUs after the runtime reserve."
+    )
+    bound: Bound = Field(description="What set the batch target: compute, latency or memory.")
+    predicted: Prediction = Field(description="Roofline prediction at the batch target.")
+    reasons: list[str] = Field(description="The plan explained, one sentence per step.")
+    options: list[PlanOption] = Field(description="Every option considered.")

@@ -1,0 +1,82 @@
+"""``ridgeline``: plan a model (and, as the product grows, render, serve and operate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from ridgeline.manifest import ManifestError, load_inference_model
+from ridgeline.planner import InfeasiblePlanError, PoolsFileError, load_pools, plan_model
+from ridgeline.planner.report import options_table, plan_text
+from ridgeline.shape import ShapeError, read_model_shape
+from ridgeline.storage import StorageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ridgeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="size a model.yaml for the given node pools")
+    plan.add_argument("model", type=Path, help="InferenceModel manifest (model.yaml)")
+    plan.add_argument("--pools", type=Path, required=True, help="POOLS.yaml: list of node pools")
+    plan.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    plan.add_argument("--plot", type=Path, help="write the roofline plot to this PNG")
+    plan.add_argument(
+        "--model-uri", help="read the shape from this URI instead of spec.model.uri (a local copy)"
+    )
+
+    shape = sub.add_parser("shape", help="print a model's shape read from its config and headers")
+    shape.add_argument("uri", help="model root: file:///path or a local directory")
+    return parser
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    model = load_inference_model(args.model)
+    pools = load_pools(args.pools)
+    shape = read_model_shape(args.model_uri or model.spec.model.uri)
+    name = model.metadata.name
+    try:
+        plan = plan_model(shape, model.spec, pools)
+    except InfeasiblePlanError as exc:
+        print(f"ridgeline plan: {name}: infeasible: {exc}", file=sys.stderr)
+        if exc.options:
+            print("\nOptions considered:\n" + options_table(exc.options), file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps(plan.to_api(), indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(plan.to_api(), sort_keys=False), end="")
+    else:
+        print(plan_text(name, plan))
+    if args.plot:
+        from ridgeline.planner.plot import plot_plan
+
+        pool = next(p for p in pools if p.name == plan.pool)
+        plot_plan(args.plot, name, shape, model.spec, plan, pool)
+        print(f"roofline plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _cmd_shape(args: argparse.Namespace) -> int:
+    shape = read_model_shape(args.uri)
+    print(json.dumps(shape.model_dump(mode="json", by_alias=True, exclude={"linear_layers"}),
+                     indent=2))  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"plan": _cmd_plan, "shape": _cmd_shape}
+    try:
+        return handlers[args.command](args)
+    except (ManifestError, PoolsFileError, ShapeError, StorageError) as exc:
+        print(f"ridgeline {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Node pools: a GPU product, GPUs per node and a driver. POOLS.yaml is a list of these; the
+operator discovers the same shape from nodes' GPU Feature Discovery labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from ridgeline.errors import format_validation_error
+from ridgeline.hardware import CPU_PRODUCT, Accelerator, cpu_accelerator, lookup
+
+MIB = 2**20
+GIB = 2**30
+
+
+class NodePool(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63)
+    gpu_product: str = Field(description="nvidia.com/gpu.product, or 'cpu'.")
+    gpus_per_node: int = Field(ge=0, le=64)
+    driver_version: str | None = Field(
+        default=None, description="NVIDIA driver, e.g. 550.54.15 (None for CPU pools)."
+    )
+    nodes: int = Field(default=1, ge=0, description="Node count (the dev fleet creates these).")
+    gpu_memory_mib: int | None = Field(
+        default=None,
+        ge=1,
+        alias="gpuMemoryMiB",
+        description="nvidia.com/gpu.memory; overrides the catalog's figure.",
+    )
+    memory_gib: float | None = Field(
+        default=None,
+        gt=0,
+        alias="memoryGiB",
+        description="Node memory for CPU pools (default 16 GiB).",
+    )
+    cpus: int | None = Field(default=None, ge=1, description="Cores per node for CPU pools.")
+
+    @field_validator("driver_version")
+    @classmethod
+    def _driver(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = value.split(".")
+            if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+                raise ValueError(f"driverVersion {value!r} is not MAJOR.MINOR[.REVISION]")
+        return value
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.gpu_product.strip().lower() == CPU_PRODUCT
+
+    def accelerator(self) -> Accelerator:
+        """The catalog row, with the node-reported memory where the pool gives one."""
+        if self.is_cpu:
+            return cpu_accelerator(int((self.memory_gib or 16) * GIB), self.cpus or 16)
+        row = lookup(self.gpu_product).accelerator
+        if self.gpu_memory_mib:
+            from dataclasses import replace
+
+            return replace(row, memory_bytes=self.gpu_memory_mib * MIB)
+        return row
+
+    @property
+    def shared(self) -> bool:
+        return not self.is_cpu and lookup(self.gpu_product).shared
+
+
+_POOLS = TypeAdapter(list[NodePool])
+
+
+class PoolsFileError(ValueError):
+    pass
+
+
+def parse_pools(doc: object, source: str = "pools") -> list[NodePool]:
+    if isinstance(doc, dict) and "pools" in doc:
+        doc = doc["pools"]
+    try:
+        pools = _POOLS.validate_python(doc)
+    except ValidationError as exc:
+        raise PoolsFileError(f"{source}: invalid pools:\n{format_validation_error(exc)}") from exc
+    names = [p.name for p in pools]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise PoolsFileError(f"{source}: duplicate pool names {dupes}")
+    for pool in pools:
+        try:
+            pool.accelerator()
+        except ValueError as exc:
+            raise PoolsFileError(f"{source}: pool {pool.name!r}: {exc}") from exc
+    return pools
+
+
+def load_pools(path: Path) -> list[NodePool]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise PoolsFileError(f"{path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise PoolsFileError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_pools(doc, str(path))
