@@ -7,12 +7,17 @@ PY := $(VENV)/bin/python
 CACHE ?= $(CURDIR)/.cache
 EXTRAS ?= dev
 
-.PHONY: help venv test lint typecheck unit crds demo clean
+.PHONY: help venv test lint typecheck unit crds demo clean cluster-bin cluster-up cluster-down fleet
+CLUSTER_DIR ?= $(CACHE)/cluster
+POOLS ?= examples/pools.yaml
 
 help:
 	@echo "make demo       plan the examples (the main job)"
 	@echo "make test       ruff, mypy and pytest (creates $(VENV) on first use)"
 	@echo "make crds       regenerate crds/ from the pydantic models"
+	@echo "make cluster-up     etcd, kube-apiserver, controller-manager, scheduler, kwok, KubeRay, MinIO on loopback"
+	@echo "make cluster-down   stop exactly those processes"
+	@echo "make fleet POOLS=examples/pools.yaml   fake GPU nodes from a pools file"
 
 # The venv is rebuilt when pyproject.toml changes; pip's cache (~/.cache/pip) makes that fast.
 $(VENV)/.stamp-$(EXTRAS): pyproject.toml
@@ -42,6 +47,29 @@ crds: venv
 DEMO_MODELS := $(CACHE)/demo-models
 demo: venv
 	$(PY) -m ridgeline_dev.demo_plans --examples examples --models $(DEMO_MODELS)
+
+# Builds kube-apiserver & co, etcd, kwok, KubeRay, helm and MinIO from the Go module proxy into
+# ~/.cache/ridgeline/bin (keyed by each tools/*/go.sum); a second run is a no-op.
+cluster-bin: venv
+	$(PY) -m ridgeline_dev.toolchain
+
+ifdef KIND
+cluster-up:
+	kind create cluster --name ridgeline --config tests/e2e/kind.yaml
+	kubectl apply --server-side -f crds/ -f ../shared/kuberay-crds/
+	@echo "export KUBECONFIG=$$HOME/.kube/config"
+cluster-down:
+	kind delete cluster --name ridgeline
+else
+cluster-up: venv
+	$(PY) -m ridgeline_dev.cluster up --workdir $(CLUSTER_DIR)
+cluster-down: venv
+	$(PY) -m ridgeline_dev.cluster down --workdir $(CLUSTER_DIR)
+endif
+
+fleet: venv
+	$(PY) -m ridgeline_dev.fleet $(POOLS) --kubeconfig $(CLUSTER_DIR)/kubeconfig \
+	  --kubectl $$($(PY) -c 'from ridgeline_dev.toolchain import MODULES; print(MODULES[0].bin_dir)')/kubectl
 
 clean:
 	rm -rf $(VENV) $(CACHE) .mypy_cache .ruff_cache .pytest_cache

@@ -195,7 +195,7 @@ class InferenceModelSpec(ApiModel):
     )
     workload: Workload = Field(
         default_factory=Workload,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": Workload().to_api()},  # type: ignore[dict-item]
         description="How the model is used: mode, context, SLO.",
     )
     accelerators: list[str] | None = Field(
@@ -206,7 +206,7 @@ class InferenceModelSpec(ApiModel):
     )
     replicas: Replicas = Field(
         default_factory=Replicas,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": Replicas().to_api()},  # type: ignore[dict-item]
         description="Autoscaling bounds.",
     )
 

@@ -1,0 +1,339 @@
+"""A real Kubernetes control plane on loopback, as plain processes: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, kwok (fake nodes, no kubelet), the KubeRay operator
+and MinIO. ``make cluster-up`` / ``make cluster-down`` and the pytest fixtures share this code.
+
+The API server runs as envtest runs it: ServiceAccount admission off, a token file for an admin
+(system:masters) and an unprivileged user, RBAC on. kwok marks nodes annotated
+``kwok.x-k8s.io/node: fake`` Ready and runs the pods bound to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ridgeline_dev.toolchain import MODULES, cache_root, ensure_all, module_source_dir
+
+REPO = Path(__file__).resolve().parents[4]
+KUBERAY_CRDS = REPO.parent / "shared" / "kuberay-crds"
+OUR_CRDS = REPO / "crds"
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat/node-heartbeat.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+
+
+def default_workdir() -> Path:
+    return Path(os.environ.get("RIDGELINE_CLUSTER_DIR", REPO / ".cache" / "cluster"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ClusterState:
+    workdir: str
+    api_url: str
+    kubeconfig: str
+    admin_token: str
+    user_token: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    pids: dict[str, int] = field(default_factory=dict)
+    commands: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        return Path(self.workdir) / "logs"
+
+    def save(self) -> None:
+        (Path(self.workdir) / "state.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, workdir: Path) -> ClusterState:
+        return cls(**json.loads((workdir / "state.json").read_text()))
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": self.kubeconfig}
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def _kubeconfig(path: Path, server: str, user: str, token: str) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "ridgeline", "cluster": {"server": server,
+                                                      "insecure-skip-tls-verify": True}}
+                ],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": user, "context": {"cluster": "ridgeline", "user": user}}],
+                "current-context": user,
+            },
+            indent=2,
+        )
+    )  # fmt: skip
+
+
+class Launcher:
+    """Starts processes detached (their own session), logs to files, remembers PIDs."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        state.logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = (self.state.logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env or dict(os.environ), start_new_session=True, cwd=self.state.workdir,
+        )  # fmt: skip
+        self.state.pids[name] = proc.pid
+        self.state.commands[name] = argv[0]
+        self.state.save()
+
+    def alive(self, name: str) -> bool:
+        return _is_ours(self.state.pids[name], self.state.commands[name])
+
+
+def _is_ours(pid: int, command: str) -> bool:
+    """True if ``pid`` still runs ``command`` (a reused PID of another program is not ours)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return exe.removesuffix(" (deleted)") == command and stat.split()[2] != "Z"
+
+
+def _wait(what: str, check: object, timeout_s: float, state: ClusterState, proc: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        if not Launcher(state).alive(proc):
+            tail = (state.logs / f"{proc}.log").read_text(errors="replace")[-3000:]
+            raise ClusterError(f"{proc} exited while waiting for {what}:\n{tail}")
+        time.sleep(0.2)
+    raise ClusterError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def _http_ok(url: str, token: str | None = None) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=2, context=ctx) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def kubectl(state: ClusterState, *args: str, check: bool = True, input_: str | None = None,
+            user: bool = False) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run the kubectl built with the control plane (admin unless ``user``)."""
+    binary = str(Path(state.commands["kube-apiserver"]).with_name("kubectl"))
+    config = state.kubeconfig if not user else str(Path(state.workdir) / "user.kubeconfig")
+    result = subprocess.run(
+        [binary, "--kubeconfig", config, *args], input=input_, capture_output=True, text=True,
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> ClusterState:
+    started = time.monotonic()
+    bins = ensure_all()
+    if (workdir / "state.json").exists():
+        down(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for sub in ("etcd", "certs", "s3"):
+        (workdir / sub).mkdir(exist_ok=True)
+    ports = {name: free_port() for name in ("etcd", "etcd-peer", "api", "s3", "s3-console",
+                                            "kwok", "ray-metrics", "ray-probe")}  # fmt: skip
+    state = ClusterState(
+        workdir=str(workdir),
+        api_url=f"https://127.0.0.1:{ports['api']}",
+        kubeconfig=str(workdir / "kubeconfig"),
+        admin_token=secrets.token_hex(16),
+        user_token=secrets.token_hex(16),
+        s3_endpoint=f"http://127.0.0.1:{ports['s3']}",
+        s3_access_key="ridgeline",
+        s3_secret_key=secrets.token_hex(12),
+    )
+    launcher = Launcher(state)
+    certs = workdir / "certs"
+    subprocess.run(["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"], check=True,
+                   capture_output=True)  # fmt: skip
+    subprocess.run(["openssl", "rsa", "-in", str(certs / "sa.key"), "-pubout", "-out",
+                    str(certs / "sa.pub")], check=True, capture_output=True)  # fmt: skip
+    (certs / "tokens.csv").write_text(
+        f'{state.admin_token},admin,admin,"system:masters"\n{state.user_token},dev-user,dev-user\n'
+    )
+    _kubeconfig(Path(state.kubeconfig), state.api_url, "admin", state.admin_token)
+    _kubeconfig(workdir / "user.kubeconfig", state.api_url, "dev-user", state.user_token)
+
+    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+    peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+    launcher.start("etcd", [
+        str(bins["etcd"]), "--data-dir", str(workdir / "etcd"), "--name", "default",
+        "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"default={peer_url}", "--unsafe-no-fsync", "--log-level", "warn",
+    ])  # fmt: skip
+    _wait("etcd", lambda: _http_ok(f"{etcd_url}/health"), 60, state, "etcd")
+
+    launcher.start("kube-apiserver", [
+        str(bins["kube-apiserver"]), "--etcd-servers", etcd_url,
+        "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+        "--secure-port", str(ports["api"]), "--cert-dir", str(certs),
+        "--token-auth-file", str(certs / "tokens.csv"),
+        "--authorization-mode", "RBAC",
+        "--service-cluster-ip-range", "10.96.0.0/16",
+        "--service-account-issuer", "https://kubernetes.default.svc",
+        "--service-account-key-file", str(certs / "sa.pub"),
+        "--service-account-signing-key-file", str(certs / "sa.key"),
+        "--disable-admission-plugins", "ServiceAccount",
+        "--allow-privileged=true", "--v=1",
+    ])  # fmt: skip
+    _wait("kube-apiserver /readyz", lambda: _http_ok(f"{state.api_url}/readyz", state.admin_token),
+          120, state, "kube-apiserver")  # fmt: skip
+
+    launcher.start("kube-controller-manager", [
+        str(bins["kube-controller-manager"]), "--kubeconfig", state.kubeconfig,
+        "--leader-elect=false", "--secure-port=0", "--controllers=*,-csrsigning",
+        "--service-account-private-key-file", str(certs / "sa.key"),
+        "--use-service-account-credentials=false", "--v=1",
+    ])  # fmt: skip
+    launcher.start("kube-scheduler", [
+        str(bins["kube-scheduler"]), "--kubeconfig", state.kubeconfig,
+        "--leader-elect=false", "--secure-port=0", "--v=1",
+    ])  # fmt: skip
+    kwok_src = module_source_dir(next(m for m in MODULES if m.name == "kwok"), "sigs.k8s.io/kwok")
+    stage_args = [a for stage in KWOK_STAGES for a in ("--config", str(kwok_src / stage))]
+    launcher.start("kwok", [
+        str(bins["kwok"]), "--kubeconfig", state.kubeconfig,
+        "--manage-all-nodes=false",
+        f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+        "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
+        f"--server-address=127.0.0.1:{ports['kwok']}", *stage_args,
+    ])  # fmt: skip
+
+    kubectl(state, "apply", "--server-side", "-f", str(OUR_CRDS))
+    if with_kuberay:
+        kubectl(state, "apply", "--server-side", "-f", str(KUBERAY_CRDS))
+        launcher.start("kuberay-operator", [
+            str(bins["kuberay-operator"]),
+            f"--metrics-addr=127.0.0.1:{ports['ray-metrics']}",
+            f"--health-probe-bind-address=127.0.0.1:{ports['ray-probe']}",
+            "--enable-leader-election=false",
+        ], env=state.env())  # fmt: skip
+    if with_s3:
+        s3_env = {**os.environ, "MINIO_ROOT_USER": state.s3_access_key,
+                  "MINIO_ROOT_PASSWORD": state.s3_secret_key, "MINIO_BROWSER": "off"}  # fmt: skip
+        launcher.start("minio", [
+            str(bins["minio"]), "server", str(workdir / "s3"), "--quiet",
+            "--address", f"127.0.0.1:{ports['s3']}",
+            "--console-address", f"127.0.0.1:{ports['s3-console']}",
+        ], env=s3_env)  # fmt: skip
+        _wait("minio", lambda: _http_ok(f"{state.s3_endpoint}/minio/health/ready"), 60, state,
+              "minio")  # fmt: skip
+    crds = ["inferencemodels.ridgeline.dev"]
+    if with_kuberay:
+        crds += ["rayservices.ray.io", "rayclusters.ray.io"]
+    for crd in crds:
+        kubectl(state, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    kubectl(state, "create", "namespace", "ridgeline-e2e", check=False)
+    state.save()
+    print(f"[cluster] up in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return state
+
+
+def down(workdir: Path) -> list[str]:
+    """Stop exactly the processes this workdir started, by PID, and nothing else."""
+    try:
+        state = ClusterState.load(workdir)
+    except FileNotFoundError:
+        return []
+    stopped = []
+    for name, pid in reversed(list(state.pids.items())):
+        if _is_ours(pid, state.commands[name]):
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(name)
+    deadline = time.monotonic() + 15
+    for name in stopped:
+        pid = state.pids[name]
+        while _is_ours(pid, state.commands[name]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _is_ours(pid, state.commands[name]):
+            os.kill(pid, signal.SIGKILL)
+    (workdir / "state.json").unlink()
+    return stopped
+
+
+def dump_logs(state: ClusterState, lines: int = 40) -> str:
+    out = []
+    for log in sorted(state.logs.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"===== {log.name} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="ridgeline-dev cluster")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--workdir", type=Path, default=default_workdir())
+    parser.add_argument("--no-kuberay", action="store_true")
+    parser.add_argument("--no-s3", action="store_true")
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+    if args.action == "up":
+        state = up(workdir, with_kuberay=not args.no_kuberay, with_s3=not args.no_s3)
+        print(f"# logs: {state.logs}   binaries: {cache_root() / 'bin'}")
+        print(f"# S3: {state.s3_endpoint} (access key {state.s3_access_key}, secret in "
+              f"{workdir / 'state.json'})")  # fmt: skip
+        print(f"export KUBECONFIG={state.kubeconfig}")
+    elif args.action == "down":
+        stopped = down(workdir)
+        print("stopped: " + (", ".join(stopped) or "nothing was running"))
+    else:
+        state = ClusterState.load(workdir)
+        launcher = Launcher(state)
+        for name in state.pids:
+            print(f"{name:26} {'running' if launcher.alive(name) else 'stopped'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
