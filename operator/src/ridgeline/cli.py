@@ -30,7 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     shape = sub.add_parser("shape", help="print a model's shape read from its config and headers")
-    shape.add_argument("uri", help="model root: file:///path or a local directory")
+    shape.add_argument("uri", help="model root: s3://, gs://, hf://, file:// or a local directory")
+
+    serve = sub.add_parser("serve", help="serve a model.yaml locally on Ray (no cluster)")
+    serve.add_argument("model", type=Path, help="InferenceModel manifest (model.yaml)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--metrics-port", type=int, default=8080)
+    serve.add_argument("--model-uri", help="serve from this URI instead of spec.model.uri")
     return parser
 
 
@@ -63,14 +70,37 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_shape(args: argparse.Namespace) -> int:
     shape = read_model_shape(args.uri)
-    print(json.dumps(shape.model_dump(mode="json", by_alias=True, exclude={"linear_layers"}),
-                     indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            shape.model_dump(mode="json", by_alias=True, exclude={"linear_layers"}), indent=2
+        )
+    )
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from ridgeline_serving.local import serve_forever
+    except ImportError as exc:
+        print(
+            f"ridgeline serve needs the serving extra: pip install 'ridgeline[serving]' ({exc})",
+            file=sys.stderr,
+        )
+        return 1
+    model = load_inference_model(args.model)
+    try:
+        return serve_forever(model, args.host, args.port, args.metrics_port, args.model_uri)
+    except InfeasiblePlanError as exc:
+        print(
+            f"ridgeline serve: {model.metadata.name}: infeasible on this machine: {exc}",
+            file=sys.stderr,
+        )
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"plan": _cmd_plan, "shape": _cmd_shape}
+    handlers = {"plan": _cmd_plan, "shape": _cmd_shape, "serve": _cmd_serve}
     try:
         return handlers[args.command](args)
     except (ManifestError, PoolsFileError, ShapeError, StorageError) as exc:

@@ -24,12 +24,16 @@ PLURAL = "inferencemodels"
 
 _URI_RULES: list[tuple[str, str]] = [
     # (CEL, equivalent Python regex on the whole string)
-    ("self.uri.matches('^(s3|gs)://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$')",
-     r"(s3|gs)://[a-z0-9][a-z0-9.-]{1,62}(/.*)?"),
-    ("self.uri.matches('^hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(@[A-Za-z0-9_./-]+)?$')",
-     r"hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(@[A-Za-z0-9_./-]+)?"),
+    (
+        "self.uri.matches('^(s3|gs)://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$')",
+        r"(s3|gs)://[a-z0-9][a-z0-9.-]{1,62}(/.*)?",
+    ),
+    (
+        "self.uri.matches('^hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(@[A-Za-z0-9_./-]+)?$')",
+        r"hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(@[A-Za-z0-9_./-]+)?",
+    ),
     ("self.uri.matches('^file:///.+$')", r"file:///.+"),
-]  # fmt: skip
+]
 SLO_MESSAGE = "slo applies to mode: online only; batch mode has no latency objective"
 URI_MESSAGE = (
     "model.uri must be s3://bucket/prefix, gs://bucket/prefix, hf://org/name[@revision] "

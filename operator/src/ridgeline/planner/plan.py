@@ -155,9 +155,13 @@ def _evaluate_pool(
 
     def option(gpus: int, feasible: bool, note: str, **numbers: float | int | None) -> PlanOption:
         return PlanOption(
-            pool=pool.name, gpu_product=product, gpus_per_replica=gpus, feasible=feasible,
-            note=note, **numbers,
-        )  # fmt: skip
+            pool=pool.name,
+            gpu_product=product,
+            gpus_per_replica=gpus,
+            feasible=feasible,
+            note=note,
+            **numbers,
+        )
 
     if not counts:
         heads = f"{shape.num_attention_heads} heads / {shape.num_kv_heads} KV heads"
@@ -181,12 +185,19 @@ def _evaluate_pool(
         b_mem = s.max_batch_by_memory(gpus, context)
         if b_mem < 1:
             short = s.needed_bytes(1, context) - s.usable(gpus)
-            options.append(option(gpus, False, (
-                f"weights {s.weight_bytes / GB:.2f} GB + one {context}-token sequence "
-                f"{s.kv_bytes_per_sequence(context) / GIB:.2f} GiB + workspace exceed "
-                f"{gpus} x {memory.USABLE_MEMORY_FRACTION:.0%} of {s.acc.memory_bytes / GIB:.1f}"
-                f" GiB by {short / GB:.2f} GB"
-            ), max_batch_by_memory=0))  # fmt: skip
+            options.append(
+                option(
+                    gpus,
+                    False,
+                    (
+                        f"weights {s.weight_bytes / GB:.2f} GB + one {context}-token sequence "
+                        f"{s.kv_bytes_per_sequence(context) / GIB:.2f} GiB + workspace exceed "
+                        f"{gpus} x {memory.USABLE_MEMORY_FRACTION:.0%} of "
+                        f"{s.acc.memory_bytes / GIB:.1f} GiB by {short / GB:.2f} GB"
+                    ),
+                    max_batch_by_memory=0,
+                )
+            )
             continue
         target = max(1, roofline.floor_batch(min(s.desired_batch, b_mem)))
         if b_mem < s.desired_batch:
@@ -197,10 +208,16 @@ def _evaluate_pool(
             bound = Bound.COMPUTE
         cand = _Candidate(s, gpus, target, b_mem, bound, _step_seconds(shape, s, target, context))
         viable.append(cand)
-        options.append(option(
-            gpus, True, "", batch_target=target, max_batch_by_memory=b_mem,
-            tokens_per_second=round(cand.tokens_per_second, 1),
-        ))  # fmt: skip
+        options.append(
+            option(
+                gpus,
+                True,
+                "",
+                batch_target=target,
+                max_batch_by_memory=b_mem,
+                tokens_per_second=round(cand.tokens_per_second, 1),
+            )
+        )
     if not viable:
         return None, options
     reaching = [c for c in viable if c.bound is not Bound.MEMORY]
@@ -209,11 +226,16 @@ def _evaluate_pool(
         if not opt.feasible:
             continue
         if opt.gpus_per_replica == chosen.gpus:
-            note = "smallest GPU count that reaches the batch target" if reaching else (
-                "most GPUs a node offers; still short of the batch target")  # fmt: skip
+            note = (
+                "smallest GPU count that reaches the batch target"
+                if reaching
+                else ("most GPUs a node offers; still short of the batch target")
+            )
         elif opt.gpus_per_replica < chosen.gpus:
-            note = (f"holds only {opt.max_batch_by_memory} sequences; the target is "
-                    f"{roofline.floor_batch(s.desired_batch)}")  # fmt: skip
+            note = (
+                f"holds only {opt.max_batch_by_memory} sequences; the target is "
+                f"{roofline.floor_batch(s.desired_batch)}"
+            )
         else:
             note = f"more GPUs than needed for batch {chosen.batch_target}"
         options[i] = opt.model_copy(update={"note": note})
@@ -375,8 +397,10 @@ def _reasons(
             "tokens/s per GPU."
         )
     if s.pool.shared:
-        out.append("The pool's GPUs are shared (time-slicing or MPS): predictions assume "
-                   "the replica has its GPU to itself.")  # fmt: skip
+        out.append(
+            "The pool's GPUs are shared (time-slicing or MPS): predictions assume "
+            "the replica has its GPU to itself."
+        )
     if spec.quantization is not Quantization.NONE and not acc.is_cpu:
         out.append(
             "bitsandbytes kernels run below this roofline at batch > 1 (reference section 3e): "

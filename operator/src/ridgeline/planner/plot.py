@@ -11,9 +11,13 @@ from ridgeline.shape import ModelShape
 
 
 def plot_plan(
-    path: Path, name: str, shape: ModelShape, spec: InferenceModelSpec, plan: Plan,
+    path: Path,
+    name: str,
+    shape: ModelShape,
+    spec: InferenceModelSpec,
+    plan: Plan,
     pool: NodePool,
-) -> None:  # fmt: skip
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,26 +32,52 @@ def plot_plan(
 
     def tps(batch: float, ctx: int, eff: float) -> float:
         t = roofline.decode_step_seconds(
-            shape.num_params, plan.weight_bytes, batch, ctx, plan.kv_bytes_per_token, flops, bw,
+            shape.num_params,
+            plan.weight_bytes,
+            batch,
+            ctx,
+            plan.kv_bytes_per_token,
+            flops,
+            bw,
             efficiency=eff,
-        )  # fmt: skip
+        )
         return batch / t
 
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.plot(batches, [tps(b, 0, 1.0) for b in batches], label="roofline (weights only)", lw=2)
-    ax.plot(batches, [tps(b, context, 1.0) for b in batches],
-            label=f"roofline + KV at {context} tokens", ls="--")  # fmt: skip
-    ax.plot(batches, [tps(b, context, roofline.DECODE_EFFICIENCY) for b in batches],
-            label=f"predicted ({roofline.DECODE_EFFICIENCY:.0%} efficiency)", ls=":")  # fmt: skip
+    ax.plot(
+        batches,
+        [tps(b, context, 1.0) for b in batches],
+        label=f"roofline + KV at {context} tokens",
+        ls="--",
+    )
+    ax.plot(
+        batches,
+        [tps(b, context, roofline.DECODE_EFFICIENCY) for b in batches],
+        label=f"predicted ({roofline.DECODE_EFFICIENCY:.0%} efficiency)",
+        ls=":",
+    )
     ax.axvline(plan.critical_batch, color="grey", lw=1)
-    ax.annotate(f"B* = {plan.critical_batch}", (plan.critical_batch, ax.get_ylim()[1] * 0.05),
-                rotation=90, va="bottom", ha="right")  # fmt: skip
+    ax.annotate(
+        f"B* = {plan.critical_batch}",
+        (plan.critical_batch, ax.get_ylim()[1] * 0.05),
+        rotation=90,
+        va="bottom",
+        ha="right",
+    )
     if plan.max_batch_by_memory < top:
-        ax.axvspan(plan.max_batch_by_memory, top, color="red", alpha=0.08,
-                   label="KV cache does not fit")  # fmt: skip
+        ax.axvspan(
+            plan.max_batch_by_memory, top, color="red", alpha=0.08, label="KV cache does not fit"
+        )
     point = f"plan: batch {plan.batch_target}, {plan.predicted.tokens_per_second:.0f} tok/s"
-    ax.plot([plan.batch_target], [plan.predicted.tokens_per_second], "o", ms=9, color="black",
-            label=point)  # fmt: skip
+    ax.plot(
+        [plan.batch_target],
+        [plan.predicted.tokens_per_second],
+        "o",
+        ms=9,
+        color="black",
+        label=point,
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("batch (sequences decoded together)")

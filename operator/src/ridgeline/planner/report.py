@@ -11,16 +11,18 @@ def options_table(options: list[PlanOption]) -> str:
     header = ("", "pool", "gpu product", "gpus", "batch", "mem batch", "tok/s", "note")
     rows = [header]
     for o in options:
-        rows.append((
-            "*" if o.chosen else ("" if o.feasible else "x"),
-            o.pool,
-            o.gpu_product,
-            str(o.gpus_per_replica),
-            "" if o.batch_target is None else str(o.batch_target),
-            "" if o.max_batch_by_memory is None else str(o.max_batch_by_memory),
-            "" if o.tokens_per_second is None else f"{o.tokens_per_second:.0f}",
-            o.note,
-        ))  # fmt: skip
+        rows.append(
+            (
+                "*" if o.chosen else ("" if o.feasible else "x"),
+                o.pool,
+                o.gpu_product,
+                str(o.gpus_per_replica),
+                "" if o.batch_target is None else str(o.batch_target),
+                "" if o.max_batch_by_memory is None else str(o.max_batch_by_memory),
+                "" if o.tokens_per_second is None else f"{o.tokens_per_second:.0f}",
+                o.note,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]

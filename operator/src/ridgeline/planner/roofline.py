@@ -51,9 +51,10 @@ def decode_step_seconds(
     one GPU works at a time, so N GPUs take as long as one GPU would with N x its memory."""
     roof = max(
         compute_seconds(num_params, batch, flops_per_s),
-        memory_seconds(weight_bytes, batch, context_tokens, kv_bytes_per_token,
-                       bandwidth_bytes_per_s),
-    )  # fmt: skip
+        memory_seconds(
+            weight_bytes, batch, context_tokens, kv_bytes_per_token, bandwidth_bytes_per_s
+        ),
+    )
     return roof / efficiency
 
 

@@ -58,13 +58,16 @@ def parse_model_uri(uri: str) -> ModelURI:
 
 
 def open_store(uri: str | ModelURI) -> ObjectStore:
-    """The store for a model root. Remote schemes live with the serving runtime's loaders."""
+    """The store for a model root (imports its client library only when used)."""
     model_uri = uri if isinstance(uri, ModelURI) else parse_model_uri(uri)
     if model_uri.scheme == "file":
         from ridgeline.storage.local import LocalStore
 
         return LocalStore(Path(model_uri.path))
-    raise StorageError(
-        f"{model_uri}: the {model_uri.scheme}:// reader is not available in this build; "
-        "copy the model to a local directory or mounted volume and use file://"
-    )
+    if model_uri.scheme in ("s3", "gs"):
+        from ridgeline.storage.s3 import S3Store
+
+        return S3Store(model_uri.scheme, model_uri.authority, model_uri.path)
+    from ridgeline.storage.hf import HFStore
+
+    return HFStore(model_uri.authority, model_uri.revision, model_uri.path)

@@ -6,8 +6,11 @@ import sys
 
 
 def main() -> int:
-    commands = {"cluster": "ridgeline_dev.cluster", "fleet": "ridgeline_dev.fleet",
-                "toolchain": "ridgeline_dev.toolchain"}  # fmt: skip
+    commands = {
+        "cluster": "ridgeline_dev.cluster",
+        "fleet": "ridgeline_dev.fleet",
+        "toolchain": "ridgeline_dev.toolchain",
+    }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: ridgeline-dev {{{'|'.join(commands)}}} ...", file=sys.stderr)
         return 2

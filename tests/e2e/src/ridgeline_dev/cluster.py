@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ridgeline_dev.s3server import minio_argv, minio_env
+from ridgeline_dev.s3server import ready as s3_ready
 from ridgeline_dev.toolchain import MODULES, cache_root, ensure_all, module_source_dir
 
 REPO = Path(__file__).resolve().parents[4]
@@ -90,8 +92,10 @@ def _kubeconfig(path: Path, server: str, user: str, token: str) -> None:
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [
-                    {"name": "ridgeline", "cluster": {"server": server,
-                                                      "insecure-skip-tls-verify": True}}
+                    {
+                        "name": "ridgeline",
+                        "cluster": {"server": server, "insecure-skip-tls-verify": True},
+                    }
                 ],
                 "users": [{"name": user, "user": {"token": token}}],
                 "contexts": [{"name": user, "context": {"cluster": "ridgeline", "user": user}}],
@@ -99,7 +103,7 @@ def _kubeconfig(path: Path, server: str, user: str, token: str) -> None:
             },
             indent=2,
         )
-    )  # fmt: skip
+    )
 
 
 class Launcher:
@@ -112,9 +116,14 @@ class Launcher:
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.state.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env or dict(os.environ), start_new_session=True, cwd=self.state.workdir,
-        )  # fmt: skip
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env or dict(os.environ),
+            start_new_session=True,
+            cwd=self.state.workdir,
+        )
         self.state.pids[name] = proc.pid
         self.state.commands[name] = argv[0]
         self.state.save()
@@ -159,14 +168,22 @@ def _http_ok(url: str, token: str | None = None) -> bool:
         return False
 
 
-def kubectl(state: ClusterState, *args: str, check: bool = True, input_: str | None = None,
-            user: bool = False) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def kubectl(
+    state: ClusterState,
+    *args: str,
+    check: bool = True,
+    input_: str | None = None,
+    user: bool = False,
+) -> subprocess.CompletedProcess[str]:
     """Run the kubectl built with the control plane (admin unless ``user``)."""
     binary = str(Path(state.commands["kube-apiserver"]).with_name("kubectl"))
     config = state.kubeconfig if not user else str(Path(state.workdir) / "user.kubeconfig")
     result = subprocess.run(
-        [binary, "--kubeconfig", config, *args], input=input_, capture_output=True, text=True,
-    )  # fmt: skip
+        [binary, "--kubeconfig", config, *args],
+        input=input_,
+        capture_output=True,
+        text=True,
+    )
     if check and result.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
     return result
@@ -180,8 +197,19 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
     workdir.mkdir(parents=True, exist_ok=True)
     for sub in ("etcd", "certs", "s3"):
         (workdir / sub).mkdir(exist_ok=True)
-    ports = {name: free_port() for name in ("etcd", "etcd-peer", "api", "s3", "s3-console",
-                                            "kwok", "ray-metrics", "ray-probe")}  # fmt: skip
+    ports = {
+        name: free_port()
+        for name in (
+            "etcd",
+            "etcd-peer",
+            "api",
+            "s3",
+            "s3-console",
+            "kwok",
+            "ray-metrics",
+            "ray-probe",
+        )
+    }
     state = ClusterState(
         workdir=str(workdir),
         api_url=f"https://127.0.0.1:{ports['api']}",
@@ -194,10 +222,16 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
     )
     launcher = Launcher(state)
     certs = workdir / "certs"
-    subprocess.run(["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"], check=True,
-                   capture_output=True)  # fmt: skip
-    subprocess.run(["openssl", "rsa", "-in", str(certs / "sa.key"), "-pubout", "-out",
-                    str(certs / "sa.pub")], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["openssl", "rsa", "-in", str(certs / "sa.key"), "-pubout", "-out", str(certs / "sa.pub")],
+        check=True,
+        capture_output=True,
+    )
     (certs / "tokens.csv").write_text(
         f'{state.admin_token},admin,admin,"system:masters"\n{state.user_token},dev-user,dev-user\n'
     )
@@ -206,69 +240,134 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
 
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
-    launcher.start("etcd", [
-        str(bins["etcd"]), "--data-dir", str(workdir / "etcd"), "--name", "default",
-        "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-        "--initial-cluster", f"default={peer_url}", "--unsafe-no-fsync", "--log-level", "warn",
-    ])  # fmt: skip
+    launcher.start(
+        "etcd",
+        [
+            str(bins["etcd"]),
+            "--data-dir",
+            str(workdir / "etcd"),
+            "--name",
+            "default",
+            "--listen-client-urls",
+            etcd_url,
+            "--advertise-client-urls",
+            etcd_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            f"default={peer_url}",
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
+        ],
+    )
     _wait("etcd", lambda: _http_ok(f"{etcd_url}/health"), 60, state, "etcd")
 
-    launcher.start("kube-apiserver", [
-        str(bins["kube-apiserver"]), "--etcd-servers", etcd_url,
-        "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-        "--secure-port", str(ports["api"]), "--cert-dir", str(certs),
-        "--token-auth-file", str(certs / "tokens.csv"),
-        "--authorization-mode", "RBAC",
-        "--service-cluster-ip-range", "10.96.0.0/16",
-        "--service-account-issuer", "https://kubernetes.default.svc",
-        "--service-account-key-file", str(certs / "sa.pub"),
-        "--service-account-signing-key-file", str(certs / "sa.key"),
-        "--disable-admission-plugins", "ServiceAccount",
-        "--allow-privileged=true", "--v=1",
-    ])  # fmt: skip
-    _wait("kube-apiserver /readyz", lambda: _http_ok(f"{state.api_url}/readyz", state.admin_token),
-          120, state, "kube-apiserver")  # fmt: skip
+    launcher.start(
+        "kube-apiserver",
+        [
+            str(bins["kube-apiserver"]),
+            "--etcd-servers",
+            etcd_url,
+            "--bind-address",
+            "127.0.0.1",
+            "--advertise-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(ports["api"]),
+            "--cert-dir",
+            str(certs),
+            "--token-auth-file",
+            str(certs / "tokens.csv"),
+            "--authorization-mode",
+            "RBAC",
+            "--service-cluster-ip-range",
+            "10.96.0.0/16",
+            "--service-account-issuer",
+            "https://kubernetes.default.svc",
+            "--service-account-key-file",
+            str(certs / "sa.pub"),
+            "--service-account-signing-key-file",
+            str(certs / "sa.key"),
+            "--disable-admission-plugins",
+            "ServiceAccount",
+            "--allow-privileged=true",
+            "--v=1",
+        ],
+    )
+    _wait(
+        "kube-apiserver /readyz",
+        lambda: _http_ok(f"{state.api_url}/readyz", state.admin_token),
+        120,
+        state,
+        "kube-apiserver",
+    )
 
-    launcher.start("kube-controller-manager", [
-        str(bins["kube-controller-manager"]), "--kubeconfig", state.kubeconfig,
-        "--leader-elect=false", "--secure-port=0", "--controllers=*,-csrsigning",
-        "--service-account-private-key-file", str(certs / "sa.key"),
-        "--use-service-account-credentials=false", "--v=1",
-    ])  # fmt: skip
-    launcher.start("kube-scheduler", [
-        str(bins["kube-scheduler"]), "--kubeconfig", state.kubeconfig,
-        "--leader-elect=false", "--secure-port=0", "--v=1",
-    ])  # fmt: skip
+    launcher.start(
+        "kube-controller-manager",
+        [
+            str(bins["kube-controller-manager"]),
+            "--kubeconfig",
+            state.kubeconfig,
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--controllers=*,-csrsigning",
+            "--service-account-private-key-file",
+            str(certs / "sa.key"),
+            "--use-service-account-credentials=false",
+            "--v=1",
+        ],
+    )
+    launcher.start(
+        "kube-scheduler",
+        [
+            str(bins["kube-scheduler"]),
+            "--kubeconfig",
+            state.kubeconfig,
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=1",
+        ],
+    )
     kwok_src = module_source_dir(next(m for m in MODULES if m.name == "kwok"), "sigs.k8s.io/kwok")
     stage_args = [a for stage in KWOK_STAGES for a in ("--config", str(kwok_src / stage))]
-    launcher.start("kwok", [
-        str(bins["kwok"]), "--kubeconfig", state.kubeconfig,
-        "--manage-all-nodes=false",
-        f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-        "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
-        f"--server-address=127.0.0.1:{ports['kwok']}", *stage_args,
-    ])  # fmt: skip
+    launcher.start(
+        "kwok",
+        [
+            str(bins["kwok"]),
+            "--kubeconfig",
+            state.kubeconfig,
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=10.0.0.1",
+            f"--server-address=127.0.0.1:{ports['kwok']}",
+            *stage_args,
+        ],
+    )
 
     kubectl(state, "apply", "--server-side", "-f", str(OUR_CRDS))
     if with_kuberay:
         kubectl(state, "apply", "--server-side", "-f", str(KUBERAY_CRDS))
-        launcher.start("kuberay-operator", [
-            str(bins["kuberay-operator"]),
-            f"--metrics-addr=127.0.0.1:{ports['ray-metrics']}",
-            f"--health-probe-bind-address=127.0.0.1:{ports['ray-probe']}",
-            "--enable-leader-election=false",
-        ], env=state.env())  # fmt: skip
+        launcher.start(
+            "kuberay-operator",
+            [
+                str(bins["kuberay-operator"]),
+                f"--metrics-addr=127.0.0.1:{ports['ray-metrics']}",
+                f"--health-probe-bind-address=127.0.0.1:{ports['ray-probe']}",
+                "--enable-leader-election=false",
+            ],
+            env=state.env(),
+        )
     if with_s3:
-        s3_env = {**os.environ, "MINIO_ROOT_USER": state.s3_access_key,
-                  "MINIO_ROOT_PASSWORD": state.s3_secret_key, "MINIO_BROWSER": "off"}  # fmt: skip
-        launcher.start("minio", [
-            str(bins["minio"]), "server", str(workdir / "s3"), "--quiet",
-            "--address", f"127.0.0.1:{ports['s3']}",
-            "--console-address", f"127.0.0.1:{ports['s3-console']}",
-        ], env=s3_env)  # fmt: skip
-        _wait("minio", lambda: _http_ok(f"{state.s3_endpoint}/minio/health/ready"), 60, state,
-              "minio")  # fmt: skip
+        launcher.start(
+            "minio",
+            minio_argv(workdir / "s3", ports["s3"], ports["s3-console"]),
+            env=minio_env(state.s3_access_key, state.s3_secret_key),
+        )
+        _wait("minio", lambda: s3_ready(state.s3_endpoint), 60, state, "minio")
     crds = ["inferencemodels.ridgeline.dev"]
     if with_kuberay:
         crds += ["rayservices.ray.io", "rayclusters.ray.io"]
@@ -321,8 +420,10 @@ def main() -> int:
     if args.action == "up":
         state = up(workdir, with_kuberay=not args.no_kuberay, with_s3=not args.no_s3)
         print(f"# logs: {state.logs}   binaries: {cache_root() / 'bin'}")
-        print(f"# S3: {state.s3_endpoint} (access key {state.s3_access_key}, secret in "
-              f"{workdir / 'state.json'})")  # fmt: skip
+        print(
+            f"# S3: {state.s3_endpoint} (access key {state.s3_access_key}, secret in "
+            f"{workdir / 'state.json'})"
+        )
         print(f"export KUBECONFIG={state.kubeconfig}")
     elif args.action == "down":
         stopped = down(workdir)

@@ -33,8 +33,14 @@ def main() -> int:
         if not (root / "config.json").exists():
             config = json.loads((args.examples / "models" / model / "config.json").read_text())
             write_skeleton(config, root, shards=4 if "70b" in model else 1)
-        command = ["plan", str(args.examples / manifest), "--pools",
-                   str(args.examples / "pools.yaml"), "--model-uri", str(root)]  # fmt: skip
+        command = [
+            "plan",
+            str(args.examples / manifest),
+            "--pools",
+            str(args.examples / "pools.yaml"),
+            "--model-uri",
+            str(root),
+        ]
         print(f"$ ridgeline {' '.join(command)}\n", flush=True)
         worst = max(worst, ridgeline(command))
         print("\n" + "-" * 100 + "\n", flush=True)

@@ -16,8 +16,14 @@ from ridgeline.planner import NodePool, load_pools
 FAKE = {"kwok.x-k8s.io/node": "fake"}
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 POOL_LABEL = "ridgeline.dev/fake-pool"
-FAMILIES = {(7, 5): "turing", (8, 0): "ampere", (8, 6): "ampere", (8, 9): "ada-lovelace",
-            (9, 0): "hopper", (10, 0): "blackwell"}  # fmt: skip
+FAMILIES = {
+    (7, 5): "turing",
+    (8, 0): "ampere",
+    (8, 6): "ampere",
+    (8, 9): "ada-lovelace",
+    (9, 0): "hopper",
+    (10, 0): "blackwell",
+}
 
 
 def gfd_labels(pool: NodePool) -> dict[str, str]:
@@ -71,13 +77,19 @@ def node_manifests(pools: list[NodePool]) -> list[dict[str, Any]]:
             taints = [GPU_TAINT]
         for i in range(pool.nodes):
             name = f"{pool.name}-{i}"
-            nodes.append({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "annotations": dict(FAKE),
-                             "labels": {**labels, "kubernetes.io/hostname": name}},
-                "spec": {"taints": taints},
-                "status": {"capacity": capacity, "allocatable": capacity},
-            })  # fmt: skip
+            nodes.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": name,
+                        "annotations": dict(FAKE),
+                        "labels": {**labels, "kubernetes.io/hostname": name},
+                    },
+                    "spec": {"taints": taints},
+                    "status": {"capacity": capacity, "allocatable": capacity},
+                }
+            )
     return nodes
 
 
@@ -85,14 +97,26 @@ def apply(pools: list[NodePool], kubectl: list[str]) -> list[str]:
     """Create the nodes, then set their capacity through the status subresource."""
     manifests = node_manifests(pools)
     doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
-    subprocess.run([*kubectl, "apply", "-f", "-"], input=doc, text=True, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*kubectl, "apply", "-f", "-"], input=doc, text=True, check=True, capture_output=True
+    )
     for node in manifests:
         patch = json.dumps({"status": node["status"]})
         subprocess.run(
-            [*kubectl, "patch", "node", node["metadata"]["name"], "--subresource=status",
-             "--type=merge", "-p", patch], check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                *kubectl,
+                "patch",
+                "node",
+                node["metadata"]["name"],
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                patch,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return [n["metadata"]["name"] for n in manifests]
 
 

@@ -115,8 +115,12 @@ def module_source_dir(module: ToolModule, path: str) -> Path:
     """A module's source in the Go module cache (kwok's stage files, KubeRay's samples)."""
     result = subprocess.run(
         ["go", "list", "-m", "-f", "{{.Dir}}", path],
-        cwd=module.module_dir, env=_go_env(), check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=module.module_dir,
+        env=_go_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return Path(result.stdout.strip())
 
 

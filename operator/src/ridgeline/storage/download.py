@@ -1,0 +1,309 @@
+"""Copy a model root into a node-local cache: files in parallel, large files in ranged parts,
+one download per node (a file lock), written under a temporary name and renamed when complete
+and verified. An interrupted download resumes from the parts already written.
+
+Integrity, strongest first: the sha256 of a manifest (``sha256sum`` format, ``spec.model.
+sha256Manifest``); the store's own sha256 (Hugging Face LFS); the MD5 in a single-part S3 ETag;
+else the size. A mismatch removes the partial file and raises, naming the URI and both digests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ridgeline.storage.base import ObjectInfo, ObjectStore, StorageError
+
+log = logging.getLogger("ridgeline.download")
+
+PART_BYTES = 32 * 2**20
+PARALLEL = 8
+COMPLETE = ".ridgeline-complete.json"
+# Weights in other formats beside safetensors are skipped: transformers loads safetensors.
+SKIP_WHEN_SAFETENSORS = re.compile(r"(\.bin|\.pt|\.pth|\.gguf|\.msgpack|\.h5|\.ckpt)$|^original/")
+_ETAG_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+class IntegrityError(StorageError):
+    """Downloaded bytes do not match the expected digest."""
+
+
+@dataclass(frozen=True)
+class DownloadStats:
+    path: Path
+    files: int
+    bytes_total: int
+    bytes_downloaded: int
+    seconds: float
+    reused: bool
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes_downloaded / 1e9 / self.seconds if self.seconds > 0 else 0.0
+
+
+def cache_key(root_uri: str) -> str:
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", root_uri.split("://", 1)[-1])[-60:]
+    return f"{readable}-{hashlib.sha256(root_uri.encode()).hexdigest()[:12]}"
+
+
+def parse_manifest(text: str) -> dict[str, str]:
+    """``<sha256>  <path>`` lines, as sha256sum writes them."""
+    out = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([0-9a-fA-F]{64})\s+\*?(.+)", line.strip())
+        if not match:
+            raise StorageError(f"manifest line {n} is not '<sha256>  <path>': {line!r}")
+        out[match.group(2).strip()] = match.group(1).lower()
+    return out
+
+
+def select_files(objects: list[ObjectInfo], manifest_key: str | None) -> list[ObjectInfo]:
+    has_safetensors = any(o.key.endswith(".safetensors") for o in objects)
+    chosen = []
+    for obj in objects:
+        if obj.key == manifest_key or obj.key.startswith(".") or obj.key == COMPLETE:
+            continue
+        if has_safetensors and SKIP_WHEN_SAFETENSORS.search(obj.key):
+            continue
+        chosen.append(obj)
+    return chosen
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.done = 0
+        self._lock = threading.Lock()
+        self._enabled = enabled
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+            now = time.monotonic()
+            if self._enabled and (now - self._last > 0.25 or self.done >= self.total):
+                self._last = now
+                frac = self.done / self.total if self.total else 1.0
+                rate = self.done / 1e9 / max(now - self._start, 1e-6)
+                bar = "#" * int(frac * 30)
+                sys.stderr.write(
+                    f"\r  weights [{bar:<30}] {frac:6.1%} {self.done / 1e9:.2f}/"
+                    f"{self.total / 1e9:.2f} GB {rate:.2f} GB/s"
+                )
+                if self.done >= self.total:
+                    sys.stderr.write("\n")
+                sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _node_lock(path: Path) -> Iterator[None]:
+    """One download per node: other replicas on the node wait here, then reuse the cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _parts(size: int, part_bytes: int) -> list[tuple[int, int]]:
+    return [(start, min(part_bytes, size - start)) for start in range(0, size, part_bytes)] or [
+        (0, 0)
+    ]
+
+
+class _FileJob:
+    """One object: its parts, the partial file, the record of parts already written."""
+
+    def __init__(self, info: ObjectInfo, dest: Path, part_bytes: int) -> None:
+        self.info = info
+        self.dest = dest
+        self.partial = dest.with_name(dest.name + ".partial")
+        self.state = dest.with_name(dest.name + ".partial.json")
+        self.part_bytes = part_bytes
+        self.parts = _parts(info.size_bytes, part_bytes)
+        self._lock = threading.Lock()
+        done: set[int] = set()
+        if self.partial.exists() and self.state.exists():
+            try:
+                saved = json.loads(self.state.read_text())
+                if saved.get("version") == info.version and saved.get("part_bytes") == part_bytes:
+                    done = set(saved.get("done", []))
+            except (OSError, ValueError):
+                done = set()
+        else:
+            self.partial.unlink(missing_ok=True)
+        self.done = done
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
+        os.ftruncate(fd, info.size_bytes)
+        os.close(fd)
+        self._save()
+
+    def _save(self) -> None:
+        self.state.write_text(
+            json.dumps(
+                {
+                    "version": self.info.version,
+                    "part_bytes": self.part_bytes,
+                    "done": sorted(self.done),
+                }
+            )
+        )
+
+    def pending(self) -> list[int]:
+        return [i for i in range(len(self.parts)) if i not in self.done]
+
+    def write_part(self, store: ObjectStore, index: int, progress: _Progress) -> None:
+        start, length = self.parts[index]
+        data = store.read_range(self.info.key, start, length) if length else b""
+        if len(data) != length:
+            raise StorageError(
+                f"{store.root_uri}/{self.info.key}: short read at byte {start}: got {len(data)} "
+                f"of {length} bytes"
+            )
+        fd = os.open(self.partial, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, start)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self.done.add(index)
+            self._save()
+        progress.add(length)
+
+    def finish(self, store: ObjectStore, expected_sha256: str | None) -> None:
+        _verify(store, self.info, self.partial, expected_sha256)
+        self.state.unlink(missing_ok=True)
+        os.replace(self.partial, self.dest)
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(8 * 2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(store: ObjectStore, info: ObjectInfo, path: Path, expected_sha256: str | None) -> None:
+    where = f"{store.root_uri}/{info.key}"
+    size = path.stat().st_size
+    if size != info.size_bytes:
+        path.unlink(missing_ok=True)
+        raise IntegrityError(f"{where}: size {size} != {info.size_bytes} bytes")
+    checks: list[tuple[str, str]] = []
+    if expected_sha256:
+        checks.append(("sha256", expected_sha256))
+    elif info.version.startswith("sha256:"):
+        checks.append(("sha256", info.version.removeprefix("sha256:")))
+    elif _ETAG_MD5.match(info.version):
+        checks.append(("md5", info.version))
+    for algorithm, expected in checks:
+        actual = _digest(path, algorithm)
+        if actual != expected.lower():
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".json").unlink(missing_ok=True)
+            raise IntegrityError(
+                f"{where}: {algorithm} mismatch: expected {expected}, got {actual}; the partial "
+                "file was removed"
+            )
+
+
+def download_model(
+    store: ObjectStore,
+    cache_root: Path,
+    manifest_key: str | None = None,
+    parallel: int = PARALLEL,
+    part_bytes: int = PART_BYTES,
+    progress: bool | None = None,
+) -> DownloadStats:
+    """Download (or reuse) the model under ``cache_root``; returns where and how fast."""
+    started = time.monotonic()
+    dest = cache_root / cache_key(store.root_uri)
+    with _node_lock(cache_root / f"{dest.name}.lock"):
+        objects = store.list()
+        manifest = parse_manifest(store.read(manifest_key).decode()) if manifest_key else {}
+        files = select_files(objects, manifest_key)
+        if manifest:
+            missing = sorted(set(manifest) - {f.key for f in files})
+            if missing:
+                raise StorageError(f"{store.root_uri}: manifest lists missing files: {missing}")
+        versions = {f.key: f.version for f in files}
+        marker = dest / COMPLETE
+        total = sum(f.size_bytes for f in files)
+        if marker.exists() and json.loads(marker.read_text()).get("versions") == versions:
+            return DownloadStats(dest, len(files), total, 0, time.monotonic() - started, True)
+        marker.unlink(missing_ok=True)
+        jobs = []
+        for info in files:
+            target = dest / info.key
+            if (
+                target.exists()
+                and target.stat().st_size == info.size_bytes
+                and _recorded(dest, info)
+            ):
+                continue
+            jobs.append(_FileJob(info, target, part_bytes))
+        todo = sum(j.parts[i][1] for j in jobs for i in j.pending())
+        bar = _Progress(todo, sys.stderr.isatty() if progress is None else progress)
+        tasks = [(job, i) for job in jobs for i in job.pending()]
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = [pool.submit(job.write_part, store, i, bar) for job, i in tasks]
+            for future in futures:
+                future.result()
+        for job in jobs:
+            job.finish(store, manifest.get(job.info.key))
+            _record(dest, job.info)
+        marker.write_text(json.dumps({"uri": store.root_uri, "versions": versions}, indent=1))
+    seconds = time.monotonic() - started
+    stats = DownloadStats(dest, len(files), total, todo, seconds, False)
+    log.info(
+        "weights from %s: %d files, %.2f GB in %.1f s (%.2f GB/s)",
+        store.root_uri,
+        len(files),
+        todo / 1e9,
+        seconds,
+        stats.gb_per_s,
+    )
+    return stats
+
+
+def _versions_file(dest: Path) -> Path:
+    return dest / ".ridgeline-versions.json"
+
+
+def _recorded(dest: Path, info: ObjectInfo) -> bool:
+    try:
+        return bool(json.loads(_versions_file(dest).read_text()).get(info.key) == info.version)
+    except (OSError, ValueError):
+        return False
+
+
+def _record(dest: Path, info: ObjectInfo) -> None:
+    path = _versions_file(dest)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[info.key] = info.version
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)

@@ -1,0 +1,91 @@
+"""``hf://org/name@revision``: the Hugging Face Hub's HTTP API (or a mirror at HF_ENDPOINT).
+
+Listing uses ``/api/models/{repo}/tree/{revision}?recursive=true``, which also gives each LFS
+file's sha256; reads use ``/{repo}/resolve/{revision}/{path}`` with a Range header. HF_TOKEN,
+when set, is sent as a bearer token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from ridgeline.storage.base import ObjectInfo, StorageError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+class HFStore:
+    def __init__(self, repo: str, revision: str | None, subdir: str = "") -> None:
+        self._repo = repo
+        self._revision = revision or "main"
+        self._subdir = subdir.strip("/")
+        self._endpoint = os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+        self._listing: dict[str, ObjectInfo] | None = None
+
+    @property
+    def root_uri(self) -> str:
+        sub = f"/{self._subdir}" if self._subdir else ""
+        return f"hf://{self._repo}@{self._revision}{sub}"
+
+    def _request(self, url: str, headers: dict[str, str] | None = None) -> bytes:
+        req = urllib.request.Request(url, headers=headers or {})
+        token = os.environ.get("HF_TOKEN")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                data: bytes = resp.read()
+                return data
+        except urllib.error.HTTPError as exc:
+            reason = {
+                401: "unauthorized: set HF_TOKEN",
+                403: "forbidden (gated model?)",
+                404: "not found",
+            }.get(exc.code, f"HTTP {exc.code}")
+            raise StorageError(f"{url}: {reason}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise StorageError(f"{url}: unreachable ({exc})") from exc
+
+    def _path(self, key: str) -> str:
+        return f"{self._subdir}/{key}" if self._subdir else key
+
+    def list(self) -> list[ObjectInfo]:
+        if self._listing is None:
+            rev = urllib.parse.quote(self._revision, safe="")
+            sub = f"/{self._subdir}" if self._subdir else ""
+            url = f"{self._endpoint}/api/models/{self._repo}/tree/{rev}{sub}?recursive=true"
+            entries = json.loads(self._request(url))
+            listing = {}
+            prefix = f"{self._subdir}/" if self._subdir else ""
+            for entry in entries:
+                if entry.get("type") != "file":
+                    continue
+                lfs = entry.get("lfs") or {}
+                key = entry["path"][len(prefix) :]
+                # LFS files carry their sha256; "sha256:" tells the downloader it can verify it.
+                version = f"sha256:{lfs['oid']}" if lfs.get("oid") else str(entry.get("oid", ""))
+                listing[key] = ObjectInfo(key=key, size_bytes=int(entry["size"]), version=version)
+            self._listing = listing
+        return sorted(self._listing.values(), key=lambda o: o.key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        for info in self.list():
+            if info.key == key:
+                return info
+        raise StorageError(f"{self.root_uri}/{key}: no such file")
+
+    def _url(self, key: str) -> str:
+        rev = urllib.parse.quote(self._revision, safe="")
+        return f"{self._endpoint}/{self._repo}/resolve/{rev}/{urllib.parse.quote(self._path(key))}"
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        return self._request(self._url(key), {"Range": f"bytes={start}-{start + length - 1}"})
+
+    def read(self, key: str) -> bytes:
+        return self._request(self._url(key))

@@ -1,0 +1,128 @@
+"""``s3://bucket/prefix`` on any S3-compatible endpoint, and ``gs://`` through Google Cloud
+Storage's S3-compatible XML API (HMAC keys).
+
+Credentials come from the environment the way boto3 reads them (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION); the operator mounts the InferenceModel's
+``credentialsSecret`` as such variables.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ridgeline.storage.base import ObjectInfo, StorageError
+
+GCS_XML_ENDPOINT = "https://storage.googleapis.com"
+
+
+class S3Store:
+    def __init__(self, scheme: str, bucket: str, prefix: str, client: Any | None = None) -> None:
+        self._scheme = scheme
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._client = client or _client(scheme)
+
+    @property
+    def root_uri(self) -> str:
+        sep = "/" if self._prefix else ""
+        return f"{self._scheme}://{self._bucket}{sep}{self._prefix}"
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}/{key}" if self._prefix else key
+
+    def _fail(self, key: str, exc: Exception) -> StorageError:
+        return StorageError(f"{self.root_uri}/{key}: {_describe(exc)}")
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._fail(key, exc) from exc
+        return ObjectInfo(
+            key=key,
+            size_bytes=int(head["ContentLength"]),
+            version=str(head.get("ETag", "")).strip('"'),
+        )
+
+    def list(self) -> list[ObjectInfo]:
+        prefix = f"{self._prefix}/" if self._prefix else ""
+        out = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=prefix
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    key = obj["Key"][len(prefix) :]
+                    if key and not key.endswith("/"):
+                        out.append(
+                            ObjectInfo(
+                                key=key,
+                                size_bytes=int(obj["Size"]),
+                                version=str(obj.get("ETag", "")).strip('"'),
+                            )
+                        )
+        except Exception as exc:
+            raise StorageError(f"{self.root_uri}: cannot list: {_describe(exc)}") from exc
+        if not out:
+            raise StorageError(f"{self.root_uri}: no objects under this prefix")
+        return sorted(out, key=lambda o: o.key)
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            resp = self._client.get_object(
+                Bucket=self._bucket, Key=self._key(key), Range=f"bytes={start}-{start + length - 1}"
+            )
+            data: bytes = resp["Body"].read()
+        except Exception as exc:
+            raise self._fail(key, exc) from exc
+        return data
+
+    def read(self, key: str) -> bytes:
+        try:
+            data: bytes = self._client.get_object(Bucket=self._bucket, Key=self._key(key))[
+                "Body"
+            ].read()
+        except Exception as exc:
+            raise self._fail(key, exc) from exc
+        return data
+
+
+def _client(scheme: str) -> Any:
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as exc:
+        raise StorageError(f"{scheme}:// needs boto3: pip install 'ridgeline[storage]'") from exc
+    kwargs: dict[str, Any] = {
+        "config": Config(
+            retries={"max_attempts": 5, "mode": "adaptive"},
+            max_pool_connections=32,
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    }
+    if scheme == "gs":
+        kwargs["endpoint_url"] = os.environ.get("GCS_ENDPOINT_URL", GCS_XML_ENDPOINT)
+    kwargs["region_name"] = os.environ.get(
+        "AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    )
+    return boto3.client("s3", **kwargs)
+
+
+def _describe(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        err = response.get("Error", {})
+        code = err.get("Code", "")
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return "no such object"
+        if code == "NoSuchBucket":
+            return "no such bucket"
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return f"access denied ({code}): check the credentials secret"
+        return f"{code}: {err.get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"

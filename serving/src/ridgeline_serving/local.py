@@ -1,0 +1,109 @@
+"""``ridgeline serve MODEL.yaml``: plan for this machine, start Ray locally, serve until ^C."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ridgeline.api import InferenceModel
+from ridgeline.hardware import GIB, MIB
+from ridgeline.planner import NodePool, plan_model
+from ridgeline.planner.report import plan_text
+from ridgeline.shape import read_model_shape
+from ridgeline_serving.args import ServingArgs
+
+LOCAL_POOL = "local"
+
+
+def local_pool() -> NodePool:
+    """This machine as a node pool: its GPUs if torch sees any, else its CPU and memory."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            return NodePool(
+                name=LOCAL_POOL,
+                gpu_product=props.name.replace(" ", "-"),
+                gpus_per_node=torch.cuda.device_count(),
+                gpu_memory_mib=props.total_memory // MIB,
+            )
+    except ImportError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return NodePool(
+        name=LOCAL_POOL,
+        gpu_product="cpu",
+        gpus_per_node=0,
+        memory_gib=memory / GIB,
+        cpus=os.cpu_count() or 1,
+    )
+
+
+def serving_args(
+    model: InferenceModel, model_uri: str | None = None, cache_dir: Path | None = None
+) -> tuple[ServingArgs, str]:
+    """The same plan the operator would make, for a pool that is this machine."""
+    pool = local_pool()
+    spec = model.spec.model_copy(update={"accelerators": [pool.gpu_product]})
+    uri = model_uri or spec.model.uri
+    shape = read_model_shape(uri)
+    plan = plan_model(shape, spec, [pool])
+    args = ServingArgs(
+        model_uri=uri,
+        model_name=model.metadata.name,
+        sha256_manifest=spec.model.sha256_manifest,
+        quantization=spec.quantization,
+        compute_dtype=plan.compute_dtype,
+        max_batch_size=plan.batch_target,
+        max_context_tokens=spec.workload.max_context_tokens,
+        gpus_per_replica=0 if pool.is_cpu else plan.gpus_per_replica,
+        cache_dir=str(cache_dir or Path.home() / ".cache" / "ridgeline" / "models"),
+    )
+    return args, plan_text(model.metadata.name, plan)
+
+
+def serve_forever(
+    model: InferenceModel,
+    host: str,
+    port: int,
+    metrics_port: int,
+    model_uri: str | None = None,
+    ready: threading.Event | None = None,
+) -> int:
+    args, explanation = serving_args(model, model_uri)
+    print(explanation, flush=True)
+    print(f"\nstarting Ray and loading {args.model_uri} ...", flush=True)
+    import ray
+    from ray import serve
+
+    from ridgeline_serving.app import build_app
+
+    started = time.monotonic()
+    ray.init(
+        include_dashboard=False,
+        _metrics_export_port=metrics_port,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+    serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"})
+    serve.run(build_app(args.model_dump(mode="json")), name=args.model_name, route_prefix="/")
+    print(f"\n{args.model_name} is ready after {time.monotonic() - started:.1f} s", flush=True)
+    print(f"  OpenAI endpoint: http://{host}:{port}/v1   (model name: {args.model_name})")
+    print(f"  metrics:         http://127.0.0.1:{metrics_port}/metrics")
+    print("  Ctrl-C stops it.", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if ready is not None:
+        ready.set()
+    stop.wait()
+    print("stopping ...", file=sys.stderr)
+    serve.shutdown()  # type: ignore[no-untyped-call]
+    ray.shutdown()
+    return 0

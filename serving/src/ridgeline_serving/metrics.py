@@ -1,0 +1,83 @@
+"""Prometheus metrics, exported through Ray's metrics agent (Ray adds the ``ray_`` prefix, so
+``ridgeline_requests`` is scraped as ``ray_ridgeline_requests_total``). Ray Serve's own
+replica metrics (``ray_serve_*``) sit beside them on the same endpoint."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from ray.util.metrics import Counter, Gauge, Histogram
+
+PREFIX = "ridgeline_"
+LATENCY_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+BATCH: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+
+
+class ServingMetrics:
+    def __init__(self, model: str) -> None:
+        self.tags = {"model": model}
+        keys = ("model",)
+        self.requests = Counter(
+            f"{PREFIX}requests",
+            "HTTP requests by route and status code.",
+            tag_keys=("model", "route", "code"),
+        )
+        self.prompt_tokens = Counter(f"{PREFIX}prompt_tokens", "Prompt tokens.", tag_keys=keys)
+        self.completion_tokens = Counter(
+            f"{PREFIX}completion_tokens", "Generated tokens.", tag_keys=keys
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}time_to_first_token_seconds",
+            "Time from request to its first token.",
+            LATENCY_S,
+            tag_keys=keys,
+        )
+        self.tpot = Histogram(
+            f"{PREFIX}time_per_output_token_seconds",
+            "Mean time per output token after the first.",
+            LATENCY_S,
+            tag_keys=keys,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}batch_size", "Requests decoded together.", BATCH, tag_keys=keys
+        )
+        self.batch_target = Gauge(
+            f"{PREFIX}batch_target", "The planned batch target.", tag_keys=keys
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}queue_depth", "Requests in this replica, waiting or decoding.", tag_keys=keys
+        )
+        self.load_seconds = Gauge(
+            f"{PREFIX}weight_load_seconds", "Seconds to fetch and load the weights.", tag_keys=keys
+        )
+        self.load_bytes = Gauge(
+            f"{PREFIX}weight_load_bytes", "Bytes of weights fetched.", tag_keys=keys
+        )
+        self.download_gbps = Gauge(
+            f"{PREFIX}weight_download_gigabytes_per_second",
+            "Object-store download throughput.",
+            tag_keys=keys,
+        )
+
+    def refresh_gauges(self, values: Callable[[], dict[str, float]], period_s: float = 1.0) -> None:
+        """Re-record the gauges every period: Ray's OpenTelemetry exporter drops a gauge that
+        was not recorded since the last export, so a value set once would vanish."""
+        gauges = {
+            "batch_target": self.batch_target,
+            "queue_depth": self.queue_depth,
+            "weight_load_seconds": self.load_seconds,
+            "weight_load_bytes": self.load_bytes,
+            "weight_download_gigabytes_per_second": self.download_gbps,
+        }
+
+        def loop() -> None:
+            while not self._stop.wait(period_s):
+                for name, value in values().items():
+                    gauges[name].set(value, self.tags)
+
+        self._stop = threading.Event()
+        threading.Thread(target=loop, name="ridgeline-gauges", daemon=True).start()
+
+    def request(self, route: str, code: int) -> None:
+        self.requests.inc(1, {**self.tags, "route": route, "code": str(code)})

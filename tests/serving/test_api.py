@@ -1,0 +1,281 @@
+"""The OpenAI-compatible API on Ray Serve, with the official openai client: weights pulled
+from MinIO at replica start, completions, chat, streaming, batching, errors, back-pressure,
+and the Prometheus metrics."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from ridgeline_dev.cluster import free_port
+
+MODEL = "tiny-chat"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    os.environ["RAY_metrics_report_interval_ms"] = "500"  # noqa: SIM112 (Ray spells it so)
+    import ray
+    from ray import serve
+
+    from ridgeline_serving.app import build_app
+
+    http_port, metrics_port = free_port(), free_port()
+    cache = tmp_path_factory.mktemp("weights-cache")
+    ray.init(
+        num_cpus=4, include_dashboard=False, _metrics_export_port=metrics_port, log_to_driver=False
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+    base = {
+        "model_uri": tiny_uri,
+        "model_name": MODEL,
+        "compute_dtype": "float32",
+        "max_context_tokens": 256,
+        "gpus_per_replica": 0,
+        "cache_dir": str(cache),
+        "batch_wait_timeout_s": 0.05,
+    }
+    serve.run(build_app({**base, "max_batch_size": 16}), name="main", route_prefix="/")
+    serve.run(
+        build_app({**base, "max_batch_size": 1, "max_queued_requests": 1}),
+        name="small",
+        route_prefix="/small",
+    )
+    try:
+        yield {
+            "base": f"http://127.0.0.1:{http_port}",
+            "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+            "cache": str(cache),
+        }
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture
+def client(server: dict[str, str]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server["base"] + "/v1", api_key="unused", max_retries=0)
+
+
+def test_weights_came_from_the_store_into_the_node_cache(server: dict[str, str]) -> None:
+    cached = list(Path(server["cache"]).rglob("model.safetensors"))
+    assert len(cached) == 1
+    assert (cached[0].parent / ".ridgeline-complete.json").exists()
+
+
+def test_models(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_completion(client: openai.OpenAI) -> None:
+    out = client.completions.create(model=MODEL, prompt="the model", max_tokens=8, temperature=0)
+    assert out.choices[0].finish_reason == "length"
+    assert out.usage is not None
+    assert out.usage.completion_tokens == 8
+    again = client.completions.create(model=MODEL, prompt="the model", max_tokens=8, temperature=0)
+    assert again.choices[0].text == out.choices[0].text
+
+
+def test_chat_uses_the_chat_template(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
+        max_tokens=6,
+        temperature=0,
+        seed=1,
+    )
+    assert out.choices[0].message.role == "assistant"
+    assert out.usage is not None
+    # <|system|>\nbe brief<|end|>\n<|user|>\nhello<|end|>\n<|assistant|>\n is more than 6 tokens
+    assert out.usage.prompt_tokens > 6
+
+
+def test_streaming_chat_equals_the_non_streamed_answer(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "ridge roofline"}]
+    whole = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=12, temperature=0
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ] == ["length"]
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 12
+
+
+def test_streaming_completion(client: openai.OpenAI) -> None:
+    parts = [
+        c.choices[0].text
+        for c in client.completions.create(
+            model=MODEL, prompt="a", max_tokens=5, stream=True, temperature=0
+        )
+    ]
+    assert (
+        "".join(parts)
+        == client.completions.create(model=MODEL, prompt="a", max_tokens=5, temperature=0)
+        .choices[0]
+        .text
+    )
+
+
+def _metric(server: dict[str, str], name: str) -> dict[str, float]:
+    text = urllib.request.urlopen(server["metrics"], timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def test_sixteen_concurrent_requests_are_batched(
+    client: openai.OpenAI, server: dict[str, str]
+) -> None:
+    def one(i: int) -> str:
+        return (
+            client.completions.create(
+                model=MODEL, prompt=f"the batch {i}", max_tokens=16, temperature=0
+            )
+            .choices[0]
+            .text
+        )
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        texts = list(pool.map(one, range(16)))
+    assert len(texts) == 16
+    deadline = time.monotonic() + 30
+    batches: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        batches = _metric(server, "ray_ridgeline_batch_size_bucket")
+        le1 = sum(v for k, v in batches.items() if 'le="1.0"' in k and 'model="tiny-chat"' in k)
+        count = sum(
+            v
+            for k, v in _metric(server, "ray_ridgeline_batch_size_count").items()
+            if 'model="tiny-chat"' in k
+        )
+        if count and count > le1:  # some batch held more than one request
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"no batch larger than 1 in the metrics: {batches}")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    [
+        (
+            "/v1/completions",
+            {"model": MODEL, "prompt": "the " * 300, "max_tokens": 4},
+            400,
+            "prompt",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 400},
+            400,
+            "messages",
+        ),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "n": 2}, 400, None),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "temperature": 5}, 400, "temperature"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": []}, 400, "messages"),
+        ("/v1/completions", {"model": "gpt-4", "prompt": "a"}, 404, "model"),
+    ],
+)
+def test_bad_requests_are_refused_in_openai_shape(
+    server: dict[str, str], path: str, body: dict, status: int, param: str | None
+) -> None:  # type: ignore[type-arg]
+    resp = httpx.post(server["base"] + path, json=body, timeout=30)
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"]
+    if param:
+        assert err["param"] == param
+
+
+def test_context_overflow_raises_openai_bad_request(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="maximum context length is 256 tokens"):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "the " * 300}]
+        )
+
+
+def test_invalid_json_is_a_400(server: dict[str, str]) -> None:
+    resp = httpx.post(
+        server["base"] + "/v1/completions",
+        content=b"{nope",
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code == 400
+    assert resp.json()["error"]["message"] == "request body is not valid JSON"
+
+
+def test_overload_answers_429_with_retry_after(server: dict[str, str]) -> None:
+    url = server["base"] + "/small/v1/completions"
+
+    def one(i: int) -> httpx.Response:
+        return httpx.post(
+            url,
+            json={"model": MODEL, "prompt": f"x {i}", "max_tokens": 48, "temperature": 0},
+            timeout=60,
+        )
+
+    with cf.ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(one, range(10)))
+    codes = sorted(r.status_code for r in responses)
+    assert 200 in codes, codes
+    assert 429 in codes, codes
+    busy = next(r for r in responses if r.status_code == 429)
+    assert busy.headers["retry-after"] == "1"
+    assert busy.json()["error"]["type"] == "rate_limit_exceeded"
+
+
+EXPECTED_METRICS = [
+    "ray_ridgeline_requests_total",
+    "ray_ridgeline_prompt_tokens_total",
+    "ray_ridgeline_completion_tokens_total",
+    "ray_ridgeline_time_to_first_token_seconds_bucket",
+    "ray_ridgeline_time_per_output_token_seconds_bucket",
+    "ray_ridgeline_batch_size_bucket",
+    "ray_ridgeline_batch_target",
+    "ray_ridgeline_queue_depth",
+    "ray_ridgeline_weight_load_seconds",
+    "ray_ridgeline_weight_load_bytes",
+]
+
+
+def test_metrics_are_exported_with_one_prefix(
+    client: openai.OpenAI, server: dict[str, str]
+) -> None:
+    client.completions.create(model=MODEL, prompt="metrics", max_tokens=4)
+    deadline = time.monotonic() + 30
+    missing = EXPECTED_METRICS
+    while missing and time.monotonic() < deadline:
+        text = urllib.request.urlopen(server["metrics"], timeout=5).read().decode()
+        missing = [m for m in EXPECTED_METRICS if not re.search(rf"^{m}\{{", text, re.M)]
+        time.sleep(0.5)
+    assert not missing
+    codes = _metric(server, "ray_ridgeline_requests_total")
+    assert any('code="200"' in k and 'route="/v1/completions"' in k for k in codes)
+    target = _metric(server, "ray_ridgeline_batch_target")
+    assert 16.0 in target.values()
