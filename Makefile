@@ -7,12 +7,13 @@ PY := $(VENV)/bin/python
 CACHE ?= $(CURDIR)/.cache
 EXTRAS ?= dev
 
-.PHONY: help venv test lint typecheck unit crds demo clean cluster-bin cluster-up cluster-down fleet
+.PHONY: help venv test lint typecheck unit crds demo plans clean cluster-bin cluster-up cluster-down fleet
 CLUSTER_DIR ?= $(CACHE)/cluster
 POOLS ?= examples/pools.yaml
 
 help:
-	@echo "make demo       plan the examples (the main job)"
+	@echo "make demo       the main job: serve a tiny model from a local object store, ask it"
+	@echo "make plans      ridgeline plan on every example"
 	@echo "make test       ruff, mypy and pytest (creates $(VENV) on first use)"
 	@echo "make crds       regenerate crds/ from the pydantic models"
 	@echo "make cluster-up     etcd, kube-apiserver, controller-manager, scheduler, kwok, KubeRay, MinIO on loopback"
@@ -44,8 +45,14 @@ test: lint typecheck
 crds: venv
 	$(PY) -m ridgeline.api.crd crds/ridgeline.dev_inferencemodels.yaml docs/crd-reference.md
 
-DEMO_MODELS := $(CACHE)/demo-models
+# The main job: a tiny model made on the spot, in a local object store, served by
+# `ridgeline serve` on local Ray, asked a question with the openai client.
 demo: venv
+	$(PY) -m ridgeline_dev.demo
+
+# `ridgeline plan` on every example against examples/pools.yaml.
+DEMO_MODELS := $(CACHE)/demo-models
+plans: venv
 	$(PY) -m ridgeline_dev.demo_plans --examples examples --models $(DEMO_MODELS)
 
 # Builds kube-apiserver & co, etcd, kwok, KubeRay, helm and MinIO from the Go module proxy into

@@ -45,6 +45,12 @@ def local_pool() -> NodePool:
     )
 
 
+def default_cache_dir() -> Path:
+    """Where `ridgeline serve` keeps weights: $RIDGELINE_CACHE_DIR, else ~/.cache/ridgeline."""
+    env = os.environ.get("RIDGELINE_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "ridgeline" / "models"
+
+
 def serving_args(
     model: InferenceModel, model_uri: str | None = None, cache_dir: Path | None = None
 ) -> tuple[ServingArgs, str]:
@@ -63,7 +69,7 @@ def serving_args(
         max_batch_size=plan.batch_target,
         max_context_tokens=spec.workload.max_context_tokens,
         gpus_per_replica=0 if pool.is_cpu else plan.gpus_per_replica,
-        cache_dir=str(cache_dir or Path.home() / ".cache" / "ridgeline" / "models"),
+        cache_dir=str(cache_dir or default_cache_dir()),
     )
     return args, plan_text(model.metadata.name, plan)
 

@@ -379,8 +379,9 @@ def _reasons(
             f"batch lowered from {s.desired_batch:.0f} to {c.batch_target}."
         )
     else:
+        what = "Replica size" if acc.is_cpu else "GPUs per replica"
         out.append(
-            f"GPUs per replica: {mode} ({usable / GIB:.1f} GiB usable) is the fewest that "
+            f"{what}: {mode} ({usable / GIB:.1f} GiB usable) is the fewest that "
             f"hold the weights plus {c.batch_target} sequences at {context} tokens."
         )
     out.append(
