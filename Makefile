@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 CACHE ?= $(CURDIR)/.cache
 EXTRAS ?= dev
 
-.PHONY: help venv test lint typecheck unit crds demo plans clean cluster-bin cluster-up cluster-down fleet
+.PHONY: help venv test lint typecheck unit crds demo plans bench clean cluster-bin cluster-up cluster-down fleet
 CLUSTER_DIR ?= $(CACHE)/cluster
 POOLS ?= examples/pools.yaml
 
 help:
 	@echo "make demo       the main job: serve a tiny model from a local object store, ask it"
 	@echo "make plans      ridgeline plan on every example"
+	@echo "make bench      benchmarks; figures go to docs/benchmarks.md"
 	@echo "make test       ruff, mypy and pytest (creates $(VENV) on first use)"
 	@echo "make crds       regenerate crds/ from the pydantic models"
 	@echo "make cluster-up     etcd, kube-apiserver, controller-manager, scheduler, kwok, KubeRay, MinIO on loopback"
@@ -49,6 +50,11 @@ crds: venv
 # `ridgeline serve` on local Ray, asked a question with the openai client.
 demo: venv
 	$(PY) -m ridgeline_dev.demo
+
+# Figures and ratios, written to docs/benchmarks.md. The GPU section runs only where CUDA is.
+bench: venv
+	cd tests/bench && ../../$(PY) bench_serving.py
+	cd tests/bench && ../../$(PY) bench_gpu.py
 
 # `ridgeline plan` on every example against examples/pools.yaml.
 DEMO_MODELS := $(CACHE)/demo-models

@@ -106,11 +106,11 @@ class _FlakyStore:
     def read(self, key):  # type: ignore[no-untyped-def]
         return self.inner.read(key)
 
-    def read_range(self, key, start, length):  # type: ignore[no-untyped-def]
+    def iter_range(self, key, start, length, if_version=None):  # type: ignore[no-untyped-def]
         self.reads += 1
         if self.reads > self.budget:
             raise StorageError(f"{self.root_uri}/{key}: connection reset")
-        return self.inner.read_range(key, start, length)
+        return self.inner.iter_range(key, start, length, if_version)
 
 
 def test_interrupted_download_resumes_from_written_parts(
@@ -194,3 +194,23 @@ def test_hf_store_lists_reads_ranges_and_verifies_lfs_sha256(
             open_store("hf://org/missing@main").list()
     finally:
         server.shutdown()
+
+
+def test_object_replaced_mid_download_is_refused_not_mixed(
+    s3_client, tiny_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    s3_client.put_object(
+        Bucket="models", Key="moving/config.json", Body=(tiny_dir / "config.json").read_bytes()
+    )
+    s3_client.put_object(Bucket="models", Key="moving/model.safetensors", Body=b"a" * 100_000)
+    store = open_store("s3://models/moving")
+    stale = store.list()  # what the downloader saw when it started
+
+    class Stale(_FlakyStore):
+        def list(self):  # type: ignore[no-untyped-def]
+            return stale
+
+    s3_client.put_object(Bucket="models", Key="moving/model.safetensors", Body=b"b" * 100_000)
+    with pytest.raises(StorageError, match="object changed during the download"):
+        download_model(Stale(store, budget=10**9), tmp_path, part_bytes=16 * 1024, progress=False)  # type: ignore[arg-type]
+    assert not list(tmp_path.rglob("model.safetensors"))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
+
+CHUNK_BYTES = 4 * 2**20
 
 
 class StorageError(RuntimeError):
@@ -32,10 +35,18 @@ class ObjectStore(Protocol):
         """Every object under the root, keys relative to it."""
         ...
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        """Exactly ``length`` bytes from ``start``, or fewer only at the end of the object."""
+    def read_range(self, key: str, start: int, length: int, if_version: str | None = None) -> bytes:
+        """Exactly ``length`` bytes from ``start``, or fewer only at the end of the object.
+        With ``if_version``, fail rather than mix bytes of an object that changed meanwhile."""
         ...
 
     def read(self, key: str) -> bytes:
         """The whole object (for small files such as config.json)."""
+        ...
+
+    def iter_range(
+        self, key: str, start: int, length: int, if_version: str | None = None
+    ) -> Iterator[bytes]:
+        """The same bytes as ``read_range``, in chunks as they arrive (downloads stream them to
+        disk instead of holding a part in memory)."""
         ...

@@ -2,9 +2,12 @@
 one download per node (a file lock), written under a temporary name and renamed when complete
 and verified. An interrupted download resumes from the parts already written.
 
-Integrity, strongest first: the sha256 of a manifest (``sha256sum`` format, ``spec.model.
-sha256Manifest``); the store's own sha256 (Hugging Face LFS); the MD5 in a single-part S3 ETag;
-else the size. A mismatch removes the partial file and raises, naming the URI and both digests.
+Integrity: the sha256 of a manifest (``sha256sum`` format, ``spec.model.sha256Manifest``) or
+the store's own sha256 (Hugging Face LFS) where there is one; always the size; and every ranged
+read of an S3 object is conditional on the ETag seen at listing (If-Match), so bytes of two
+versions are never mixed. The MD5 of a single-part ETag is not recomputed: that pass alone ran
+at 0.6 GB/s on this machine (docs/benchmarks.md), a cap on every download. A mismatch removes
+the partial file and raises, naming the URI and both digests.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ PARALLEL = 8
 COMPLETE = ".ridgeline-complete.json"
 # Weights in other formats beside safetensors are skipped: transformers loads safetensors.
 SKIP_WHEN_SAFETENSORS = re.compile(r"(\.bin|\.pt|\.pth|\.gguf|\.msgpack|\.h5|\.ckpt)$|^original/")
-_ETAG_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
 class IntegrityError(StorageError):
@@ -173,21 +175,25 @@ class _FileJob:
 
     def write_part(self, store: ObjectStore, index: int, progress: _Progress) -> None:
         start, length = self.parts[index]
-        data = store.read_range(self.info.key, start, length) if length else b""
-        if len(data) != length:
-            raise StorageError(
-                f"{store.root_uri}/{self.info.key}: short read at byte {start}: got {len(data)} "
-                f"of {length} bytes"
-            )
+        version = self.info.version or None
+        written = 0
         fd = os.open(self.partial, os.O_WRONLY)
         try:
-            os.pwrite(fd, data, start)
+            if length:
+                for chunk in store.iter_range(self.info.key, start, length, version):
+                    os.pwrite(fd, chunk, start + written)
+                    written += len(chunk)
+                    progress.add(len(chunk))
         finally:
             os.close(fd)
+        if written != length:
+            raise StorageError(
+                f"{store.root_uri}/{self.info.key}: short read at byte {start}: got {written} "
+                f"of {length} bytes"
+            )
         with self._lock:
             self.done.add(index)
             self._save()
-        progress.add(length)
 
     def finish(self, store: ObjectStore, expected_sha256: str | None) -> None:
         _verify(store, self.info, self.partial, expected_sha256)
@@ -214,8 +220,6 @@ def _verify(store: ObjectStore, info: ObjectInfo, path: Path, expected_sha256: s
         checks.append(("sha256", expected_sha256))
     elif info.version.startswith("sha256:"):
         checks.append(("sha256", info.version.removeprefix("sha256:")))
-    elif _ETAG_MD5.match(info.version):
-        checks.append(("md5", info.version))
     for algorithm, expected in checks:
         actual = _digest(path, algorithm)
         if actual != expected.lower():

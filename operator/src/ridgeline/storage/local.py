@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from ridgeline.storage.base import ObjectInfo, StorageError
+from ridgeline.storage.base import CHUNK_BYTES, ObjectInfo, StorageError
 
 
 class LocalStore:
@@ -44,7 +45,7 @@ class LocalStore:
                 out.append(self.stat(rel))
         return sorted(out, key=lambda o: o.key)
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
+    def read_range(self, key: str, start: int, length: int, if_version: str | None = None) -> bytes:
         path = self._path(key)
         try:
             with path.open("rb") as fh:
@@ -52,6 +53,23 @@ class LocalStore:
                 return fh.read(length)
         except FileNotFoundError:
             raise StorageError(f"{self.root_uri}/{key}: no such file") from None
+        except OSError as exc:
+            raise StorageError(f"{self.root_uri}/{key}: {exc.strerror}") from exc
+
+    def iter_range(
+        self, key: str, start: int, length: int, if_version: str | None = None
+    ) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            with path.open("rb") as fh:
+                fh.seek(start)
+                left = length
+                while left > 0:
+                    chunk = fh.read(min(CHUNK_BYTES, left))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+                    yield chunk
         except OSError as exc:
             raise StorageError(f"{self.root_uri}/{key}: {exc.strerror}") from exc
 

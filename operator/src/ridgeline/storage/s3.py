@@ -9,9 +9,10 @@ AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION); the operator mounts the In
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from ridgeline.storage.base import ObjectInfo, StorageError
+from ridgeline.storage.base import CHUNK_BYTES, ObjectInfo, StorageError
 
 GCS_XML_ENDPOINT = "https://storage.googleapis.com"
 
@@ -69,17 +70,40 @@ class S3Store:
             raise StorageError(f"{self.root_uri}: no objects under this prefix")
         return sorted(out, key=lambda o: o.key)
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
+    def read_range(self, key: str, start: int, length: int, if_version: str | None = None) -> bytes:
         if length <= 0:
             return b""
+        extra = {"IfMatch": f'"{if_version}"'} if if_version else {}
         try:
             resp = self._client.get_object(
-                Bucket=self._bucket, Key=self._key(key), Range=f"bytes={start}-{start + length - 1}"
+                Bucket=self._bucket,
+                Key=self._key(key),
+                Range=f"bytes={start}-{start + length - 1}",
+                **extra,
             )
             data: bytes = resp["Body"].read()
         except Exception as exc:
             raise self._fail(key, exc) from exc
         return data
+
+    def iter_range(
+        self, key: str, start: int, length: int, if_version: str | None = None
+    ) -> Iterator[bytes]:
+        if length <= 0:
+            return
+        extra = {"IfMatch": f'"{if_version}"'} if if_version else {}
+        try:
+            body = self._client.get_object(
+                Bucket=self._bucket,
+                Key=self._key(key),
+                Range=f"bytes={start}-{start + length - 1}",
+                **extra,
+            )["Body"]
+            yield from body.iter_chunks(CHUNK_BYTES)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise self._fail(key, exc) from exc
 
     def read(self, key: str) -> bytes:
         try:
@@ -120,6 +144,8 @@ def _describe(exc: Exception) -> str:
         code = err.get("Code", "")
         if code in ("404", "NoSuchKey", "NotFound"):
             return "no such object"
+        if code in ("412", "PreconditionFailed"):
+            return "the object changed during the download (ETag no longer matches); retry"
         if code == "NoSuchBucket":
             return "no such bucket"
         if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
