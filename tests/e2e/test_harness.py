@@ -4,55 +4,14 @@ nodes, KubeRay turning a RayService into pods, and the S3 server."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from ridgeline.planner import load_pools
-from ridgeline_dev import fleet
 from ridgeline_dev.cluster import ClusterState, kubectl
+from tests.e2e.conftest import get_json, wait_for
 
 pytestmark = pytest.mark.cluster
-HERE = Path(__file__).parent
 NS = "ridgeline-e2e"
-
-
-def wait_for(what: str, check: Callable[[], object], timeout_s: float = 60) -> object:
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def get_json(state: ClusterState, *args: str) -> dict:  # type: ignore[type-arg]
-    return json.loads(kubectl(state, "get", "-o", "json", *args).stdout)
-
-
-@pytest.fixture(scope="module")
-def fake_fleet(cluster: ClusterState) -> list[str]:
-    kube = [
-        str(Path(cluster.commands["kube-apiserver"]).with_name("kubectl")),
-        "--kubeconfig",
-        cluster.kubeconfig,
-    ]
-    names = fleet.apply(load_pools(HERE / "pools-e2e.yaml"), kube)
-    wait_for(
-        "fake nodes Ready",
-        lambda: all(
-            any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in n["status"].get("conditions", [])
-            )
-            for n in get_json(cluster, "nodes")["items"]
-        ),
-    )
-    return names
 
 
 MODEL = """

@@ -68,9 +68,18 @@ def test_ridgeline_serve_plans_serves_and_stops_on_sigint(
             model="local-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
         assert out.choices[0].message.content is not None
+        endpoint_line = f"OpenAI endpoint: http://127.0.0.1:{port}/v1"
+        deadline = (
+            time.monotonic() + 30
+        )  # printed once serve.run returns, just after the API answers
+        while (
+            endpoint_line not in (tmp_path / "serve.log").read_text()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
         printed = (tmp_path / "serve.log").read_text()
         assert "local-tiny: 1 x cpu per replica on pool local" in printed
-        assert f"OpenAI endpoint: http://127.0.0.1:{port}/v1" in printed
+        assert endpoint_line in printed
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=90)

@@ -12,6 +12,7 @@ import yaml
 from ridgeline.manifest import ManifestError, load_inference_model
 from ridgeline.planner import InfeasiblePlanError, PoolsFileError, load_pools, plan_model
 from ridgeline.planner.report import options_table, plan_text
+from ridgeline.platform_config import ConfigError
 from ridgeline.shape import ShapeError, read_model_shape
 from ridgeline.storage import StorageError
 
@@ -31,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
 
     shape = sub.add_parser("shape", help="print a model's shape read from its config and headers")
     shape.add_argument("uri", help="model root: s3://, gs://, hf://, file:// or a local directory")
+
+    render = sub.add_parser("render", help="print the RayService the operator would apply")
+    render.add_argument("model", type=Path, help="InferenceModel manifest (model.yaml)")
+    render.add_argument("--pools", type=Path, required=True, help="POOLS.yaml")
+    render.add_argument("--config", type=Path, help="operator config (image catalog)")
+    render.add_argument("--model-uri", help="read the shape from this URI instead")
+
+    sub.add_parser("operator", help="run the Kubernetes operator (see: ridgeline operator -h)")
 
     serve = sub.add_parser("serve", help="serve a model.yaml locally on Ray (no cluster)")
     serve.add_argument("model", type=Path, help="InferenceModel manifest (model.yaml)")
@@ -98,12 +107,53 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    from ridgeline.compat import IncompatibleError, choose_image
+    from ridgeline.platform_config import default_config, load_platform_config
+    from ridgeline.render import build_rayservice
+
+    model = load_inference_model(args.model)
+    config = load_platform_config(args.config) if args.config else default_config()
+    pools = load_pools(args.pools)
+    shape = read_model_shape(args.model_uri or model.spec.model.uri)
+    try:
+        plan = plan_model(shape, model.spec, pools)
+        pool = next(p for p in pools if p.name == plan.pool)
+        placement = choose_image(config, pool, model.spec.quantization)
+    except (InfeasiblePlanError, IncompatibleError) as exc:
+        print(f"ridgeline render: {model.metadata.name}: {exc}", file=sys.stderr)
+        return 2
+    manifest = build_rayservice(model, plan, placement, config)
+    print(yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False), end="")
+    return 0
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (serveConfigV2) as literal blocks, as a person would write them."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["operator"]:  # its own flags: hand them over untouched
+        from ridgeline_operator.main import main as operator_main
+
+        return operator_main(argv[1:])
     args = _parser().parse_args(argv)
-    handlers = {"plan": _cmd_plan, "shape": _cmd_shape, "serve": _cmd_serve}
+    handlers = {
+        "plan": _cmd_plan,
+        "shape": _cmd_shape,
+        "serve": _cmd_serve,
+        "render": _cmd_render,
+    }
     try:
         return handlers[args.command](args)
-    except (ManifestError, PoolsFileError, ShapeError, StorageError) as exc:
+    except (ManifestError, PoolsFileError, ShapeError, StorageError, ConfigError) as exc:
         print(f"ridgeline {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[4]
 KUBERAY_CRDS = REPO.parent / "shared" / "kuberay-crds"
 OUR_CRDS = REPO / "crds"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+OPERATOR_NAMESPACE = "ridgeline-system"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:ridgeline-operator"
 
 KWOK_STAGES = (
     "kustomize/stage/node/fast/node-initialize.yaml",
@@ -60,11 +62,16 @@ class ClusterState:
     kubeconfig: str
     admin_token: str
     user_token: str
+    operator_token: str
     s3_endpoint: str
     s3_access_key: str
     s3_secret_key: str
     pids: dict[str, int] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def operator_kubeconfig(self) -> str:
+        return str(Path(self.workdir) / "operator.kubeconfig")
 
     @property
     def logs(self) -> Path:
@@ -216,6 +223,7 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
         kubeconfig=str(workdir / "kubeconfig"),
         admin_token=secrets.token_hex(16),
         user_token=secrets.token_hex(16),
+        operator_token=secrets.token_hex(16),
         s3_endpoint=f"http://127.0.0.1:{ports['s3']}",
         s3_access_key="ridgeline",
         s3_secret_key=secrets.token_hex(12),
@@ -233,10 +241,15 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
         capture_output=True,
     )
     (certs / "tokens.csv").write_text(
-        f'{state.admin_token},admin,admin,"system:masters"\n{state.user_token},dev-user,dev-user\n'
+        f'{state.admin_token},admin,admin,"system:masters"\n'
+        f"{state.user_token},dev-user,dev-user\n"
+        # The operator as the chart's ServiceAccount would be: RBAC decides what it may do.
+        f"{state.operator_token},{OPERATOR_USER},operator,"
+        f'"system:serviceaccounts,system:serviceaccounts:{OPERATOR_NAMESPACE}"\n'
     )
     _kubeconfig(Path(state.kubeconfig), state.api_url, "admin", state.admin_token)
     _kubeconfig(workdir / "user.kubeconfig", state.api_url, "dev-user", state.user_token)
+    _kubeconfig(workdir / "operator.kubeconfig", state.api_url, "operator", state.operator_token)
 
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
@@ -358,6 +371,8 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
                 f"--metrics-addr=127.0.0.1:{ports['ray-metrics']}",
                 f"--health-probe-bind-address=127.0.0.1:{ports['ray-probe']}",
                 "--enable-leader-election=false",
+                # Reach Ray heads through the API server's proxy (loopback), not cluster DNS.
+                "--use-kubernetes-proxy",
             ],
             env=state.env(),
         )

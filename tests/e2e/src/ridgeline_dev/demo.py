@@ -59,8 +59,9 @@ def main() -> int:
     model_dir = write_tiny_model(work / "tiny-chat")
     say("starting a local S3 object store (MinIO on 127.0.0.1)")
     with running_minio(work / "minio") as s3:
-        uri = upload_dir(model_dir, "models", "tiny-chat", s3.endpoint, s3.access_key,
-                         s3.secret_key)  # fmt: skip
+        uri = upload_dir(
+            model_dir, "models", "tiny-chat", s3.endpoint, s3.access_key, s3.secret_key
+        )
         print(f"uploaded to {uri}")
         manifest = work / "model.yaml"
         manifest.write_text(MODEL_YAML.format(uri=uri))
@@ -68,11 +69,21 @@ def main() -> int:
         port, metrics = free_port(), free_port()
         say(f"ridgeline serve {manifest.name} --port {port}")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ridgeline.cli", "serve", str(manifest), "--port", str(port),
-             "--metrics-port", str(metrics)],
+            [
+                sys.executable,
+                "-m",
+                "ridgeline.cli",
+                "serve",
+                str(manifest),
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics),
+            ],
             env={**os.environ, **s3.env(), "RIDGELINE_CACHE_DIR": str(work / "cache")},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         assert proc.stdout is not None
         out = proc.stdout
 
@@ -88,9 +99,12 @@ def main() -> int:
             question = "hello, what does the ridge point say about batch size?"
             say(f"asking the model (openai client): {question!r}")
             answer = client.chat.completions.create(
-                model="tiny-chat", messages=[{"role": "user", "content": question}],
-                max_tokens=24, temperature=0.7, seed=0,
-            )  # fmt: skip
+                model="tiny-chat",
+                messages=[{"role": "user", "content": question}],
+                max_tokens=24,
+                temperature=0.7,
+                seed=0,
+            )
             choice = answer.choices[0]
             print(f"answer ({choice.finish_reason}, {answer.usage}):\n  {choice.message.content!r}")
             print(

@@ -38,14 +38,24 @@ def minio_binary() -> Path:
 
 def minio_argv(data: Path, port: int, console_port: int) -> list[str]:
     return [
-        str(minio_binary()), "server", str(data), "--quiet",
-        "--address", f"127.0.0.1:{port}", "--console-address", f"127.0.0.1:{console_port}",
-    ]  # fmt: skip
+        str(minio_binary()),
+        "server",
+        str(data),
+        "--quiet",
+        "--address",
+        f"127.0.0.1:{port}",
+        "--console-address",
+        f"127.0.0.1:{console_port}",
+    ]
 
 
 def minio_env(access_key: str, secret_key: str) -> dict[str, str]:
-    return {**os.environ, "MINIO_ROOT_USER": access_key, "MINIO_ROOT_PASSWORD": secret_key,
-            "MINIO_BROWSER": "off"}  # fmt: skip
+    return {
+        **os.environ,
+        "MINIO_ROOT_USER": access_key,
+        "MINIO_ROOT_PASSWORD": secret_key,
+        "MINIO_BROWSER": "off",
+    }
 
 
 def ready(endpoint: str) -> bool:
@@ -65,9 +75,11 @@ def running_minio(workdir: Path) -> Iterator[S3Server]:
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     log = (workdir / "minio.log").open("ab")
     proc = subprocess.Popen(
-        minio_argv(workdir / "data", port, console), stdout=log, stderr=subprocess.STDOUT,
+        minio_argv(workdir / "data", port, console),
+        stdout=log,
+        stderr=subprocess.STDOUT,
         env=minio_env(server.access_key, server.secret_key),
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 60
         while not ready(server.endpoint):

@@ -1,0 +1,50 @@
+"""The operator's writes to the API server: server-side apply of RayServices with one field
+manager. Reads come from kopf's indexes; status and Events go through kopf."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+FIELD_MANAGER = "ridgeline-operator"
+
+
+def load_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def apply_rayservice(api: client.ApiClient, manifest: dict[str, Any]) -> None:
+    """Server-side apply; conflicts and transient API errors are retried by kopf, not fatal."""
+    meta = manifest["metadata"]
+    try:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            group="ray.io",
+            version="v1",
+            plural="rayservices",
+            namespace=meta["namespace"],
+            name=meta["name"],
+            body=manifest,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            # Unknown fields are an error, not silently pruned: KubeRay's schema decides.
+            field_validation="Strict",
+            _content_type="application/apply-patch+yaml",
+        )
+    except ApiException as exc:
+        raise as_kopf_error(exc, f"apply RayService {meta['namespace']}/{meta['name']}") from exc
+
+
+def as_kopf_error(exc: ApiException, what: str) -> Exception:
+    status = exc.status or 0
+    if status in (409, 404, 429) or status >= 500 or status == 0:
+        # 409: another writer; 404: the CRD or namespace is not there yet; 429/5xx: load.
+        delay = {409: 1, 429: 5}.get(status, 10)
+        return kopf.TemporaryError(f"{what}: HTTP {status} {exc.reason}; retrying", delay=delay)
+    return kopf.PermanentError(f"{what}: HTTP {status} {exc.reason}: {exc.body}")

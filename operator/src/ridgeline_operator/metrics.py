@@ -1,0 +1,59 @@
+"""Operator metrics (prometheus_client, one prefix)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from ridgeline.api.inference_model import InferenceModelStatus
+
+P = "ridgeline_operator_"
+RECONCILES = Counter(f"{P}reconciles", "Reconciles by result.", ["result"])
+DURATION = Histogram(
+    f"{P}reconcile_duration_seconds",
+    "Time per reconcile.",
+    buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+)
+MODELS = Gauge(f"{P}models", "InferenceModels by condition and status.", ["condition", "status"])
+GPUS = Gauge(f"{P}planned_gpus_per_replica", "Planned GPUs per replica.", ["namespace", "model"])
+REPLICAS = Gauge(
+    f"{P}replicas", "Replicas by kind (desired, ready).", ["namespace", "model", "kind"]
+)
+TOKENS = Gauge(
+    f"{P}predicted_tokens_per_second", "Planned tokens/s per replica.", ["namespace", "model"]
+)
+
+_conditions: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def observe(namespace: str, name: str, status: InferenceModelStatus) -> None:
+    _conditions[(namespace, name)] = {c.type: c.status for c in status.conditions}
+    _recount()
+    if status.plan is not None:
+        GPUS.labels(namespace, name).set(status.plan.gpus_per_replica)
+        TOKENS.labels(namespace, name).set(status.plan.predicted.tokens_per_second)
+    if status.replicas is not None:
+        REPLICAS.labels(namespace, name, "desired").set(status.replicas.desired)
+        REPLICAS.labels(namespace, name, "ready").set(status.replicas.ready)
+
+
+def forget(namespace: str, name: str) -> None:
+    _conditions.pop((namespace, name), None)
+    _recount()
+    for gauge in (GPUS, TOKENS):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+    for kind in ("desired", "ready"):
+        with contextlib.suppress(KeyError):
+            REPLICAS.remove(namespace, name, kind)
+
+
+def _recount() -> None:
+    counts: dict[tuple[str, str], int] = {}
+    for conds in _conditions.values():
+        for ctype, cstatus in conds.items():
+            counts[(ctype, cstatus)] = counts.get((ctype, cstatus), 0) + 1
+    MODELS.clear()
+    for (ctype, cstatus), n in counts.items():
+        MODELS.labels(ctype, cstatus).set(n)

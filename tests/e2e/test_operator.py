@@ -1,0 +1,563 @@
+"""The operator against the loopback control plane, with the credentials of the chart's
+ClusterRole only: create, update, delete, restart, infeasible and incompatible plans, and the
+RayService turned into pods by the KubeRay operator on fake GPU nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ridgeline.compat import max_cuda_for_driver
+from ridgeline_dev.checkpoints import write_skeleton
+from ridgeline_dev.cluster import OPERATOR_NAMESPACE, ClusterState, free_port, kubectl
+from ridgeline_dev.toolchain import MODULES
+from ridgeline_serving.args import ServingArgs
+from tests.conftest import example_config
+from tests.e2e.conftest import get_json, wait_for
+
+pytestmark = pytest.mark.cluster
+NS = "models"
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "ridgeline"
+
+
+def helm() -> str:
+    return str(next(m for m in MODULES if m.name == "helm").bin_dir / "helm")
+
+
+@pytest.fixture(scope="module")
+def skeletons(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        name: write_skeleton(example_config(name), root / name).as_uri()
+        for name in ("llama-3.1-8b", "llama-3.1-70b", "tiny-llama")
+    }
+
+
+@pytest.fixture(scope="module")
+def chart_rbac(cluster: ClusterState) -> None:
+    """The chart's ServiceAccount, ClusterRole and binding, rendered by helm."""
+    rendered = subprocess.run(
+        [
+            helm(),
+            "template",
+            "rl",
+            str(CHART),
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            "1.36.3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    docs = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount")
+    ]
+    kubectl(cluster, "create", "namespace", OPERATOR_NAMESPACE, check=False)
+    kubectl(cluster, "create", "namespace", NS, check=False)
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+    )
+
+
+class Operator:
+    def __init__(self, cluster: ClusterState, workdir: Path) -> None:
+        self.cluster = cluster
+        self.workdir = workdir
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "operator.log"
+        config = {
+            "images": [
+                {"image": "example.invalid/serving:cu121", "cuda": "12.1", "torch": "2.5.1"},
+                {"image": "example.invalid/serving:cu124", "cuda": "12.4", "torch": "2.6.0"},
+                {"image": "example.invalid/serving:cu128", "cuda": "12.8", "torch": "2.9.1"},
+                {"image": "example.invalid/serving:cpu", "torch": "2.15.0"},
+            ],
+            "nodePools": [
+                {
+                    "name": "h200-scale-from-zero",
+                    "gpuProduct": "NVIDIA-H200",
+                    "gpusPerNode": 8,
+                    "driverVersion": "570.124.06",
+                }
+            ],
+        }
+        self.config = workdir / "config.yaml"
+        self.config.write_text(yaml.safe_dump(config))
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": self.cluster.operator_kubeconfig,
+            "RIDGELINE_RESYNC_SECONDS": "1",
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ridgeline.cli",
+                "operator",
+                "--config",
+                str(self.config),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--health-port",
+                str(free_port()),
+            ],
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as resp:
+            return str(resp.read().decode())
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: ClusterState,
+    fake_fleet: list[str],
+    chart_rbac: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:
+    op = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+    print(op.log.read_text()[-6000:])
+
+
+def model(name: str, uri: str, **spec: Any) -> str:
+    doc = {
+        "apiVersion": "ridgeline.dev/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"model": {"uri": uri}, **spec},
+    }
+    return yaml.safe_dump(doc)
+
+
+def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == ctype), None
+    )
+
+
+def wait_condition(
+    cluster: ClusterState, name: str, ctype: str, status: str, timeout_s: float = 60
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get_json(cluster, "-n", NS, "inferencemodel", name)
+        cond = condition(obj, ctype)
+        gen = obj["metadata"]["generation"]
+        if cond and cond["status"] == status and cond.get("observedGeneration") == gen:
+            return dict(obj)
+        return None
+
+    return dict(wait_for(f"{name} {ctype}={status}", check, timeout_s))
+
+
+def rayservices(cluster: ClusterState) -> list[dict[str, Any]]:
+    return list(get_json(cluster, "-n", NS, "rayservices")["items"])
+
+
+def rayservice(cluster: ClusterState, name: str) -> dict[str, Any] | None:
+    return next((r for r in rayservices(cluster) if r["metadata"]["name"] == name), None)
+
+
+def worker_group(rs: dict[str, Any]) -> dict[str, Any]:
+    return dict(rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0])
+
+
+def serve_args(rs: dict[str, Any]) -> ServingArgs:
+    config = yaml.safe_load(rs["spec"]["serveConfigV2"])
+    return ServingArgs.model_validate(config["applications"][0]["args"])
+
+
+def events(cluster: ClusterState, name: str) -> list[dict[str, Any]]:
+    return list(
+        get_json(cluster, "-n", NS, "events", "--field-selector", f"involvedObject.name={name}")[
+            "items"
+        ]
+    )
+
+
+# ---- create, status, KubeRay -----------------------------------------------------------------
+
+
+def test_create_plans_pins_and_applies(
+    cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
+) -> None:
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=model(
+            "llama",
+            skeletons["llama-3.1-8b"],
+            accelerators=["NVIDIA-H100-80GB-HBM3"],
+            workload={"maxContextTokens": 2048, "slo": {"timePerOutputTokenMs": 40}},
+            replicas={"min": 1, "max": 2},
+        ),
+    )
+    obj = wait_condition(cluster, "llama", "Applied", "True")
+    status = obj["status"]
+    assert condition(obj, "Planned")["status"] == "True"  # type: ignore[index]
+    assert condition(obj, "Compatible")["status"] == "True"  # type: ignore[index]
+    plan = status["plan"]
+    assert plan["gpuProduct"] == "NVIDIA-H100-80GB-HBM3"
+    # driver 550.54.15 runs CUDA 12.4 but not 12.8: the newest image it can run
+    assert max_cuda_for_driver("550.54.15") == "12.4"
+    assert status["placement"] == {
+        "image": "example.invalid/serving:cu124",
+        "cudaVersion": "12.4",
+        "torchVersion": "2.6.0",
+        "minDriver": "550.54.14",
+        "nodePool": plan["pool"],
+    }
+    assert status["endpoint"] == f"http://llama-serve-svc.{NS}.svc:8000/v1"
+    rs = rayservice(cluster, "llama")
+    assert rs is not None
+    owner = rs["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "InferenceModel",
+        "llama",
+        obj["metadata"]["uid"],
+    )
+    group = worker_group(rs)
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == str(plan["gpusPerReplica"])
+    assert (group["minReplicas"], group["maxReplicas"]) == (1, 2)
+    args = serve_args(rs)
+    assert args.max_batch_size == plan["batchTarget"]
+    assert args.gpus_per_replica == plan["gpusPerReplica"]
+    printed = kubectl(cluster, "get", "-n", NS, "im", "llama").stdout.split("\n")[1].split()
+    assert printed[2:4] == ["NVIDIA-H100-80GB-HBM3", str(plan["gpusPerReplica"])]
+
+
+def test_kuberay_puts_workers_with_the_planned_gpus_on_the_planned_pool(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    plan = get_json(cluster, "-n", NS, "im", "llama")["status"]["plan"]
+
+    def workers() -> list[dict[str, Any]] | None:
+        pods = get_json(
+            cluster, "-n", NS, "pods", "-l", "ridgeline.dev/model=llama,ray.io/node-type=worker"
+        )["items"]
+        running = [p for p in pods if p["status"].get("phase") == "Running"]
+        return running or None
+
+    pods = wait_for("a Running worker pod", workers, 120)
+    node = get_json(cluster, "node", pods[0]["spec"]["nodeName"])
+    assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == plan["gpuProduct"]
+    assert pods[0]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == str(
+        plan["gpusPerReplica"]
+    )
+
+    def replicas() -> dict[str, int] | None:
+        r = get_json(cluster, "-n", NS, "im", "llama")["status"].get("replicas")
+        return r if r and r.get("desired", 0) >= 1 else None
+
+    assert wait_for("status.replicas from KubeRay", replicas, 60)["desired"] >= 1
+
+
+def test_events_on_transitions_only(cluster: ClusterState, operator: Operator) -> None:
+    time.sleep(3)  # several resyncs
+    reasons = [
+        e["reason"]
+        for e in events(cluster, "llama")
+        if e["involvedObject"]["kind"] == "InferenceModel"
+    ]
+    assert reasons.count("ImageSelected") == 1, reasons
+    assert any(r.startswith("BatchTarget") for r in reasons), reasons
+
+
+# ---- update, restart ---------------------------------------------------------------------------
+
+
+def test_update_reapplies_without_duplicates(cluster: ClusterState, operator: Operator) -> None:
+    kubectl(
+        cluster,
+        "patch",
+        "-n",
+        NS,
+        "im",
+        "llama",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"replicas": {"max": 3}}}),
+    )
+    wait_for(
+        "maxReplicas 3",
+        lambda: (
+            worker_group(
+                rayservice(cluster, "llama")
+                or {"spec": {"rayClusterConfig": {"workerGroupSpecs": [{}]}}}
+            ).get("maxReplicas")
+            == 3
+        ),
+    )
+    assert [r["metadata"]["name"] for r in rayservices(cluster)].count("llama") == 1
+    assert len(get_json(cluster, "-n", NS, "rayclusters")["items"]) == 1
+
+
+def test_restart_half_way_converges(
+    cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
+) -> None:
+    operator.stop()
+    kubectl(
+        cluster,
+        "patch",
+        "-n",
+        NS,
+        "im",
+        "llama",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"replicas": {"max": 4}}}),
+    )
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=model("while-down", skeletons["tiny-llama"], workload={"maxContextTokens": 512}),
+    )
+    operator.start()
+    wait_condition(cluster, "while-down", "Applied", "True", 90)
+    wait_for(
+        "maxReplicas 4",
+        lambda: (
+            worker_group(
+                rayservice(cluster, "llama")
+                or {"spec": {"rayClusterConfig": {"workerGroupSpecs": [{}]}}}
+            ).get("maxReplicas")
+            == 4
+        ),
+        90,
+    )
+    names = sorted(r["metadata"]["name"] for r in rayservices(cluster))
+    assert names == sorted(set(names))
+    assert {"llama", "while-down"} <= set(names)
+
+
+# ---- infeasible and incompatible ---------------------------------------------------------------
+
+
+def test_infeasible_plan_creates_nothing_and_says_what_would_fit(
+    cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
+) -> None:
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=model("huge", skeletons["llama-3.1-70b"], accelerators=["NVIDIA-L4"]),
+    )
+    obj = wait_condition(cluster, "huge", "Planned", "False")
+    cond = condition(obj, "Planned")
+    assert cond is not None
+    assert cond["reason"] == "Infeasible"
+    assert "exceed" in cond["message"]
+    assert "nf4" in cond["message"]
+    assert rayservice(cluster, "huge") is None
+    assert any(
+        e["reason"] == "Infeasible" and e["type"] == "Warning" for e in events(cluster, "huge")
+    )
+
+
+def test_infeasible_update_leaves_the_running_service_alone(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    before = rayservice(cluster, "llama")
+    assert before is not None
+    kubectl(
+        cluster,
+        "patch",
+        "-n",
+        NS,
+        "im",
+        "llama",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "spec": {
+                    "accelerators": ["NVIDIA-L4"],
+                    "workload": {"maxContextTokens": 100000, "slo": None},
+                }
+            }
+        ),
+    )
+    obj = wait_condition(cluster, "llama", "Planned", "False")
+    assert "left as it was" in condition(obj, "Planned")["message"]  # type: ignore[index]
+    after = rayservice(cluster, "llama")
+    assert after is not None
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+    assert after["spec"] == before["spec"]
+    assert obj["status"]["plan"]["gpuProduct"] == "NVIDIA-H100-80GB-HBM3"  # what still runs
+    kubectl(
+        cluster,
+        "patch",
+        "-n",
+        NS,
+        "im",
+        "llama",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"accelerators": ["NVIDIA-H100-80GB-HBM3"]}}),
+    )
+    wait_condition(cluster, "llama", "Planned", "True")
+
+
+def test_driver_too_old_for_every_image_is_incompatible(
+    cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
+) -> None:
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=model(
+            "old-driver",
+            skeletons["tiny-llama"],
+            accelerators=["NVIDIA-L4"],
+            workload={"maxContextTokens": 512},
+        ),
+    )
+    obj = wait_condition(cluster, "old-driver", "Compatible", "False")
+    cond = condition(obj, "Compatible")
+    assert cond is not None
+    assert cond["reason"] == "NoCompatibleImage"
+    assert "470.82.01" in cond["message"]
+    assert rayservice(cluster, "old-driver") is None
+
+
+def test_older_driver_gets_the_older_image(
+    cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
+) -> None:
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=model(
+            "a100",
+            skeletons["tiny-llama"],
+            accelerators=["NVIDIA-A100-SXM4-40GB"],
+            workload={"maxContextTokens": 512},
+        ),
+    )
+    obj = wait_condition(cluster, "a100", "Applied", "True")
+    assert (
+        obj["status"]["placement"]["image"] == "example.invalid/serving:cu121"
+    )  # 535.104.05 runs 12.2 at most
+    rs = rayservice(cluster, "a100")
+    assert rs is not None
+    terms = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["affinity"][
+        "nodeAffinity"
+    ]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {
+        "key": "nvidia.com/cuda.driver-version.major",
+        "operator": "Gt",
+        "values": ["530"],
+    } in terms[0]["matchExpressions"]
+
+
+def test_scale_from_zero_pool_is_planned_from_the_config(
+    cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
+) -> None:
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=model(
+            "h200",
+            skeletons["tiny-llama"],
+            accelerators=["NVIDIA-H200"],
+            workload={"maxContextTokens": 512},
+        ),
+    )
+    obj = wait_condition(cluster, "h200", "Applied", "True")
+    assert obj["status"]["plan"]["pool"] == "h200-scale-from-zero"
+    assert obj["status"]["placement"]["image"] == "example.invalid/serving:cu128"
+
+
+# ---- invalid input, delete, metrics ------------------------------------------------------------
+
+
+def test_invalid_spec_is_refused_and_nothing_is_created(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    result = kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=model("bad", "s3://models/x", replicas={"min": 5, "max": 2}),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "replicas.min must not exceed replicas.max" in result.stderr
+    time.sleep(2)
+    assert rayservice(cluster, "bad") is None
+
+
+def test_delete_removes_children_through_ownership(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    assert rayservice(cluster, "while-down") is not None
+    kubectl(cluster, "delete", "-n", NS, "im", "while-down", "--wait=true")
+    wait_for("RayService garbage-collected", lambda: rayservice(cluster, "while-down") is None, 60)
+
+
+def test_operator_metrics(cluster: ClusterState, operator: Operator) -> None:
+    text = wait_for(
+        "operator metrics",
+        lambda: operator.metrics() if "ridgeline_operator_models" in operator.metrics() else None,
+        30,
+    )
+    for name in (
+        "ridgeline_operator_reconciles_total",
+        "ridgeline_operator_reconcile_duration_seconds_bucket",
+        "ridgeline_operator_models",
+        "ridgeline_operator_planned_gpus_per_replica",
+        "ridgeline_operator_replicas",
+        "ridgeline_operator_predicted_tokens_per_second",
+    ):
+        assert name in text, name
+    assert 'ridgeline_operator_reconciles_total{result="infeasible"}' in text
+    assert 'ridgeline_operator_models{condition="Planned",status="False"}' in text
