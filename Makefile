@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(CURDIR)/.cache
 EXTRAS ?= dev
 
-.PHONY: help venv test lint typecheck unit crds demo plans bench clean cluster-bin cluster-up cluster-down fleet
+.PHONY: help venv test lint typecheck unit crds chart-docs demo plans bench images e2e-kind clean cluster-bin cluster-up cluster-down fleet
 CLUSTER_DIR ?= $(CACHE)/cluster
 POOLS ?= examples/pools.yaml
 
@@ -41,10 +41,15 @@ unit: venv
 	$(VENV)/bin/pytest tests/unit
 
 test: lint typecheck
+	./tests/e2e/ensure-prometheus.sh
 	$(VENV)/bin/pytest
 
 crds: venv
 	$(PY) -m ridgeline.api.crd crds/ridgeline.dev_inferencemodels.yaml docs/crd-reference.md
+	cp crds/ridgeline.dev_inferencemodels.yaml charts/ridgeline/crds/
+
+chart-docs: venv
+	$(PY) -m ridgeline_dev.chart_docs
 
 # The main job: a tiny model made on the spot, in a local object store, served by
 # `ridgeline serve` on local Ray, asked a question with the openai client.
@@ -55,6 +60,15 @@ demo: venv
 bench: venv
 	cd tests/bench && ../../$(PY) bench_serving.py
 	cd tests/bench && ../../$(PY) bench_gpu.py
+	cd tests/bench && ../../$(PY) bench_operator.py
+
+# Container images (needs Docker): the operator and one serving image per CUDA version.
+images:
+	./images/build.sh
+
+# Full stack on kind (needs Docker, kind, kubectl, helm): images, KubeRay, chart, a tiny model.
+e2e-kind: venv
+	./tests/e2e/kind-e2e.sh
 
 # `ridgeline plan` on every example against examples/pools.yaml.
 DEMO_MODELS := $(CACHE)/demo-models

@@ -9,6 +9,38 @@ from ridgeline.shape import ModelShape, read_model_shape
 from ridgeline_dev.checkpoints import write_skeleton
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _docker_engine() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `docker` or `gpu` run where those exist and say why they did not here."""
+    needs = {
+        "docker": (_docker_engine, "no Docker engine on this machine (run: make e2e-kind)"),
+        "gpu": (_cuda, "no CUDA device on this machine (run: make bench on a GPU)"),
+    }
+    for marker, (probe, reason) in needs.items():
+        marked = [item for item in items if marker in item.keywords]
+        if marked and not probe():
+            for item in marked:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
 EXAMPLES = REPO / "examples"
 
 

@@ -561,3 +561,18 @@ def test_operator_metrics(cluster: ClusterState, operator: Operator) -> None:
         assert name in text, name
     assert 'ridgeline_operator_reconciles_total{result="infeasible"}' in text
     assert 'ridgeline_operator_models{condition="Planned",status="False"}' in text
+
+
+def test_dashboard_operator_queries_use_exported_metric_names(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    from tests.unit.test_chart import dashboard_metrics
+
+    names = {
+        line.split("{")[0].split(" ")[0]
+        for line in operator.metrics().splitlines()
+        if line and not line.startswith("#")
+    }
+    wanted = {m for m in dashboard_metrics() if m.startswith("ridgeline_operator_")}
+    assert wanted
+    assert wanted - names == set()

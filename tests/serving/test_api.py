@@ -8,6 +8,7 @@ import concurrent.futures as cf
 import os
 import re
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,3 +280,119 @@ def test_metrics_are_exported_with_one_prefix(
     assert any('code="200"' in k and 'route="/v1/completions"' in k for k in codes)
     target = _metric(server, "ray_ridgeline_batch_target")
     assert 16.0 in target.values()
+
+
+# ---- dashboards -------------------------------------------------------------------------------
+
+
+def _exported_names(server: dict[str, str]) -> set[str]:
+    text = urllib.request.urlopen(server["metrics"], timeout=5).read().decode()
+    return {
+        re.split(r"[{ ]", line)[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_dashboard_serving_queries_use_exported_metric_names(
+    client: openai.OpenAI, server: dict[str, str]
+) -> None:
+    from tests.unit.test_chart import dashboard_metrics
+
+    client.completions.create(model=MODEL, prompt="dash", max_tokens=3)
+    wanted = {m for m in dashboard_metrics() if m.startswith("ray_ridgeline_")}
+    assert wanted
+    deadline = time.monotonic() + 30
+    while not wanted <= _exported_names(server) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert wanted - _exported_names(server) == set()
+
+
+def test_prometheus_returns_data_for_every_dashboard_query(
+    client: openai.OpenAI, server: dict[str, str], tmp_path: Path
+) -> None:
+    """Debian's Prometheus scrapes the serving app (Ray's metrics) and the operator's metrics
+    module under a short load; every panel's query must return series."""
+    import json as jsonlib
+    import shutil
+    import subprocess
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from ridgeline.api import InferenceModelSpec
+    from ridgeline.api.inference_model import InferenceModelStatus, ReplicaStatus
+    from ridgeline.planner import NodePool, plan_model
+    from ridgeline.shape import read_model_shape
+    from ridgeline_operator import metrics as operator_metrics
+    from tests.unit.test_chart import dashboard_exprs
+
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus is installed by tests/e2e/ensure-prometheus.sh (make test)"
+    # The operator's metrics for this model, as the operator computes them.
+    spec = InferenceModelSpec.model_validate(
+        {
+            "model": {"uri": "s3://models/tiny-chat"},
+            "accelerators": ["cpu"],
+            "workload": {"maxContextTokens": 256},
+        }
+    )
+    plan = plan_model(
+        read_model_shape("s3://models/tiny-chat"),
+        spec,
+        [NodePool(name="cpu", gpu_product="cpu", gpus_per_node=0)],
+    )
+    operator_metrics.observe(
+        "default",
+        MODEL,
+        InferenceModelStatus(plan=plan, replicas=ReplicaStatus(desired=1, ready=1)),
+    )
+    operator_port = free_port()
+    start_http_server(operator_port, addr="127.0.0.1")
+    ray_target = server["metrics"].removeprefix("http://").removesuffix("/metrics")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: serving\n    static_configs: [{{targets: ['{ray_target}']}}]\n"
+        f"  - job_name: operator\n    static_configs: [{{targets: ['127.0.0.1:{operator_port}']}}]\n"
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prom.log").open("w"),
+    )
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            client.completions.create(model=MODEL, prompt="load", max_tokens=8)
+
+    workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    try:
+        for w in workers:
+            w.start()
+        time.sleep(12)  # several scrapes while the load runs
+        empty = []
+        for title, expr in dashboard_exprs():
+            query = expr.replace("$namespace", ".*").replace("$model", ".*")
+            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(
+                {"query": query}
+            )
+            body = jsonlib.loads(urllib.request.urlopen(url, timeout=10).read())
+            assert body["status"] == "success", (title, body)
+            if not body["data"]["result"]:
+                empty.append((title, expr))
+        assert empty == []
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -4,6 +4,7 @@ image catalog, declared node pools, and the shape of the pods it renders."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,6 +50,9 @@ class PlatformConfig(_Config):
         default_factory=lambda: PodResources(cpu="4", memory="16Gi")
     )
     weights_cache_dir: str = "/var/cache/ridgeline/models"
+    # hostPath: one download per node, shared by its replicas (the directory must be writable
+    # by uid 1000 on the nodes); emptyDir: per pod, for clusters that forbid hostPath.
+    weights_cache_volume: Literal["hostPath", "emptyDir"] = "hostPath"
     serve_port: int = 8000
     gpu_tolerations: list[dict[str, str]] = Field(
         default_factory=lambda: [

@@ -143,15 +143,19 @@ def _worker(
                 "affinity": affinity,
                 "tolerations": tolerations,
                 "containers": [container],
-                # One download per node: replicas on a node share its cache (and its lock).
-                "volumes": [
-                    {
-                        "name": CACHE_VOLUME,
-                        "hostPath": {"path": config.weights_cache_dir, "type": "DirectoryOrCreate"},
-                    }
-                ],
+                "volumes": [_cache_volume(config)],
             },
         },
+    }
+
+
+def _cache_volume(config: PlatformConfig) -> dict[str, Any]:
+    if config.weights_cache_volume == "emptyDir":
+        return {"name": CACHE_VOLUME, "emptyDir": {}}
+    # One download per node: replicas on a node share its cache (and its lock).
+    return {
+        "name": CACHE_VOLUME,
+        "hostPath": {"path": config.weights_cache_dir, "type": "DirectoryOrCreate"},
     }
 
 

@@ -362,8 +362,9 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
     )
 
     kubectl(state, "apply", "--server-side", "-f", str(OUR_CRDS))
+    # KubeRay's CRDs always (the operator applies RayServices); its controller on request.
+    kubectl(state, "apply", "--server-side", "-f", str(KUBERAY_CRDS))
     if with_kuberay:
-        kubectl(state, "apply", "--server-side", "-f", str(KUBERAY_CRDS))
         launcher.start(
             "kuberay-operator",
             [
@@ -383,15 +384,21 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
             env=minio_env(state.s3_access_key, state.s3_secret_key),
         )
         _wait("minio", lambda: s3_ready(state.s3_endpoint), 60, state, "minio")
-    crds = ["inferencemodels.ridgeline.dev"]
-    if with_kuberay:
-        crds += ["rayservices.ray.io", "rayclusters.ray.io"]
+    crds = ["inferencemodels.ridgeline.dev", "rayservices.ray.io", "rayclusters.ray.io"]
     for crd in crds:
-        kubectl(state, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        _wait("CRD " + crd, lambda crd=crd: _established(state, crd), 60, state, "kube-apiserver")
     kubectl(state, "create", "namespace", "ridgeline-e2e", check=False)
     state.save()
     print(f"[cluster] up in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return state
+
+
+def _established(state: ClusterState, crd: str) -> bool:
+    result = kubectl(state, "get", "crd", crd, "-o", "json", check=False)
+    if result.returncode != 0:
+        return False
+    conditions = json.loads(result.stdout).get("status", {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
 def down(workdir: Path) -> list[str]:
