@@ -278,3 +278,32 @@ def test_cpu_image_required_for_cpu_pools() -> None:
 def test_condition_model_roundtrip() -> None:
     cond = Condition(type="Ready", status="True", reason="Ready")
     assert cond.to_api() == {"type": "Ready", "status": "True", "reason": "Ready", "message": ""}
+
+
+@pytest.mark.parametrize(
+    ("status", "temporary", "delay"),
+    [
+        (409, True, 1),
+        (404, True, 10),
+        (429, True, 5),
+        (500, True, 10),
+        (503, True, 10),
+        (0, True, 10),
+        (400, False, None),
+        (403, False, None),
+        (422, False, None),
+    ],
+)
+def test_api_errors_retry_with_backoff_or_stop(
+    status: int, temporary: bool, delay: int | None
+) -> None:
+    import kopf
+    from kubernetes.client.exceptions import ApiException
+
+    from ridgeline_operator.kube import as_kopf_error
+
+    err = as_kopf_error(ApiException(status=status, reason="x"), "apply RayService ns/m")
+    assert isinstance(err, kopf.TemporaryError if temporary else kopf.PermanentError)
+    if temporary:
+        assert err.delay == delay
+    assert "apply RayService ns/m" in str(err)

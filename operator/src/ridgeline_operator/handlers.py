@@ -162,29 +162,17 @@ def _result(decision: Any) -> str:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def on_change(
-    *,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    logger: Any,
-    **kwargs: Any,
-) -> None:
-    try:
-        reconcile(body, patch, kwargs)
-    except kopf.TemporaryError:
-        metrics.RECONCILES.labels("retry").inc()
-        raise
+def on_change(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    _reconcile_counting_retries(body, patch, kwargs)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S)
-def resync(
-    *,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    logger: Any,
-    **kwargs: Any,
-) -> None:
+def resync(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     """Readiness, replicas and node pools change without the InferenceModel changing."""
+    _reconcile_counting_retries(body, patch, kwargs)
+
+
+def _reconcile_counting_retries(body: kopf.Body, patch: kopf.Patch, kwargs: dict[str, Any]) -> None:
     try:
         reconcile(body, patch, kwargs)
     except kopf.TemporaryError:

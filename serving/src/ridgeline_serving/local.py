@@ -14,6 +14,7 @@ from ridgeline.api import InferenceModel
 from ridgeline.hardware import GIB, MIB
 from ridgeline.planner import NodePool, plan_model
 from ridgeline.planner.report import plan_text
+from ridgeline.render import serving_args_for
 from ridgeline.shape import read_model_shape
 from ridgeline_serving.args import ServingArgs
 
@@ -60,17 +61,12 @@ def serving_args(
     uri = model_uri or spec.model.uri
     shape = read_model_shape(uri)
     plan = plan_model(shape, spec, [pool])
-    args = ServingArgs(
-        model_uri=uri,
-        model_name=model.metadata.name,
-        sha256_manifest=spec.model.sha256_manifest,
-        quantization=spec.quantization,
-        compute_dtype=plan.compute_dtype,
-        max_batch_size=plan.batch_target,
-        max_context_tokens=spec.workload.max_context_tokens,
-        gpus_per_replica=0 if pool.is_cpu else plan.gpus_per_replica,
-        cache_dir=str(cache_dir or default_cache_dir()),
+    local = model.model_copy(
+        update={
+            "spec": spec.model_copy(update={"model": spec.model.model_copy(update={"uri": uri})})
+        }
     )
+    args = serving_args_for(local, plan, str(cache_dir or default_cache_dir()))
     return args, plan_text(model.metadata.name, plan)
 
 

@@ -42,7 +42,8 @@ def labels(model: InferenceModel) -> dict[str, str]:
     }
 
 
-def serving_args_for(model: InferenceModel, plan: Plan, config: PlatformConfig) -> ServingArgs:
+def serving_args_for(model: InferenceModel, plan: Plan, cache_dir: str) -> ServingArgs:
+    """The serving app's arguments for a plan: the operator's and `ridgeline serve`'s."""
     spec = model.spec
     return ServingArgs(
         model_uri=spec.model.uri,
@@ -54,12 +55,12 @@ def serving_args_for(model: InferenceModel, plan: Plan, config: PlatformConfig) 
         max_context_tokens=spec.workload.max_context_tokens,
         gpus_per_replica=0 if plan.gpu_product.lower() == "cpu" else plan.gpus_per_replica,
         max_queued_requests=QUEUE_FACTOR * plan.batch_target,
-        cache_dir=config.weights_cache_dir,
+        cache_dir=cache_dir,
     )
 
 
 def serve_config(model: InferenceModel, plan: Plan, config: PlatformConfig) -> dict[str, Any]:
-    args = serving_args_for(model, plan, config)
+    args = serving_args_for(model, plan, config.weights_cache_dir)
     replicas = model.spec.replicas
     target = replicas.target_ongoing_requests or plan.batch_target
     return {
