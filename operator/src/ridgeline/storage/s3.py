@@ -71,20 +71,7 @@ class S3Store:
         return sorted(out, key=lambda o: o.key)
 
     def read_range(self, key: str, start: int, length: int, if_version: str | None = None) -> bytes:
-        if length <= 0:
-            return b""
-        extra = {"IfMatch": f'"{if_version}"'} if if_version else {}
-        try:
-            resp = self._client.get_object(
-                Bucket=self._bucket,
-                Key=self._key(key),
-                Range=f"bytes={start}-{start + length - 1}",
-                **extra,
-            )
-            data: bytes = resp["Body"].read()
-        except Exception as exc:
-            raise self._fail(key, exc) from exc
-        return data
+        return b"".join(self.iter_range(key, start, length, if_version))
 
     def iter_range(
         self, key: str, start: int, length: int, if_version: str | None = None
