@@ -93,19 +93,25 @@ def serve_forever(
         logging_level=logging.WARNING,
         log_to_driver=False,
     )
-    serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"})
-    serve.run(build_app(args.model_dump(mode="json")), name=args.model_name, route_prefix="/")
-    print(f"\n{args.model_name} is ready after {time.monotonic() - started:.1f} s", flush=True)
-    print(f"  OpenAI endpoint: http://{host}:{port}/v1   (model name: {args.model_name})")
-    print(f"  metrics:         http://127.0.0.1:{metrics_port}/metrics")
-    print("  Ctrl-C stops it.", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    if ready is not None:
-        ready.set()
-    stop.wait()
-    print("stopping ...", file=sys.stderr)
-    serve.shutdown()  # type: ignore[no-untyped-call]
-    ray.shutdown()
+    try:
+        serve.start(
+            http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"}
+        )
+        serve.run(build_app(args.model_dump(mode="json")), name=args.model_name, route_prefix="/")
+        print(f"\n{args.model_name} is ready after {time.monotonic() - started:.1f} s", flush=True)
+        print(f"  OpenAI endpoint: http://{host}:{port}/v1   (model name: {args.model_name})")
+        print(f"  metrics:         http://127.0.0.1:{metrics_port}/metrics")
+        print("  Ctrl-C stops it.", flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        if ready is not None:
+            ready.set()
+        stop.wait()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C while the replica was still starting: stop just the same
+    finally:
+        print("stopping ...", file=sys.stderr, flush=True)
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
     return 0

@@ -87,14 +87,20 @@ def main() -> int:
         assert proc.stdout is not None
         out = proc.stdout
 
+        serving = threading.Event()
+
         def relay() -> None:
             for line in iter(out.readline, b""):
-                sys.stdout.write("   | " + line.decode(errors="replace"))
+                text = line.decode(errors="replace")
+                sys.stdout.write("   | " + text)
                 sys.stdout.flush()
+                if " is ready after " in text:
+                    serving.set()
 
         threading.Thread(target=relay, daemon=True).start()
         try:
             wait_ready(f"http://127.0.0.1:{port}/v1/models", proc, 300)
+            serving.wait(60)  # `ridgeline serve` has printed its endpoint
             client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
             question = "hello, what does the ridge point say about batch size?"
             say(f"asking the model (openai client): {question!r}")
