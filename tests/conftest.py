@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Tests marked `docker` or `gpu` run where those exist and say why they did not here."""
     needs = {
         "docker": (_docker_engine, "no Docker engine on this machine (run: make e2e-kind)"),
-        "gpu": (_cuda, "no CUDA device on this machine (run: make bench on a GPU)"),
+        "gpu": (_cuda, "no CUDA device on this machine"),
     }
     for marker, (probe, reason) in needs.items():
         marked = [item for item in items if marker in item.keywords]

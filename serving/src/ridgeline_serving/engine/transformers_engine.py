@@ -8,7 +8,7 @@ transformers' continuous batching (``generate_batch``): on a tiny model on 2 CPU
 remeasured by ``make bench``).
 
 Prefill runs in chunks of ``PREFILL_CHUNK_TOKENS`` tokens across the batch, the activation
-budget the planner reserves. Several GPUs per replica are a layer split (``device_map="auto"``),
+budget the planner reserves. Several GPUs per replica are a layer split (``device_map="balanced"``),
 as the planner models it.
 """
 
@@ -57,7 +57,8 @@ def device_map(gpus: int) -> Any:
         return "cpu"
     if gpus == 1:
         return {"": 0}
-    return "auto"
+    # Layers spread evenly: the planner counts the memory of every GPU of a replica.
+    return "balanced"
 
 
 class TransformersEngine:
