@@ -20,6 +20,7 @@ from ridgeline.api.inference_model import (
     InferenceModel,
     InferenceModelStatus,
 )
+from ridgeline.conditions import set_condition, transitions
 from ridgeline.controller import Observed, decide
 from ridgeline.discovery import discover_pools, merge_pools
 from ridgeline.platform_config import PlatformConfig, default_config, load_platform_config
@@ -130,8 +131,25 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, indexes: dict[str, Any]) -> st
         rayclusters=clusters,
     )
     decision = decide(obs, STATE.config, _now())
+    refused: kopf.PermanentError | None = None
     if decision.apply is not None:
-        kube.apply_rayservice(STATE.api, decision.apply)
+        try:
+            kube.apply_rayservice(STATE.api, decision.apply)
+        except kopf.PermanentError as exc:
+            # Say so in status (and keep observedGeneration current, so resyncs retry it).
+            refused = exc
+            decision.status.conditions = set_condition(
+                decision.status.conditions,
+                "Applied",
+                "False",
+                "ApplyRefused",
+                str(exc)[:1000],
+                decision.status.observed_generation,
+                _now(),
+            )
+            decision.events = transitions(
+                (model.status.conditions if model.status else []), decision.status.conditions
+            )
     new = decision.status.to_api()
     if new != dict(body.get("status") or {}):  # patch only on change
         patch.setdefault("status", {}).update(new)
@@ -144,7 +162,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, indexes: dict[str, Any]) -> st
             message=f"{event.type}={event.new.status}: {event.new.message[:900]}",
         )
     metrics.observe(ns, name, decision.status)
-    result = _result(decision)
+    result = "refused" if refused is not None else _result(decision)
     metrics.RECONCILES.labels(result).inc()
     metrics.DURATION.observe(time.monotonic() - started)
     return result
@@ -169,6 +187,9 @@ def on_change(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S)
 def resync(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     """Readiness, replicas and node pools change without the InferenceModel changing."""
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != body["metadata"].get("generation"):
+        return  # a spec change the change handler has not finished: it owns this generation
     _reconcile_counting_retries(body, patch, kwargs)
 
 
