@@ -83,7 +83,7 @@ cluster-bin: venv
 ifdef KIND
 cluster-up:
 	kind create cluster --name ridgeline --config tests/e2e/kind.yaml
-	kubectl apply --server-side -f crds/ -f ../shared/kuberay-crds/
+	kubectl apply --server-side -f crds/ $$($(PY) -m ridgeline_dev.cluster kuberay-crds | sed 's/^/-f /')
 	@echo "export KUBECONFIG=$$HOME/.kube/config"
 cluster-down:
 	kind delete cluster --name ridgeline

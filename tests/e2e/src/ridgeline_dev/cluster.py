@@ -29,7 +29,9 @@ from ridgeline_dev.s3server import ready as s3_ready
 from ridgeline_dev.toolchain import MODULES, cache_root, ensure_all, module_source_dir
 
 REPO = Path(__file__).resolve().parents[4]
-KUBERAY_CRDS = REPO.parent / "shared" / "kuberay-crds"
+KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
+# The CRDs of the KubeRay operator the harness builds, from the same module (config/crd/bases).
+KUBERAY_CRD_FILES = ("ray.io_rayclusters.yaml", "ray.io_rayservices.yaml")
 OUR_CRDS = REPO / "crds"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 OPERATOR_NAMESPACE = "ridgeline-system"
@@ -363,7 +365,8 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
 
     kubectl(state, "apply", "--server-side", "-f", str(OUR_CRDS))
     # KubeRay's CRDs always (the operator applies RayServices); its controller on request.
-    kubectl(state, "apply", "--server-side", "-f", str(KUBERAY_CRDS))
+    for path in kuberay_crds():
+        kubectl(state, "apply", "--server-side", "-f", str(path))
     if with_kuberay:
         launcher.start(
             "kuberay-operator",
@@ -391,6 +394,13 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
     state.save()
     print(f"[cluster] up in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return state
+
+
+def kuberay_crds() -> list[Path]:
+    """KubeRay's CRDs from the module the operator binary is built from: one version for both."""
+    module = next(m for m in MODULES if m.name == "kuberay")
+    bases = module_source_dir(module, KUBERAY_MODULE) / "config" / "crd" / "bases"
+    return [bases / name for name in KUBERAY_CRD_FILES]
 
 
 def _established(state: ClusterState, crd: str) -> bool:
@@ -433,7 +443,7 @@ def dump_logs(state: ClusterState, lines: int = 40) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="ridgeline-dev cluster")
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status", "kuberay-crds"])
     parser.add_argument("--workdir", type=Path, default=default_workdir())
     parser.add_argument("--no-kuberay", action="store_true")
     parser.add_argument("--no-s3", action="store_true")
@@ -447,6 +457,8 @@ def main() -> int:
             f"{workdir / 'state.json'})"
         )
         print(f"export KUBECONFIG={state.kubeconfig}")
+    elif args.action == "kuberay-crds":
+        print("\n".join(str(path) for path in kuberay_crds()))
     elif args.action == "down":
         stopped = down(workdir)
         print("stopped: " + (", ".join(stopped) or "nothing was running"))

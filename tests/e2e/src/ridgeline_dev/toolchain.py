@@ -69,7 +69,14 @@ MODULES: tuple[ToolModule, ...] = (
         "kube",
         {
             name: f"k8s.io/kubernetes/cmd/{name}"
-            for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+            for name in (
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kubectl",
+                "kubelet",
+                "kube-proxy",
+            )
         },
         _KUBE_LDFLAGS,
     ),
@@ -78,6 +85,7 @@ MODULES: tuple[ToolModule, ...] = (
     ToolModule("kuberay", {"kuberay-operator": "github.com/ray-project/kuberay/ray-operator"}),
     ToolModule("helm", {"helm": "helm.sh/helm/v3/cmd/helm"}),
     ToolModule("minio", {"minio": "github.com/minio/minio"}),
+    ToolModule("coredns", {"coredns": "github.com/coredns/coredns"}),
 )
 
 
