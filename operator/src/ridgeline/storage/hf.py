@@ -2,7 +2,9 @@
 
 Listing uses ``/api/models/{repo}/tree/{revision}?recursive=true``, which also gives each LFS
 file's sha256; reads use ``/{repo}/resolve/{revision}/{path}`` with a Range header. HF_TOKEN,
-when set, is sent as a bearer token.
+when set, is sent as a bearer token to the endpoint's own origin only: the Hub answers a read of
+an LFS file with a redirect to a CDN on another host, and like ``requests`` and
+``huggingface_hub`` the token is dropped on any redirect that changes scheme, host or port.
 """
 
 from __future__ import annotations
@@ -13,10 +15,42 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 from ridgeline.storage.base import ObjectInfo, StorageError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+class _OriginBoundAuth(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, minus the credentials when the origin changes.
+
+    urllib copies every header but the body's onto the redirected request, Authorization
+    included, whatever the new host; this handler removes it there."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in [h for h in new.headers if h.lower() in ("authorization", "cookie")]:
+                del new.headers[name]
+        return new
+
+
+_OPENER = urllib.request.build_opener(_OriginBoundAuth)
 
 
 class HFStore:
@@ -38,7 +72,7 @@ class HFStore:
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with _OPENER.open(req, timeout=60) as resp:
                 data: bytes = resp.read()
                 return data
         except urllib.error.HTTPError as exc:
