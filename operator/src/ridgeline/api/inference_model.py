@@ -271,7 +271,14 @@ class InferenceModelStatus(ApiModel):
 class ObjectMeta(ApiModel):
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(description="Object name.")
+    # What the API server requires of a custom resource's name (a DNS-1123 subdomain): `kubectl
+    # apply` would refuse anything else, so `ridgeline plan` and `serve` do too.
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Object name: lower-case letters, digits, '-' and '.'.",
+    )
     namespace: str | None = Field(default=None, description="Namespace.")
 
 

@@ -93,18 +93,10 @@ class HFStore:
             rev = urllib.parse.quote(self._revision, safe="")
             sub = f"/{self._subdir}" if self._subdir else ""
             url = f"{self._endpoint}/api/models/{self._repo}/tree/{rev}{sub}?recursive=true"
-            entries = json.loads(self._request(url))
-            listing = {}
-            prefix = f"{self._subdir}/" if self._subdir else ""
-            for entry in entries:
-                if entry.get("type") != "file":
-                    continue
-                lfs = entry.get("lfs") or {}
-                key = entry["path"][len(prefix) :]
-                # LFS files carry their sha256; "sha256:" tells the downloader it can verify it.
-                version = f"sha256:{lfs['oid']}" if lfs.get("oid") else str(entry.get("oid", ""))
-                listing[key] = ObjectInfo(key=key, size_bytes=int(entry["size"]), version=version)
-            self._listing = listing
+            try:
+                self._listing = _parse_tree(json.loads(self._request(url)), self._subdir)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                raise StorageError(f"{url}: not a Hub file listing ({type(exc).__name__})") from exc
         return sorted(self._listing.values(), key=lambda o: o.key)
 
     def stat(self, key: str) -> ObjectInfo:
@@ -131,3 +123,17 @@ class HFStore:
 
     def read(self, key: str) -> bytes:
         return self._request(self._url(key))
+
+
+def _parse_tree(entries: list[dict[str, Any]], subdir: str) -> dict[str, ObjectInfo]:
+    listing = {}
+    prefix = f"{subdir}/" if subdir else ""
+    for entry in entries:
+        if entry.get("type") != "file":
+            continue
+        lfs = entry.get("lfs") or {}
+        key = str(entry["path"])[len(prefix) :]
+        # LFS files carry their sha256; "sha256:" tells the downloader it can verify it.
+        version = f"sha256:{lfs['oid']}" if lfs.get("oid") else str(entry.get("oid", ""))
+        listing[key] = ObjectInfo(key=key, size_bytes=int(entry["size"]), version=version)
+    return listing
