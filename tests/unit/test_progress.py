@@ -11,6 +11,7 @@ import pytest
 from ridgeline.storage import open_store
 from ridgeline.storage.download import download_model
 from ridgeline.storage.progress import Progress, describe, human_seconds
+from ridgeline_serving.args import ServingArgs
 
 
 class Clock:
@@ -112,3 +113,49 @@ def test_logs_go_to_stderr_where_logging_is_not_configured(
     err = capsys.readouterr().err
     assert "weights s3://m: downloading 100 B" in err
     assert "(100.0%)" in err
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _args(src: Path, cache: Path) -> ServingArgs:
+    return ServingArgs(
+        model_uri=src.as_uri(),
+        model_name="m",
+        max_batch_size=1,
+        max_context_tokens=64,
+        gpus_per_replica=0,
+        compute_dtype="float32",
+        cache_dir=str(cache),
+        download_parallelism=1,
+    )
+
+
+def test_ridgeline_serve_shows_the_download_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ridgeline serve` downloads before Ray starts, where its terminal can show it; the
+    replica then reuses the cache."""
+    from ridgeline_serving.local import fetch_weights
+
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"x" * 3_000_000)
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    monkeypatch.setattr("ridgeline.storage.progress.REDRAW_EVERY_S", 0.0)
+    stats = fetch_weights(_args(src, tmp_path / "cache"))
+    assert not stats.reused
+    drawn = terminal.getvalue()
+    assert drawn.count("\r") >= 2  # redrawn in place
+    last = drawn.rsplit("\r", 1)[1]
+    assert "3.00 MB / 3.00 MB (100.0%)" in last
+    assert last.endswith(", done\x1b[K\n")
+    out = capsys.readouterr().out
+    assert f"weights: {src.as_uri()} -> {tmp_path / 'cache'}" in out
+    assert "weights: 3.00 MB in" in out
+    again = fetch_weights(_args(src, tmp_path / "cache"))
+    assert again.reused
+    assert "weights: cached copy is current (3.00 MB)" in capsys.readouterr().out
