@@ -206,7 +206,9 @@ def test_marker_is_written_atomically(tmp_path: Path, monkeypatch: pytest.Monkey
         real_replace(src, dst)
 
     monkeypatch.setattr(cs.os, "replace", crash)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(
+        StorageError, match=r"s3://models/m: cannot write the weight cache .*No space left"
+    ):
         download_model(_store(client, "m"), tmp_path, progress=False)
     dest = tmp_path / cache_key("s3://models/m")
     assert not (dest / COMPLETE).exists()
@@ -219,3 +221,12 @@ def test_marker_is_written_atomically(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_listing_errors_still_name_the_uri(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="s3://models/none: no objects under this prefix"):
         download_model(_store(FakeS3({}), "none"), tmp_path, progress=False)
+
+
+def test_an_unwritable_cache_is_a_storage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match=r"s3://models/m: cannot write the weight cache"):
+        download_model(
+            _store(FakeS3({"m/config.json": b"{}"}), "m"), blocker / "cache", progress=False
+        )

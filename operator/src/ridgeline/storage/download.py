@@ -8,6 +8,9 @@ read of an S3 object is conditional on the ETag seen at listing (If-Match), so b
 versions are never mixed. The MD5 of a single-part ETag is not recomputed: that pass alone ran
 at 0.6 GB/s on this machine (docs/benchmarks.md), a cap on every download. A mismatch removes
 the partial file and raises, naming the URI and both digests.
+
+What the directory may hold (keys proven to stay inside it, exactly the current listing, an
+atomically written completion marker) is ``cache_state``'s job; progress is ``progress``'s.
 """
 
 from __future__ import annotations
@@ -219,11 +222,32 @@ def download_model(
     ``progress``: None shows it (a redrawn line on a terminal, log lines otherwise), False
     keeps quiet. The directory ends up holding exactly the current listing: files no longer
     listed are removed before the cache is marked complete."""
+    try:
+        return _download(store, cache_root, manifest_key, parallel, part_bytes, progress)
+    except OSError as exc:  # the cache's disk, not the store: full, read-only, no permission
+        where = exc.filename or cache_root
+        raise StorageError(
+            f"{store.root_uri}: cannot write the weight cache ({where}: {exc.strerror or exc})"
+        ) from exc
+
+
+def _download(
+    store: ObjectStore,
+    cache_root: Path,
+    manifest_key: str | None,
+    parallel: int,
+    part_bytes: int,
+    progress: bool | None,
+) -> DownloadStats:
     started = time.monotonic()
     dest = cache_root / cache_key(store.root_uri)
     with _node_lock(cache_root / f"{dest.name}.lock"):
         objects = store.list()
-        manifest = parse_manifest(store.read(manifest_key).decode()) if manifest_key else {}
+        manifest = (
+            parse_manifest(store.read(manifest_key).decode(errors="replace"))
+            if manifest_key
+            else {}
+        )
         files = select_files(objects, manifest_key)
         targets = cache_state.target_paths(dest, files, store.root_uri)
         if manifest:
