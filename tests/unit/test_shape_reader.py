@@ -269,3 +269,12 @@ def test_deeply_nested_json(tmp_path: Path, name: str) -> None:
 def test_store_errors_are_shape_errors_too() -> None:
     _one_line_shape_error("ftp://host/model", "unsupported scheme 'ftp'")
     _one_line_shape_error("hf://just-a-name", "hf URIs are hf://org/name")
+
+
+@pytest.mark.parametrize("shard", ["../other/model.safetensors", "/etc/passwd", ""])
+def test_index_cannot_point_outside_the_model_root(tmp_path: Path, shard: str) -> None:
+    root = write_real(TINY, tmp_path, shards=2)
+    index = json.loads((root / "model.safetensors.index.json").read_text())
+    index["weight_map"] = dict.fromkeys(index["weight_map"], shard)
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    _one_line_shape_error(root, "is outside the model root")

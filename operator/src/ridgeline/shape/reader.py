@@ -96,6 +96,12 @@ def _index_map(store: ObjectStore) -> dict[str, str] | None:
         raise ShapeError(f"{_where(store, INDEX)}: missing or empty 'weight_map'")
     if not all(isinstance(v, str) for v in weight_map.values()):
         raise ShapeError(f"{_where(store, INDEX)}: 'weight_map' values must be file names")
+    for value in weight_map.values():
+        # Shards live under the model root: no reads of other objects through the index.
+        if not value or value.startswith("/") or {".", ".."} & set(value.split("/")):
+            raise ShapeError(
+                f"{_where(store, INDEX)}: shard {value[:80]!r} is outside the model root"
+            )
     return weight_map
 
 
