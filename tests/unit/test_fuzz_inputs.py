@@ -139,7 +139,7 @@ def weights(draw: st.DrawFn) -> dict[str, bytes]:
     if kind == "mutated":
         for name in draw(st.lists(st.sampled_from(sorted(header)), max_size=2)):
             field = draw(st.sampled_from(["dtype", "shape", "data_offsets", None]))
-            if field is None:
+            if field is None or not isinstance(header[name], dict):
                 header[name] = draw(json_values)
             else:
                 header[name][field] = draw(json_values)
