@@ -56,9 +56,8 @@ def read_model_shape(uri_or_store: str | ObjectStore) -> ModelShape:
     tensors = [t for file_tensors in per_file for t in file_tensors]
     if not any(t.numel for t in tensors):
         # Planning "0.0M parameters" would size nothing; an empty header is a broken checkpoint.
-        raise ShapeError(
-            f"{store.root_uri}: the safetensors headers ({', '.join(files)}) list no tensors"
-        )
+        named = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise ShapeError(f"{store.root_uri}: the safetensors headers ({named}) list no tensors")
     expected = _index_map(store)
     if expected is not None:
         _check_index(store, expected, dict(zip(files, per_file, strict=True)))
