@@ -230,3 +230,11 @@ def test_an_unwritable_cache_is_a_storage_error(tmp_path: Path) -> None:
         download_model(
             _store(FakeS3({"m/config.json": b"{}"}), "m"), blocker / "cache", progress=False
         )
+
+
+def test_a_root_with_no_model_files_says_so(tmp_path: Path) -> None:
+    from ridgeline.storage import open_store
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StorageError, match="empty: no model files to download"):
+        download_model(open_store(str(tmp_path / "empty")), tmp_path / "cache", progress=False)

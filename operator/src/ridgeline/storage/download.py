@@ -249,6 +249,8 @@ def _download(
             else {}
         )
         files = select_files(objects, manifest_key)
+        if not files:
+            raise StorageError(f"{store.root_uri}: no model files to download")
         targets = cache_state.target_paths(dest, files, store.root_uri)
         if manifest:
             missing = sorted(set(manifest) - {f.key for f in files})
