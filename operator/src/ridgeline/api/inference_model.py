@@ -88,9 +88,11 @@ class ModelSource(ApiModel):
         default=None,
         max_length=253,
         pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
-        description="Name of a Secret in the same namespace with the store's credentials "
-        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_ENDPOINT_URL, "
-        "GOOGLE_APPLICATION_CREDENTIALS_JSON or HF_TOKEN). Referenced by the pods, never copied.",
+        description="Name of a Secret in the same namespace with the store's credentials as "
+        "environment variables: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and optionally "
+        "AWS_ENDPOINT_URL, AWS_REGION) for s3://; a GCS HMAC key in the same two variables for "
+        "gs:// (service-account JSON keys are not supported); HF_TOKEN for hf://. Referenced by "
+        "the pods, never copied.",
     )
     sha256_manifest: str | None = Field(
         default=None,
@@ -269,7 +271,14 @@ class InferenceModelStatus(ApiModel):
 class ObjectMeta(ApiModel):
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(description="Object name.")
+    # What the API server requires of a custom resource's name (a DNS-1123 subdomain): `kubectl
+    # apply` would refuse anything else, so `ridgeline plan` and `serve` do too.
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Object name: lower-case letters, digits, '-' and '.'.",
+    )
     namespace: str | None = Field(default=None, description="Namespace.")
 
 
