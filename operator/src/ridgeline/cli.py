@@ -14,7 +14,7 @@ from ridgeline.manifest import ManifestError, load_inference_model
 from ridgeline.planner import InfeasiblePlanError, PoolsFileError, load_pools, plan_model
 from ridgeline.planner.report import options_table, plan_text
 from ridgeline.platform_config import ConfigError
-from ridgeline.shape import ShapeError, read_model_shape
+from ridgeline.shape import ModelShape, ShapeError, read_model_shape
 from ridgeline.storage import StorageError
 
 
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_plan(args: argparse.Namespace) -> int:
     model = load_inference_model(args.model)
     pools = load_pools(args.pools)
-    shape = read_model_shape(args.model_uri or model.spec.model.uri)
+    shape = _plan_shape(args.model_uri, model.spec.model.uri)
     name = model.metadata.name
     try:
         plan = plan_model(shape, model.spec, pools)
@@ -78,8 +78,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_shape(model_uri: str | None, spec_uri: str) -> ModelShape:
+    """Planning ahead of a download: a root with config.json alone is sized from the config.
+    Where spec.model.uri cannot be read, say how to plan from a local copy of the config."""
+    try:
+        return read_model_shape(model_uri or spec_uri, estimate_without_weights=True)
+    except (ShapeError, StorageError) as exc:
+        if model_uri:
+            raise
+        raise ShapeError(
+            f"{exc}\nhint: to plan without access to {spec_uri}, pass --model-uri DIR, a local "
+            "directory with the model's config.json (its safetensors, if any, give the exact "
+            "size); examples/models/ holds the examples' configs"
+        ) from exc
+
+
 def _cmd_shape(args: argparse.Namespace) -> int:
-    shape = read_model_shape(args.uri)
+    shape = read_model_shape(args.uri, estimate_without_weights=True)
     print(
         json.dumps(
             shape.model_dump(mode="json", by_alias=True, exclude={"linear_layers"}), indent=2
