@@ -6,15 +6,18 @@ and the same matrix shapes as it would from the safetensors headers:
 
 - embeddings ``vocab x hidden``; an lm_head of the same shape unless the embeddings are tied;
 - attention: q ``heads x head_dim``, k and v ``kv_heads x head_dim``, o back to ``hidden``;
-  q/k/v biases for Qwen2 (and all four with ``attention_bias``); q/k norms for Qwen3;
+  q/k/v biases for Qwen2 (and all four with ``attention_bias``); q/k norms for Qwen3, Gemma-3
+  and OLMo-2;
 - MLP with its gate: gate, up and down (Phi-3 fuses q/k/v and gate/up: the same count);
   ``mlp_bias`` adds their biases;
 - mixture of experts: a router ``experts x hidden`` and each expert's gate/up/down
   (``moe_intermediate_size`` where the config has it), plus Qwen-MoE's shared expert;
 - RMS norms: two per layer (four for Gemma-2 and Gemma-3) and the final one.
 
-Within 1% of the checkpoint for every family above (tests/unit/test_config_estimate.py); an
-unknown ``model_type`` is counted as a Llama-style decoder, which the reasons say.
+Exact against transformers' own models for every family named here, and within 1% of the
+checkpoint for every example (tests/unit/test_config_estimate.py,
+tests/serving/test_config_estimate_transformers.py); an unknown ``model_type`` is counted as a
+Llama-style decoder, which the reasons say.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ _KNOWN_FAMILIES = frozenset(
     }
 )
 _FOUR_NORMS = frozenset({"gemma2", "gemma3_text"})
-_QK_NORM = frozenset({"qwen3", "qwen3_moe", "gemma3_text", "olmo2"})
+# q/k RMS norms over one head (Qwen3, Gemma-3) or over all heads (OLMo-2).
+_QK_NORM_PER_HEAD = frozenset({"qwen3", "qwen3_moe", "gemma3_text"})
+_QK_NORM_ALL_HEADS = frozenset({"olmo2"})
 
 
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -121,9 +126,12 @@ def estimated_tensors(config: dict[str, Any]) -> Iterator[TensorInfo]:
         yield t(f"{p}.self_attn.o_proj.weight", hidden, heads * head_dim)
         if o_bias:
             yield t(f"{p}.self_attn.o_proj.bias", hidden)
-        if family in _QK_NORM:
+        if family in _QK_NORM_PER_HEAD:
             yield t(f"{p}.self_attn.q_norm.weight", head_dim)
             yield t(f"{p}.self_attn.k_norm.weight", head_dim)
+        elif family in _QK_NORM_ALL_HEADS:
+            yield t(f"{p}.self_attn.q_norm.weight", heads * head_dim)
+            yield t(f"{p}.self_attn.k_norm.weight", kv_heads * head_dim)
         if not experts:
             yield from mlp(f"{p}.mlp", inter)
             continue

@@ -97,8 +97,8 @@ def _blocks(ids: list[int], block: int, batch: int, seed: int) -> Iterator[Any]:
 
 def write_trained_model(
     out: Path,
-    seconds: float = 30.0,
-    max_steps: int = 600,
+    steps: int = 240,
+    max_seconds: float = 55.0,
     hidden: int = 128,
     layers: int = 2,
     heads: int = 4,
@@ -109,8 +109,10 @@ def write_trained_model(
     seed: int = 0,
     root: Path = REPO_ROOT,
 ) -> TrainingReport:
-    """Train a tiny Llama on the project's docs for at most ``seconds`` (or ``max_steps``) and
-    save tokenizer, config and safetensors weights under ``out``."""
+    """Train a tiny Llama on the project's docs for ``steps`` steps and save tokenizer, config
+    and safetensors weights under ``out``. A fixed step count, so that the weights (and a greedy
+    answer) are the same on every machine: ~30 s on a loaded 2-core machine; ``max_seconds``
+    stops it early on a very slow one."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -148,11 +150,10 @@ def write_trained_model(
     start = time.monotonic()
     losses: list[float] = []
     for step, xy in enumerate(_blocks(ids, block, batch, seed)):
-        elapsed = time.monotonic() - start
-        if step >= max_steps or elapsed >= seconds:
+        if step >= steps or time.monotonic() - start >= max_seconds:
             break
-        # Linear warm-up, then cosine decay over the time budget (the step count is not known).
-        frac = min(1.0, elapsed / seconds)
+        # Linear warm-up, then cosine decay to a tenth.
+        frac = step / steps
         lr_scale = min(1.0, (step + 1) / warmup) * (
             0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
         )
@@ -189,9 +190,9 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(prog="ridgeline-dev trained-model")
     parser.add_argument("out", type=Path)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--steps", type=int, default=240)
     args = parser.parse_args()
-    report = write_trained_model(args.out, seconds=args.seconds)
+    report = write_trained_model(args.out, steps=args.steps)
     print(report.summary())
     return 0
 
