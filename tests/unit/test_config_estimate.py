@@ -210,3 +210,31 @@ def test_hf_repo_with_config_only_is_estimated(config_only_hub: str) -> None:
     shape = read_model_shape(config_only_hub, estimate_without_weights=True)
     assert shape.params_source is ParamsSource.CONFIG
     assert shape.num_params == PUBLISHED["llama-3.1-8b"]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "model"),
+    [
+        ("llama-8b.yaml", "llama-3.1-8b"),
+        ("llama-70b-nf4.yaml", "llama-3.1-70b"),
+        ("qwen-batch.yaml", "qwen2-7b"),
+        ("tiny-cpu.yaml", "tiny-llama"),
+    ],
+)
+def test_config_only_plan_is_the_safetensors_plan(
+    manifest: str, model: str, tmp_path: Path, skeleton_dir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same sizing either way (int8/nf4 overheads included); only the reasons differ."""
+    plans = []
+    for root in (config_only_dir(model, tmp_path), skeleton_dir(model)):
+        argv = ["plan", str(REPO / "examples" / manifest), "--pools"]
+        argv += [str(REPO / "examples" / "pools.yaml"), "--model-uri", str(root), "-o", "json"]
+        assert ridgeline(argv) == 0
+        plans.append(json.loads(capsys.readouterr().out))
+    estimated, exact = plans
+    assert [r for r in estimated["reasons"] if "estimated from config.json" not in r] == exact[
+        "reasons"
+    ]
+    assert {k: v for k, v in estimated.items() if k != "reasons"} == {
+        k: v for k, v in exact.items() if k != "reasons"
+    }
