@@ -21,7 +21,7 @@ from ridgeline.api.plan import Bound, Plan, PlanOption, Prediction
 from ridgeline.hardware import Accelerator
 from ridgeline.planner import memory, roofline
 from ridgeline.planner.pools import NodePool
-from ridgeline.shape import ModelShape, ParamsSource
+from ridgeline.shape import ModelShape
 
 GB = 1e9
 GIB = 2**30
@@ -335,20 +335,6 @@ def _plan(
     )
 
 
-def _estimated_reason(shape: ModelShape) -> str:
-    how = (
-        "counted from its architecture"
-        if shape.params_source is ParamsSource.CONFIG
-        else f"counted as a Llama-style decoder ({shape.architecture} is not a family the "
-        "estimator knows)"
-    )
-    return (
-        f"Weight bytes estimated from config.json: no safetensors weights were found, so the "
-        f"{_count(shape.num_params)} parameters are {how}; the headers, once there, give the "
-        "exact count."
-    )
-
-
 def _reasons(
     shape: ModelShape, spec: InferenceModelSpec, c: _Candidate, others: list[_Candidate]
 ) -> list[str]:
@@ -368,8 +354,6 @@ def _reasons(
         f"per weight / (2 x {acc.memory_bandwidth_bytes_per_s / 1e12:.2f} TB/s) = "
         f"{s.critical_batch:.0f}.",
     ]
-    if shape.params_source is not ParamsSource.SAFETENSORS:
-        out.insert(2, _estimated_reason(shape))
     slo = spec.workload.slo
     if spec.workload.mode is WorkloadMode.BATCH:
         out.append(f"Batch mode: aim for B* = {s.critical_batch:.0f} sequences per replica.")

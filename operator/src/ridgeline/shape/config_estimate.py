@@ -147,6 +147,23 @@ def estimated_tensors(config: dict[str, Any]) -> Iterator[TensorInfo]:
         yield t("lm_head.weight", vocab, hidden)
 
 
+def estimate_reason(shape: ModelShape) -> str | None:
+    """What a plan's reasons say about an estimated shape; None for one read from headers."""
+    if shape.params_source is ParamsSource.SAFETENSORS:
+        return None
+    how = (
+        "counted from its architecture"
+        if shape.params_source is ParamsSource.CONFIG
+        else f"counted as a Llama-style decoder ({shape.architecture} is not a family the "
+        "estimator knows)"
+    )
+    return (
+        f"Weight bytes estimated from config.json: no safetensors weights were found, so the "
+        f"{shape.num_params / 1e9:.2f}B parameters are {how}; the headers, once there, give the "
+        "exact count."
+    )
+
+
 def estimate_model_shape(config: dict[str, Any]) -> ModelShape:
     """The shape the planner needs, from config.json alone (no weights read)."""
     return ModelShape.from_parts(

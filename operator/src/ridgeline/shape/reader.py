@@ -7,7 +7,6 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ridgeline.shape.config_estimate import estimate_model_shape
 from ridgeline.shape.config_json import ConfigError, architecture_fields
 from ridgeline.shape.model_shape import ModelShape
 from ridgeline.shape.safetensors_header import (
@@ -30,28 +29,14 @@ class ShapeError(ValueError):
     """A model root that cannot be sized; the message names the file and the problem."""
 
 
-class NoWeightsError(ShapeError):
-    """The root holds no safetensors weights (config.json alone, or other formats)."""
-
-
-def read_model_shape(
-    uri_or_store: str | ObjectStore, estimate_without_weights: bool = False
-) -> ModelShape:
-    """The shape from config.json and the safetensors headers. With
-    ``estimate_without_weights`` (planning ahead of a download), a root with config.json but no
-    safetensors is sized from the config alone (``params_source`` says so)."""
+def read_model_shape(uri_or_store: str | ObjectStore) -> ModelShape:
     store = open_store(uri_or_store) if isinstance(uri_or_store, str) else uri_or_store
     config = _read_json(store, CONFIG)
     try:
         arch = architecture_fields(config)
     except ConfigError as exc:
         raise ShapeError(f"{_where(store, CONFIG)}: {exc}") from exc
-    try:
-        files = _weight_files(store)
-    except NoWeightsError:
-        if not estimate_without_weights:
-            raise
-        return _estimate(store, config)
+    files = _weight_files(store)
     with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
         per_file = list(pool.map(lambda key: _read_header(store, key), files))
     tensors = [t for file_tensors in per_file for t in file_tensors]
@@ -62,13 +47,6 @@ def read_model_shape(
         return ModelShape.from_parts(arch, tensors)
     except ValueError as exc:
         raise ShapeError(f"{store.root_uri}: {exc}") from exc
-
-
-def _estimate(store: ObjectStore, config: dict[str, Any]) -> ModelShape:
-    try:
-        return estimate_model_shape(config)
-    except ValueError as exc:
-        raise ShapeError(f"{_where(store, CONFIG)}: cannot estimate the weights: {exc}") from exc
 
 
 def _where(store: ObjectStore, key: str) -> str:
@@ -98,6 +76,11 @@ def _index_map(store: ObjectStore) -> dict[str, str] | None:
     if not all(isinstance(v, str) for v in weight_map.values()):
         raise ShapeError(f"{_where(store, INDEX)}: 'weight_map' values must be file names")
     return weight_map
+
+
+class NoWeightsError(ShapeError):
+    """The root holds no safetensors (config.json alone, say): `ridgeline plan` then estimates
+    the shape from the config (ridgeline.shape.plan_ahead)."""
 
 
 def _weight_files(store: ObjectStore) -> list[str]:

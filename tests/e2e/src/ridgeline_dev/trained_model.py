@@ -3,8 +3,8 @@ project ships (README.md and docs/*.md), in well under a minute. No hub, no down
 
 The tokenizer is trained as for the random tiny model (``tiny_model.write_tokenizer``), on the
 same text. Each training example is one chat turn: a section heading as the user's question,
-one paragraph of that section as the assistant's answer, so that what the served model sees
-after the chat template is what it was trained to continue.
+the section's prose as the assistant's answer, so that what the served model sees after the
+chat template is what it was trained to continue.
 """
 
 from __future__ import annotations
@@ -56,26 +56,30 @@ def _plain(text: str) -> str:
     return " ".join(_MARKUP.sub("", _LINK.sub(r"\1", text)).split())
 
 
+def _sections(title: str, text: str) -> Iterator[tuple[str, list[str]]]:
+    """(heading, prose lines) per markdown section; code blocks and tables left out."""
+    heading, in_code, prose = title, False, list[str]()
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif in_code or line.lstrip().startswith("|"):
+            continue
+        elif line.startswith("#"):
+            yield heading, prose
+            heading, prose = _plain(line), []
+        else:
+            prose.append(line)
+    yield heading, prose
+
+
 def chat_examples(paths: list[Path]) -> list[tuple[str, str]]:
-    """(question, answer) pairs: a section heading and one prose paragraph under it. Code
-    blocks and tables are left out: they are not sentences."""
-    pairs: list[tuple[str, str]] = []
+    """(question, answer) pairs: a section heading and the prose under it. Whole sections, not
+    single paragraphs, as answers, so that the model learns long answers and does not stop
+    after a few words."""
+    pairs = []
     for path in paths:
-        heading, in_code, para = path.stem, False, []
-        for line in [*path.read_text().splitlines(), ""]:
-            if line.startswith("```"):
-                in_code = not in_code
-                continue
-            if in_code or line.lstrip().startswith("|"):
-                continue
-            if line.startswith("#"):
-                heading = _plain(line)
-                continue
-            if line.strip():
-                para.append(line)
-                continue
-            answer = _plain(" ".join(para))
-            para = []
+        for heading, prose in _sections(path.stem, path.read_text()):
+            answer = _plain(" ".join(prose))
             if len(answer.split()) >= 6:
                 pairs.append((heading, answer))
     return pairs
