@@ -10,11 +10,14 @@ from pathlib import Path
 
 import yaml
 
+from ridgeline.api.plan import Plan
 from ridgeline.manifest import ManifestError, load_inference_model
 from ridgeline.planner import InfeasiblePlanError, PoolsFileError, load_pools, plan_model
 from ridgeline.planner.report import options_table, plan_text
 from ridgeline.platform_config import ConfigError
-from ridgeline.shape import ShapeError, read_model_shape
+from ridgeline.shape import ModelShape, ShapeError, read_model_shape
+from ridgeline.shape.config_estimate import estimate_reason
+from ridgeline.shape.plan_ahead import read_or_estimate_model_shape
 from ridgeline.storage import StorageError
 
 
@@ -51,15 +54,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plan_shape(model_uri: str | None, spec_uri: str) -> ModelShape:
+    """Planning ahead of a download: a root with config.json alone is sized from the config.
+    Where spec.model.uri cannot be read, say how to plan from a local copy of the config."""
+    try:
+        return read_or_estimate_model_shape(model_uri or spec_uri)
+    except (ShapeError, StorageError) as exc:
+        if model_uri:
+            raise
+        raise ShapeError(
+            f"{exc}\nhint: to plan without access to {spec_uri}, pass --model-uri DIR, a local "
+            "directory with the model's config.json (its safetensors, if any, give the exact "
+            "size); examples/models/ holds the examples' configs"
+        ) from exc
+
+
+def _with_estimate_reason(plan: Plan, shape: ModelShape) -> Plan:
+    """The plan's reasons say when the weight bytes come from config.json, not the headers."""
+    note = estimate_reason(shape)
+    if note is None:
+        return plan
+    return plan.model_copy(update={"reasons": [*plan.reasons[:1], note, *plan.reasons[1:]]})
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     model = load_inference_model(args.model)
     pools = load_pools(args.pools)
-    shape = read_model_shape(args.model_uri or model.spec.model.uri)
+    shape = _plan_shape(args.model_uri, model.spec.model.uri)
     name = model.metadata.name
     try:
-        plan = plan_model(shape, model.spec, pools)
+        plan = _with_estimate_reason(plan_model(shape, model.spec, pools), shape)
     except InfeasiblePlanError as exc:
         print(f"ridgeline plan: {name}: infeasible: {exc}", file=sys.stderr)
+        if note := estimate_reason(shape):
+            print(note, file=sys.stderr)
         if exc.options:
             print("\nOptions considered:\n" + options_table(exc.options), file=sys.stderr)
         return 2
@@ -86,7 +114,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_shape(args: argparse.Namespace) -> int:
-    shape = read_model_shape(args.uri)
+    shape = read_or_estimate_model_shape(args.uri)
     print(
         json.dumps(
             shape.model_dump(mode="json", by_alias=True, exclude={"linear_layers"}), indent=2

@@ -36,6 +36,17 @@ def tensor_role(tensor: TensorInfo) -> TensorRole:
     return TensorRole.OTHER
 
 
+class ParamsSource(enum.StrEnum):
+    """Where the parameter counts come from."""
+
+    # The checkpoint's safetensors headers: exact.
+    SAFETENSORS = "safetensors"
+    # Counted from config.json for a family whose layout is known (within 1%).
+    CONFIG = "config"
+    # Counted from config.json as a Llama-style decoder: a family not known to the estimator.
+    CONFIG_GUESS = "config-guess"
+
+
 class _CamelModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
@@ -70,13 +81,22 @@ class ModelShape(_CamelModel):
     )
     non_float_bytes: int = Field(description="Integer tensors (buffers), stored as they are.")
     linear_layers: list[LinearLayer] = Field(repr=False)
+    params_source: ParamsSource = Field(
+        default=ParamsSource.SAFETENSORS,
+        description="Counted from the safetensors headers, or estimated from config.json.",
+    )
 
     @property
     def num_params(self) -> int:
         return sum(self.params_by_dtype.values())
 
     @classmethod
-    def from_parts(cls, arch: Mapping[str, object], tensors: Iterable[TensorInfo]) -> ModelShape:
+    def from_parts(
+        cls,
+        arch: Mapping[str, object],
+        tensors: Iterable[TensorInfo],
+        params_source: ParamsSource = ParamsSource.SAFETENSORS,
+    ) -> ModelShape:
         params_by_dtype: dict[str, int] = {}
         params_by_role = dict.fromkeys(TensorRole, 0)
         float_by_role = dict.fromkeys(TensorRole, 0)
@@ -108,4 +128,5 @@ class ModelShape(_CamelModel):
             float_params_by_role=float_by_role,
             non_float_bytes=non_float_bytes,
             linear_layers=linear,
+            params_source=params_source,
         )

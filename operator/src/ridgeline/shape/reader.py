@@ -104,6 +104,11 @@ def _index_map(store: ObjectStore) -> dict[str, str] | None:
     return weight_map
 
 
+class NoWeightsError(ShapeError):
+    """The root holds no safetensors (config.json alone, say): `ridgeline plan` then estimates
+    the shape from the config (ridgeline.shape.plan_ahead)."""
+
+
 def _weight_files(store: ObjectStore) -> list[str]:
     weight_map = _index_map(store)
     if weight_map is not None:
@@ -118,7 +123,7 @@ def _weight_files(store: ObjectStore) -> list[str]:
     except StorageError as exc:
         raise ShapeError(f"{store.root_uri}: cannot list the model root: {exc}") from exc
     if not found:
-        raise ShapeError(
+        raise NoWeightsError(
             f"{store.root_uri}: no safetensors weights ({SINGLE}, {INDEX} or *.safetensors); "
             "Ridgeline reads safetensors checkpoints only"
         )

@@ -22,8 +22,9 @@ TensorSpec = tuple[str, str, list[int]]
 def tensor_specs(
     config: dict[str, Any], dtype: str = "BF16"
 ) -> Iterator[tuple[str, str, list[int]]]:
-    """Tensor names and shapes of a Llama-family checkpoint (Llama, Mistral, Qwen2 with
-    attention biases, Gemma-2 with its extra norms, Phi-3 with fused projections)."""
+    """Tensor names and shapes of a Llama-family checkpoint, as the Hugging Face checkpoints
+    name them (Llama, Mistral, Qwen2 with attention biases, Gemma-2 with its extra norms, Phi-3
+    with fused projections, Mixtral with its experts)."""
     hidden = config["hidden_size"]
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads", heads)
@@ -53,12 +54,21 @@ def tensor_specs(
                 if biases:
                     yield f"{p}.self_attn.{proj}_proj.bias", dtype, [n * head_dim]
         yield f"{p}.self_attn.o_proj.weight", dtype, [hidden, heads * head_dim]
-        if fused:
+        experts = config.get("num_local_experts", 0)
+        if experts:
+            yield f"{p}.block_sparse_moe.gate.weight", dtype, [experts, hidden]
+            for e in range(experts):
+                q = f"{p}.block_sparse_moe.experts.{e}"
+                yield f"{q}.w1.weight", dtype, [inter, hidden]
+                yield f"{q}.w2.weight", dtype, [hidden, inter]
+                yield f"{q}.w3.weight", dtype, [inter, hidden]
+        elif fused:
             yield f"{p}.mlp.gate_up_proj.weight", dtype, [2 * inter, hidden]
         else:
             yield f"{p}.mlp.gate_proj.weight", dtype, [inter, hidden]
             yield f"{p}.mlp.up_proj.weight", dtype, [inter, hidden]
-        yield f"{p}.mlp.down_proj.weight", dtype, [hidden, inter]
+        if not experts:
+            yield f"{p}.mlp.down_proj.weight", dtype, [hidden, inter]
     yield "model.norm.weight", dtype, [hidden]
     if not config.get("tie_word_embeddings", False):
         yield "lm_head.weight", dtype, [vocab, hidden]

@@ -1,8 +1,10 @@
-"""`make demo`: plan every example against examples/pools.yaml.
+"""`make plans`: plan every example against examples/pools.yaml.
 
 The examples name s3:// and hf:// URIs that this machine cannot reach, so each is planned
 against a local, zero-filled sparse copy of the same architecture (built from the public
-config.json in examples/models/), read through the same shape reader.
+config.json in examples/models/), read through the same shape reader: the safetensors headers
+give the exact parameter count. (`ridgeline plan --model-uri examples/models/NAME` plans from
+the config alone, with the count estimated from the architecture.)
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ def corpus(lines: int = 2000, seed: int = 0) -> list[str]:
     ]
 
 
-def write_tokenizer(out: Path, vocab_size: int = 512) -> Any:
+def write_tokenizer(out: Path, vocab_size: int = 512, texts: Iterable[str] | None = None) -> Any:
+    """Train a byte-level BPE tokenizer on ``texts`` (default: the random word corpus) and save
+    it, with the chat template, under ``out``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -75,7 +78,7 @@ def write_tokenizer(out: Path, vocab_size: int = 512) -> Any:
         special_tokens=SPECIAL,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus() if texts is None else texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|bos|>",
