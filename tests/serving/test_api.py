@@ -139,6 +139,49 @@ def test_streaming_completion(client: openai.OpenAI) -> None:
     )
 
 
+def test_n_choices_with_logprobs(client: openai.OpenAI) -> None:
+    out = client.completions.create(
+        model=MODEL, prompt="the model", max_tokens=5, n=3, seed=4, logprobs=2
+    )
+    assert sorted(c.index for c in out.choices) == [0, 1, 2]
+    assert out.usage is not None
+    assert out.usage.completion_tokens == 15
+    for choice in out.choices:
+        assert choice.logprobs is not None
+        assert len(choice.logprobs.tokens or []) == 5
+        assert all(len(t) == 2 for t in choice.logprobs.top_logprobs or [])
+    chat = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        presence_penalty=1.0,
+    )
+    content = chat.choices[0].logprobs.content if chat.choices[0].logprobs else None
+    assert content is not None
+    assert len(content) == 4
+    assert all(len(t.top_logprobs) == 3 for t in content)
+
+
+def test_streams_count_at_admission(server: dict[str, str]) -> None:
+    """Streams that are accepted but not yet read hold their place: a burst of streams beyond
+    batch + queue (1 + 1 on /small) gets 429s."""
+    url = server["base"] + "/small/v1/completions"
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 200, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=60) as http:
+        opened = [http.stream("POST", url, json=body) for _ in range(4)]
+        responses = [cm.__enter__() for cm in opened]
+        try:
+            codes = [r.status_code for r in responses]
+        finally:
+            for cm in opened:
+                cm.__exit__(None, None, None)
+    assert codes.count(200) == 2, codes
+    assert codes.count(429) == 2, codes
+
+
 def _metric(server: dict[str, str], name: str) -> dict[str, float]:
     text = urllib.request.urlopen(server["metrics"], timeout=5).read().decode()
     out = {}
@@ -196,7 +239,21 @@ def test_sixteen_concurrent_requests_are_batched(
             400,
             "messages",
         ),
-        ("/v1/completions", {"model": MODEL, "prompt": "a", "n": 2}, 400, None),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "n": 0}, 400, "n"),
+        (
+            "/v1/completions",
+            {"model": MODEL, "prompt": "a", "logit_bias": {"5": 3}},
+            400,
+            "logit_bias",
+        ),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "echo": True}, 400, "echo"),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "best_of": 3}, 400, "best_of"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+            400,
+            "top_logprobs",
+        ),
         ("/v1/completions", {"model": MODEL, "prompt": "a", "temperature": 5}, 400, "temperature"),
         ("/v1/chat/completions", {"model": MODEL, "messages": []}, 400, "messages"),
         ("/v1/completions", {"model": "gpt-4", "prompt": "a"}, 404, "model"),

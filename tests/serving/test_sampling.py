@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import torch
@@ -17,11 +18,9 @@ def row(
     seed: int | None = None,
     logprobs: int | None = None,
 ) -> RowParams:
-    gen = None
-    if seed is not None:
-        gen = torch.Generator()
-        gen.manual_seed(seed)
-    return RowParams(temperature, top_p, top_k, 0.0, 0.0, logprobs, gen, [])
+    if seed is None:
+        seed = random.getrandbits(63)
+    return RowParams(temperature, top_p, top_k, 0.0, 0.0, logprobs, seed, [])
 
 
 def test_seeded_rows_do_not_depend_on_their_neighbours() -> None:
@@ -43,7 +42,7 @@ def test_greedy_top_k_1_and_tiny_top_p_pick_the_argmax() -> None:
 def test_top_k_keeps_draws_among_the_k_best() -> None:
     logits = torch.randn(1, 50).repeat(200, 1)
     top3 = set(logits[0].topk(3).indices.tolist())
-    drawn = set(sample(logits, [row(temperature=2.0, top_k=3)] * 200).tokens)
+    drawn = set(sample(logits, [row(temperature=2.0, top_k=3) for _ in range(200)]).tokens)
     assert drawn <= top3
     assert len(drawn) > 1
 
@@ -51,7 +50,7 @@ def test_top_k_keeps_draws_among_the_k_best() -> None:
 def test_sampling_follows_the_distribution() -> None:
     probs = torch.tensor([0.7, 0.2, 0.1])
     logits = probs.log().repeat(4000, 1)
-    tokens = torch.tensor(sample(logits, [row()] * 4000).tokens)
+    tokens = torch.tensor(sample(logits, [row() for _ in range(4000)]).tokens)
     freq = torch.bincount(tokens, minlength=3).float() / 4000
     assert torch.allclose(freq, probs, atol=0.03)
 
@@ -84,3 +83,11 @@ def test_detokenizer_stops_across_tokens_and_holds_a_possible_stop(tiny_dir: Pat
             break
     assert hit
     assert emitted == "the model "
+
+
+def test_rows_without_top_k_keep_their_whole_distribution_beside_top_k_rows() -> None:
+    logits = torch.zeros(400, 50)  # uniform
+    rows = [row(top_k=2) if i % 2 == 0 else row() for i in range(400)]
+    tokens = sample(logits, rows).tokens
+    assert len(set(tokens[0::2])) <= 2
+    assert len(set(tokens[1::2])) > 10

@@ -70,6 +70,7 @@ class StepStats:
     running: int
     prefill_tokens: int
     decode_tokens: int
+    sampled_tokens: int  # tokens generated: one per decoded row and per prefilled prompt
     seconds: float
 
 

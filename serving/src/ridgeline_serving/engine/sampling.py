@@ -1,9 +1,10 @@
 """Sampling on the model's device, batched over rows: per-row temperature, top_p, top_k,
 presence and frequency penalties and seed, in a fixed number of kernels whatever the batch.
 
-A row with a seed draws its noise from its own generator, so its tokens do not depend on the
-rows beside it; the other rows share one draw. Sampling is the exponential race (argmax of
-p / q with q ~ Exp(1)), equivalent to multinomial sampling and free of a host round trip.
+Each row draws its token by inverting its cumulative distribution at one uniform number. That
+number is a hash (splitmix64) of the row's seed and its token index: a seeded row gives the
+same tokens alone or in any batch, on any device, and the per-step randomness is one number
+per row instead of one per vocabulary entry. Rows without a seed get a random one.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ class RowParams:
     presence_penalty: float
     frequency_penalty: float
     logprobs: int | None
-    generator: torch.Generator | None
-    output_ids: list[int]
+    seed: int
+    output_ids: list[int]  # the sequence's own list, grown by the scheduler
 
 
 @dataclass(frozen=True)
@@ -65,35 +66,58 @@ def _draw(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
     scaled = logits / torch.where(greedy, torch.ones_like(temps), temps).unsqueeze(1)
     if any(r.top_k > 0 or r.top_p < 1.0 for r in rows):
         scaled = _top_k_top_p(scaled, rows)
-    probs = torch.softmax(scaled, dim=-1)
-    noise = _exponential(probs.shape, rows, device)
-    drawn = (probs / noise).argmax(dim=-1)
-    return torch.where(greedy, logits.argmax(dim=-1), drawn)
+    cdf = torch.softmax(scaled, dim=-1).cumsum_(dim=-1)
+    u = torch.tensor([uniform(r.seed, len(r.output_ids)) for r in rows], device=device)
+    drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
+    drawn = drawn.clamp_(max=logits.shape[-1] - 1)
+    if any(r.temperature == 0 for r in rows):
+        return torch.where(greedy, logits.argmax(dim=-1), drawn)
+    return drawn
 
 
-def _exponential(shape: torch.Size, rows: list[RowParams], device: torch.device) -> torch.Tensor:
-    noise = torch.empty(shape, device=device).exponential_()
-    for i, row in enumerate(rows):
-        if row.generator is not None:
-            noise[i].exponential_(generator=row.generator)
-    # exponential_ can return exactly 0; a zero would make p / q infinite for any p
-    return noise.clamp_(min=1e-10)
+MASK64 = (1 << 64) - 1
+
+
+def uniform(seed: int, counter: int) -> float:
+    """splitmix64 of (seed, counter), as a float in [0, 1)."""
+    x = (seed * 0x9E3779B97F4A7C15 + (counter + 1) * 0xD1B54A32D192ED03) & MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    x ^= x >> 31
+    return (x >> 11) / float(1 << 53)
 
 
 def _top_k_top_p(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
+    """Logits outside each row's top_k, or beyond its top_p mass, set to -inf. When every
+    filtering row has a top_k, only the largest k is ranked (``topk``), not the vocabulary."""
     device = logits.device
     vocab = logits.shape[-1]
-    top_k = torch.tensor([r.top_k if 0 < r.top_k < vocab else vocab for r in rows], device=device)
+    filtering = [r for r in rows if r.top_k > 0 or r.top_p < 1.0]
+    width = vocab
+    if all(r.top_k > 0 for r in filtering):
+        width = min(vocab, max(r.top_k for r in filtering))
+    # a row that does not filter keeps everything in the ranked width; beyond it, see below
+    top_k = torch.tensor([r.top_k if 0 < r.top_k < width else width for r in rows], device=device)
     top_p = torch.tensor([r.top_p for r in rows], device=device)
-    values, order = logits.sort(dim=-1, descending=True)
-    rank = torch.arange(vocab, device=device).expand_as(values)
+    if width < vocab:
+        values, order = logits.topk(width, dim=-1)
+    else:
+        values, order = logits.sort(dim=-1, descending=True)
+    rank = torch.arange(width, device=device).expand_as(values)
     drop = rank >= top_k.unsqueeze(1)
     probs = torch.softmax(values.masked_fill(drop, float("-inf")), dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above this one
     drop |= before >= top_p.unsqueeze(1)
     drop[:, 0] = False  # the most likely token always stays
-    values = values.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter_(1, order, values)
+    out = torch.full_like(logits, float("-inf"))
+    out.scatter_(1, order, values.masked_fill(drop, float("-inf")))
+    if width < vocab:
+        # rows that do not filter keep their whole distribution
+        plain = torch.tensor(
+            [not (r.top_k > 0 or r.top_p < 1.0) for r in rows], device=device
+        ).unsqueeze(1)
+        out = torch.where(plain, logits, out)
+    return out
 
 
 def _penalize(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:

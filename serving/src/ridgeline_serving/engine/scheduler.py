@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -75,27 +76,30 @@ class Sequence:
     request: GenerationRequest
     on_event: EventCallback
     detok: Detokenizer
-    generator: torch.Generator | None
+    seed: int
     budget: int
     output_ids: list[int] = field(default_factory=list)
     cancelled: bool = False
+    _params: RowParams | None = None
 
     @property
     def reserved(self) -> int:
         return len(self.request.prompt_ids) + self.budget
 
     def params(self) -> RowParams:
-        r = self.request
-        return RowParams(
-            r.temperature,
-            r.top_p,
-            r.top_k,
-            r.presence_penalty,
-            r.frequency_penalty,
-            r.logprobs,
-            self.generator,
-            self.output_ids,
-        )
+        if self._params is None:
+            r = self.request
+            self._params = RowParams(
+                r.temperature,
+                r.top_p,
+                r.top_k,
+                r.presence_penalty,
+                r.frequency_penalty,
+                r.logprobs,
+                self.seed,
+                self.output_ids,
+            )
+        return self._params
 
 
 @dataclass
@@ -135,17 +139,14 @@ class Scheduler:
     # ---- called from any thread ----------------------------------------------------------
 
     def submit(self, request: GenerationRequest, on_event: EventCallback) -> int:
-        generator = None
-        if request.seed is not None:
-            generator = torch.Generator(device=self.runner.device)
-            generator.manual_seed(request.seed)
+        seed = request.seed if request.seed is not None else random.getrandbits(63)
         budget = min(request.max_tokens, self.limits.max_context_tokens - len(request.prompt_ids))
         seq = Sequence(
             next(self._ids),
             request,
             on_event,
             Detokenizer(self.tokenizer, request.stop),
-            generator,
+            seed,
             max(budget, 1),
         )
         with self._lock:
@@ -287,7 +288,11 @@ class Scheduler:
         if self.on_step is not None:
             self.on_step(
                 StepStats(
-                    len(self.running), prefill_tokens, len(decoding), time.perf_counter() - started
+                    len(self.running),
+                    prefill_tokens,
+                    len(decoding),
+                    len(rows),
+                    time.perf_counter() - started,
                 )
             )
 
