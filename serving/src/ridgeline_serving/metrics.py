@@ -14,7 +14,7 @@ from ridgeline_serving.engine.base import StepStats
 PREFIX = "ridgeline_"
 LATENCY_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 BATCH: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-TOKENS: list[float] = [0, 1, 16, 64, 256, 512, 1024, 2048, 4096, 8192]
+TOKENS: list[float] = [1, 16, 64, 256, 512, 1024, 2048, 4096, 8192]
 STEP_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 STARTUP_PHASES = ("download", "load", "warmup")
 
