@@ -319,6 +319,14 @@ EXPECTED_METRICS = [
     "ray_ridgeline_queue_depth",
     "ray_ridgeline_weight_load_seconds",
     "ray_ridgeline_weight_load_bytes",
+    "ray_ridgeline_running_sequences",
+    "ray_ridgeline_waiting_sequences",
+    "ray_ridgeline_kv_cache_tokens",
+    "ray_ridgeline_kv_cache_planned_tokens",
+    "ray_ridgeline_prefill_tokens_per_step_bucket",
+    "ray_ridgeline_decode_tokens_per_step_bucket",
+    "ray_ridgeline_engine_step_seconds_bucket",
+    "ray_ridgeline_replica_startup_seconds",
 ]
 
 
@@ -337,6 +345,32 @@ def test_metrics_are_exported_with_one_prefix(
     assert any('code="200"' in k and 'route="/v1/completions"' in k for k in codes)
     target = _metric(server, "ray_ridgeline_batch_target")
     assert 16.0 in target.values()
+    # the KV plan: max_batch_by_memory defaults to the batch, 16 x 256 tokens
+    assert 16.0 * 256 in _metric(server, "ray_ridgeline_kv_cache_planned_tokens").values()
+    startup = _metric(server, "ray_ridgeline_replica_startup_seconds")
+    for phase in ("download", "load", "warmup"):
+        assert any(f'phase="{phase}"' in k and v > 0 for k, v in startup.items()), startup
+
+
+def test_a_client_that_goes_away_cancels_its_sequence(server: dict[str, str]) -> None:
+    """A stream closed after its first chunk frees its row at once: on /small (batch 1,
+    queue 1) two more long requests are admitted right after, not answered 429."""
+    url = server["base"] + "/small/v1/completions"
+    body = {"model": MODEL, "prompt": "go", "max_tokens": 240, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=60) as http:
+        for _ in range(3):
+            with http.stream("POST", url, json=body) as resp:
+                assert resp.status_code == 200
+                next(resp.iter_lines())
+        time.sleep(0.5)  # the disconnect reaches the replica
+        statuses = []
+        opened = [http.stream("POST", url, json=body) for _ in range(2)]
+        try:
+            statuses = [cm.__enter__().status_code for cm in opened]
+        finally:
+            for cm in opened:
+                cm.__exit__(None, None, None)
+    assert statuses == [200, 200]
 
 
 # ---- dashboards -------------------------------------------------------------------------------
