@@ -91,3 +91,10 @@ def test_rows_without_top_k_keep_their_whole_distribution_beside_top_k_rows() ->
     tokens = sample(logits, rows).tokens
     assert len(set(tokens[0::2])) <= 2
     assert len(set(tokens[1::2])) > 10
+
+
+def test_seeded_filtered_rows_do_not_depend_on_their_neighbours() -> None:
+    logits = torch.randn(3, 300)
+    alone = sample(logits[1:2], [row(seed=5, top_k=10, top_p=0.9)]).tokens[0]
+    batch = sample(logits, [row(top_k=40), row(seed=5, top_k=10, top_p=0.9), row()]).tokens
+    assert batch[1] == alone

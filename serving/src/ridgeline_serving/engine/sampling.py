@@ -64,15 +64,29 @@ def _draw(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
     temps = torch.tensor([r.temperature for r in rows], device=device)
     greedy = temps == 0
     scaled = logits / torch.where(greedy, torch.ones_like(temps), temps).unsqueeze(1)
-    if any(r.top_k > 0 or r.top_p < 1.0 for r in rows):
-        scaled = _top_k_top_p(scaled, rows)
-    cdf = torch.softmax(scaled, dim=-1).cumsum_(dim=-1)
     u = torch.tensor([uniform(r.seed, len(r.output_ids)) for r in rows], device=device)
-    drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
-    drawn = drawn.clamp_(max=logits.shape[-1] - 1)
+    filtering = [r.top_k > 0 or r.top_p < 1.0 for r in rows]
+    if any(filtering):
+        values, order = _top_k_top_p(scaled, rows)
+        drawn = order.gather(1, _invert_cdf(values, u).unsqueeze(1)).squeeze(1)
+        plain = [not f and r.temperature > 0 for f, r in zip(filtering, rows, strict=True)]
+        if any(plain):
+            # a row's draw must not depend on its neighbours: unfiltered rows invert their
+            # distribution in vocabulary order, as they do in a batch without filtering
+            mask = torch.tensor(plain, device=device)
+            drawn = torch.where(mask, _invert_cdf(scaled, u), drawn)
+    else:
+        drawn = _invert_cdf(scaled, u)
     if any(r.temperature == 0 for r in rows):
         return torch.where(greedy, logits.argmax(dim=-1), drawn)
     return drawn
+
+
+def _invert_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose cumulative probability reaches u."""
+    cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)
+    index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
+    return index.clamp_(max=logits.shape[-1] - 1)
 
 
 MASK64 = (1 << 64) - 1
@@ -87,16 +101,15 @@ def uniform(seed: int, counter: int) -> float:
     return (x >> 11) / float(1 << 53)
 
 
-def _top_k_top_p(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
-    """Logits outside each row's top_k, or beyond its top_p mass, set to -inf. When every
-    filtering row has a top_k, only the largest k is ranked (``topk``), not the vocabulary."""
+def _top_k_top_p(logits: torch.Tensor, rows: list[RowParams]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's logits ranked (values, vocabulary ids), those outside its top_k or beyond its
+    top_p mass set to -inf. When every row has a top_k, only the largest k are ranked
+    (``topk``), not the whole vocabulary."""
     device = logits.device
     vocab = logits.shape[-1]
-    filtering = [r for r in rows if r.top_k > 0 or r.top_p < 1.0]
     width = vocab
-    if all(r.top_k > 0 for r in filtering):
-        width = min(vocab, max(r.top_k for r in filtering))
-    # a row that does not filter keeps everything in the ranked width; beyond it, see below
+    if all(r.top_k > 0 for r in rows):
+        width = min(vocab, max(r.top_k for r in rows))
     top_k = torch.tensor([r.top_k if 0 < r.top_k < width else width for r in rows], device=device)
     top_p = torch.tensor([r.top_p for r in rows], device=device)
     if width < vocab:
@@ -109,15 +122,7 @@ def _top_k_top_p(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above this one
     drop |= before >= top_p.unsqueeze(1)
     drop[:, 0] = False  # the most likely token always stays
-    out = torch.full_like(logits, float("-inf"))
-    out.scatter_(1, order, values.masked_fill(drop, float("-inf")))
-    if width < vocab:
-        # rows that do not filter keep their whole distribution
-        plain = torch.tensor(
-            [not (r.top_k > 0 or r.top_p < 1.0) for r in rows], device=device
-        ).unsqueeze(1)
-        out = torch.where(plain, logits, out)
-    return out
+    return values.masked_fill(drop, float("-inf")), order
 
 
 def _penalize(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
