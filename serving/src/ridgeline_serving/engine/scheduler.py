@@ -41,6 +41,10 @@ from ridgeline_serving.engine.detokenize import Detokenizer
 from ridgeline_serving.engine.sampling import RowParams, Sampled, sample
 
 log = logging.getLogger("ridgeline.engine")
+# While a batch decodes, a lone arrival waits up to this many steps for company, so that
+# arrivals share one prefill forward (and one cache merge) instead of one each.
+JOIN_WAIT_STEPS = 1
+JOIN_BATCH = 4
 
 
 class PrefillJob(Protocol):
@@ -80,6 +84,7 @@ class Sequence:
     budget: int
     output_ids: list[int] = field(default_factory=list)
     cancelled: bool = False
+    queued_step: int = 0
     _params: RowParams | None = None
 
     @property
@@ -221,6 +226,8 @@ class Scheduler:
         with self._lock:
             new, self._inbox = self._inbox, []
             cancels, self._cancels = self._cancels, set()
+        for seq in new:
+            seq.queued_step = self.steps
         self.waiting.extend(new)
         if cancels:
             for seq in itertools.chain(
@@ -232,6 +239,13 @@ class Scheduler:
 
     def _form_group(self) -> None:
         free_rows = self.limits.max_batch - len(self.running)
+        if (
+            self.running
+            and self.waiting
+            and len(self.waiting) < min(free_rows, JOIN_BATCH)
+            and self.steps - self.waiting[0].queued_step < JOIN_WAIT_STEPS
+        ):
+            return  # a step's wait lets the next arrivals share this prefill forward
         free_kv = self.limits.kv_tokens - sum(s.reserved for s in self.running)
         chosen: list[Sequence] = []
         longest = 0
