@@ -248,6 +248,9 @@ def test_sixteen_concurrent_requests_are_batched(
         ),
         ("/v1/completions", {"model": MODEL, "prompt": "a", "echo": True}, 400, "echo"),
         ("/v1/completions", {"model": MODEL, "prompt": "a", "best_of": 3}, 400, "best_of"),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "seed": 2**70}, 400, "seed"),
+        ("/v1/completions", {"model": MODEL, "prompt": [5, 10**6]}, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": []}, 400, "prompt"),
         (
             "/v1/chat/completions",
             {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
@@ -276,6 +279,44 @@ def test_context_overflow_raises_openai_bad_request(client: openai.OpenAI) -> No
         client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "the " * 300}]
         )
+
+
+def test_token_id_prompts_and_null_assistant_content(client: openai.OpenAI) -> None:
+    ids = client.completions.create(model=MODEL, prompt=[5, 6, 7], max_tokens=3, temperature=0)
+    assert ids.usage is not None
+    assert ids.usage.prompt_tokens == 3
+    nested = client.completions.create(model=MODEL, prompt=[[5, 6, 7]], max_tokens=3, temperature=0)
+    assert nested.choices[0].text == ids.choices[0].text
+    chat = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None},
+            {"role": "user", "content": "again"},
+        ],
+        max_tokens=2,
+    )
+    assert chat.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_lone_surrogate_is_a_400_naming_the_prompt(server: dict[str, str]) -> None:
+    resp = httpx.post(
+        server["base"] + "/v1/completions",
+        content=b'{"model": "tiny-chat", "prompt": "bad \\ud800"}',
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == "prompt"
+
+
+def test_a_json_body_must_say_so(server: dict[str, str]) -> None:
+    resp = httpx.post(
+        server["base"] + "/v1/completions",
+        content=b'{"model": "tiny-chat", "prompt": "a"}',
+        headers={"content-type": "text/plain"},
+    )
+    assert resp.status_code == 400
+    assert "application/json" in resp.json()["error"]["message"]
 
 
 def test_invalid_json_is_a_400(server: dict[str, str]) -> None:

@@ -191,3 +191,18 @@ def test_logprobs_and_penalties(engine: TransformersEngine) -> None:
     )[0]
     tokens = [e.token_id for e in penalized.logprobs]
     assert len(set(tokens)) == len(tokens)
+
+
+def test_a_failing_prompt_fails_alone(engine: TransformersEngine) -> None:
+    good = Listener()
+    engine.submit(GenerationRequest(engine.encode_prompt("good"), 60, temperature=0), good)
+    while not good.events:
+        threading.Event().wait(0.01)
+    bad = Listener()
+    engine.submit(GenerationRequest([engine.vocab_size + 5], 4, temperature=0), bad)
+    assert bad.done.wait(60)
+    assert bad.events[-1].error
+    assert good.done.wait(60)
+    # without isolation the good sequence would end with the same error
+    assert all(e.error is None for e in good.events)
+    assert good.events[-1].finish in ("stop", "length")

@@ -222,6 +222,16 @@ class ModelServer:
                 code="model_not_found",
             )
         body.check_supported()
+        param = "messages" if chat else "prompt"
+        if not prompt_ids:
+            raise oa.ApiError(400, "the prompt encodes to no tokens", param=param)
+        if max(prompt_ids) >= self.engine.vocab_size:
+            raise oa.ApiError(
+                400,
+                f"token id {max(prompt_ids)} is outside the vocabulary (size "
+                f"{self.engine.vocab_size})",
+                param=param,
+            )
         context = self.args.max_context_tokens
         prompt = len(prompt_ids)
         wanted = body.max_tokens or min(self.args.default_max_tokens, max(context - prompt, 0))
@@ -231,7 +241,7 @@ class ModelServer:
                 f"This model's maximum context length is {context} tokens. However, you "
                 f"requested {prompt + max(wanted, 1)} tokens ({prompt} in the prompt, "
                 f"{max(wanted, 1)} for the completion).",
-                param="messages" if chat else "prompt",
+                param=param,
                 code="context_length_exceeded",
             )
         logprobs = body.top_logprobs_wanted
@@ -366,7 +376,11 @@ class ModelServer:
         route = "/v1/completions"
         try:
             body = oa.CompletionRequest.model_validate(await oa.read_json(request))
-            return await self._respond(route, body, self.engine.encode_prompt(body.text), False)
+            ids = body.token_ids
+            if ids is None:
+                assert body.text is not None
+                ids = self.engine.encode_prompt(body.text)
+            return await self._respond(route, body, ids, False)
         except (oa.ApiError, ValidationError) as exc:
             return self._error(route, exc)
 

@@ -57,7 +57,7 @@ class SamplingParams(BaseModel):
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
     stream: bool = False
     n: int = Field(default=1, ge=1, le=MAX_N)
     best_of: int | None = None
@@ -95,23 +95,46 @@ class SamplingParams(BaseModel):
 
 
 class CompletionRequest(SamplingParams):
-    prompt: str | list[str]
+    # text, or token ids (OpenAI allows both); a list holds exactly one prompt
+    prompt: str | list[int] | list[str] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=5)
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and len(value) != 1:
-            raise ValueError("send one prompt per request")
-        return value
+    def _one_prompt(cls, value: str | list[int] | list[str] | list[list[int]]) -> str | list[int]:
+        one: Any = value
+        if isinstance(value, list) and value and not isinstance(value[0], int):
+            if len(value) != 1:
+                raise ValueError("send one prompt per request")
+            one = value[0]
+        if isinstance(one, str):
+            _check_unicode(one)
+            return one
+        ids = [int(t) for t in one]
+        if not ids:
+            raise ValueError("the prompt has no tokens")
+        if min(ids) < 0:
+            raise ValueError("token ids are not negative")
+        return ids
 
     @property
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def text(self) -> str | None:
+        return self.prompt if isinstance(self.prompt, str) else None
+
+    @property
+    def token_ids(self) -> list[int] | None:
+        return None if isinstance(self.prompt, str) else list(self.prompt)  # type: ignore[arg-type]
 
     @property
     def top_logprobs_wanted(self) -> int | None:
         return self.logprobs
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode at character {exc.start} (a lone surrogate)") from None
 
 
 class ContentPart(BaseModel):
@@ -123,12 +146,22 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[ContentPart]
+    content: str | list[ContentPart] | None  # null: an assistant turn that only called tools
+
+    @field_validator("content")
+    @classmethod
+    def _unicode(cls, value: str | list[ContentPart] | None) -> str | list[ContentPart] | None:
+        for text in [value] if isinstance(value, str) else [p.text for p in value or []]:
+            _check_unicode(text)
+        return value
 
     def flat(self) -> dict[str, str]:
-        text = (
-            self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        )
+        if self.content is None:
+            text = ""
+        elif isinstance(self.content, str):
+            text = self.content
+        else:
+            text = "".join(p.text for p in self.content)
         role = "system" if self.role == "developer" else self.role
         return {"role": role, "content": text}
 
@@ -245,6 +278,9 @@ def sse(data: dict[str, Any] | str) -> str:
 
 async def read_json(request: Any) -> Any:
     """The body of a starlette Request as JSON, or a 400 in OpenAI's shape."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if kind != "application/json":
+        raise ApiError(400, f"Content-Type must be application/json, not {kind!r}")
     try:
         return await request.json()
     except ValueError:

@@ -77,6 +77,7 @@ class StepStats:
 class Engine(Protocol):
     model_name: str
     max_context_tokens: int
+    vocab_size: int
 
     def encode_prompt(self, prompt: str) -> list[int]: ...
 

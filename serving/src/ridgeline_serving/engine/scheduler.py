@@ -268,7 +268,12 @@ class Scheduler:
             self._form_group()
         prefill_tokens, group_logits = 0, None
         if self.group is not None:
-            prefill_tokens, group_logits = self.group.job.step(self.limits.prefill_tokens)
+            try:
+                prefill_tokens, group_logits = self.group.job.step(self.limits.prefill_tokens)
+            except Exception as exc:  # a prompt that fails its prefill fails its group only
+                log.exception("prefill failed")
+                failed, self.group = self.group.sequences, None
+                self._fail(failed, f"{type(exc).__name__}: {exc}")
         decoding = list(self.running)
         parts = []
         if decoding:
@@ -355,5 +360,8 @@ class Scheduler:
         victims = self.running + (self.group.sequences if self.group else [])
         self.running, self.group = [], None
         self.runner.keep([])
+        self._fail(victims, error)
+
+    def _fail(self, victims: list[Sequence], error: str) -> None:
         for seq in victims:
             self._send(seq, SequenceEvent("", "stop", len(seq.output_ids), error=error))

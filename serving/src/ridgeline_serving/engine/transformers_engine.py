@@ -90,6 +90,7 @@ class TransformersEngine:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         self.model.eval()
         self.device = next(self.model.parameters()).device
+        self.vocab_size = int(self.model.config.get_text_config().vocab_size)
         eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.limits = Limits(
