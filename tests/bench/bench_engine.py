@@ -6,6 +6,7 @@ blocking, and the engine's own work per step with a stub model. Writes docs/benc
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -338,6 +339,12 @@ def main() -> int:
             ]
         finally:
             engine.close()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += [
+        "",
+        f"Load average when the run ended (1, 5, 15 min): {load}, on a machine shared with other "
+        "jobs: wall-clock figures move by tens of percent between runs; compare rows of one run.",
+    ]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

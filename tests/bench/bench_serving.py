@@ -156,6 +156,7 @@ def bench_weight_loading(work: Path) -> list[str]:
 
 def bench_engine_and_api(work: Path) -> list[str]:
     import httpx
+    import torch
 
     from ridgeline.api import Quantization
     from ridgeline_dev.cluster import free_port
@@ -163,11 +164,14 @@ def bench_engine_and_api(work: Path) -> list[str]:
     from ridgeline_serving.engine import GenerationRequest
     from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
+    # One intra-op thread: two spin against each other on a loaded 2-core machine (a Ray
+    # replica gets OMP_NUM_THREADS from its num_cpus the same way).
+    torch.set_num_threads(1)
     model_dir = write_tiny_model(work / "tiny")
     engine = TransformersEngine(model_dir, "tiny", Quantization.NONE, "float32", 0, 512)
     prompt = engine.encode_prompt("the model serves tokens")
     lines = [
-        "Tokens/s against batch size, tiny Llama (2 layers, hidden 64), float32, 32 new tokens each:",
+        "Tokens/s against batch size, tiny Llama (2 layers, hidden 64), float32, 32 new tokens each, one intra-op thread (all requests submitted at once to the continuous-batching engine):",
         "",
         "| batch | seconds | tokens/s | vs batch 1 |",
         "|---|---|---|---|",
