@@ -130,14 +130,26 @@ def test_a_short_request_joins_a_running_batch_and_leaves_first(
         engine.submit(req, listener)
     while not all(ls.events for ls in long_listeners):  # the long ones are decoding
         threading.Event().wait(0.01)
-    steps_before = engine.stats().steps
+    # it arrives at a step boundary (from the engine's own step hook), and its end is read in
+    # the engine's thread too, so the count is exact
     short = Listener()
-    engine.submit(GenerationRequest(engine.encode_prompt("short"), 4, temperature=0), short)
+    marks: list[int] = []
+
+    def on_short(event: SequenceEvent) -> None:
+        if event.finish:
+            marks.append(engine.stats().steps + 1)  # called within that step
+        short(event)
+
+    def arrive(stats: object) -> None:
+        engine.scheduler.on_step = None
+        marks.append(engine.stats().steps)
+        engine.submit(GenerationRequest(engine.encode_prompt("short"), 4, temperature=0), on_short)
+
+    engine.scheduler.on_step = arrive
     assert short.done.wait(60)
-    steps = engine.stats().steps - steps_before
-    # the step in flight, at most one step waiting for company (JOIN_WAIT_STEPS), one
-    # prefill step (its first token) and three decode steps
-    assert steps <= 1 + 1 + 1 + 3
+    # one step waiting for company (JOIN_WAIT_STEPS), one prefill step (its first token) and
+    # three decode steps
+    assert marks[1] - marks[0] == 1 + 1 + 3
     assert not any(ls.done.is_set() for ls in long_listeners)
     assert engine.stats().running == 4
     for listener in long_listeners:
