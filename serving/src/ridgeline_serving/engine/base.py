@@ -33,7 +33,7 @@ class TokenLogprob:
     top: list[tuple[str, float]]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one is made per sequence per step, and frozen __init__ is slow
 class SequenceEvent:
     """What one step did to one sequence: new stable text, and its end if it ended."""
 

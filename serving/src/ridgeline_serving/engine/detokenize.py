@@ -30,6 +30,18 @@ class Detokenizer:
     def add(self, token: int, final: bool) -> tuple[str, bool]:
         """Append a token; returns (text now safe to emit, stop string hit)."""
         self.ids.append(token)
+        if (
+            self.stream is not None
+            and self.backend is not None
+            and not (final or self.stops or self.held)
+        ):
+            # the common case: a fast tokenizer, no stop strings, nothing held back
+            self.fed = len(self.ids)
+            piece = self.stream.step(self.backend, token)
+            if piece is None:
+                return "", False
+            self.read = self.fed
+            return piece, False
         return self._advance(final)
 
     def finish(self) -> str:

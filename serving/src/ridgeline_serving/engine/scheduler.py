@@ -238,6 +238,8 @@ class Scheduler:
             self.waiting = deque(s for s in self.waiting if not s.cancelled)
 
     def _form_group(self) -> None:
+        if not self.waiting:
+            return
         free_rows = self.limits.max_batch - len(self.running)
         if (
             self.running
