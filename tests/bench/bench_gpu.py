@@ -1,6 +1,8 @@
 """On an NVIDIA GPU: tokens/s against batch size for a random-weight Llama of about 1B
 parameters in bf16, int8 and nf4 with the serving engine (transformers + bitsandbytes), each
-curve's knee and plateau beside what the planner predicts for that GPU. Writes
+curve's knee and plateau beside what the planner predicts for that GPU. All requests of a batch
+are submitted at once to the continuous-batching engine, so they prefill together and decode
+together, which is the planner's steady state. Writes
 docs/benchmarks.md (section "Serving, GPU"). Without CUDA it says so and exits 0;
 ``--smoke`` runs the same code on a tiny model on the CPU (what CI can check)."""
 
@@ -73,8 +75,10 @@ def sweep(
     from ridgeline_serving.engine import GenerationRequest
     from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
-    engine = TransformersEngine(model_dir, "bench", Quantization(quantization), dtype, gpus, 4096)
-    engine.eos_ids = {-1}  # random weights: never stop early
+    engine = TransformersEngine(
+        model_dir, "bench", Quantization(quantization), dtype, gpus, 4096, max_batch=max(batches)
+    )
+    engine.scheduler.eos_ids = set()  # random weights: never stop early
     out = {}
     for batch in batches:
         reqs = [
@@ -90,9 +94,12 @@ def sweep(
             if gpus:
                 torch.cuda.synchronize()
             out[batch] = batch * NEW_TOKENS / (time.perf_counter() - start)
-        except torch.OutOfMemoryError:
+        except RuntimeError as exc:  # the engine reports a failed step (out of memory) so
+            if "OutOfMemoryError" not in str(exc):
+                raise
             break
         print(f"  {quantization:5} batch {batch:4}: {out[batch]:9.0f} tokens/s", flush=True)
+    engine.close()
     del engine
     if gpus:
         torch.cuda.empty_cache()

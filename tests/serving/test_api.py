@@ -139,6 +139,49 @@ def test_streaming_completion(client: openai.OpenAI) -> None:
     )
 
 
+def test_n_choices_with_logprobs(client: openai.OpenAI) -> None:
+    out = client.completions.create(
+        model=MODEL, prompt="the model", max_tokens=5, n=3, seed=4, logprobs=2
+    )
+    assert sorted(c.index for c in out.choices) == [0, 1, 2]
+    assert out.usage is not None
+    assert out.usage.completion_tokens == 15
+    for choice in out.choices:
+        assert choice.logprobs is not None
+        assert len(choice.logprobs.tokens or []) == 5
+        assert all(len(t) == 2 for t in choice.logprobs.top_logprobs or [])
+    chat = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        presence_penalty=1.0,
+    )
+    content = chat.choices[0].logprobs.content if chat.choices[0].logprobs else None
+    assert content is not None
+    assert len(content) == 4
+    assert all(len(t.top_logprobs) == 3 for t in content)
+
+
+def test_streams_count_at_admission(server: dict[str, str]) -> None:
+    """Streams that are accepted but not yet read hold their place: a burst of streams beyond
+    batch + queue (1 + 1 on /small) gets 429s."""
+    url = server["base"] + "/small/v1/completions"
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 200, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=60) as http:
+        opened = [http.stream("POST", url, json=body) for _ in range(4)]
+        responses = [cm.__enter__() for cm in opened]
+        try:
+            codes = [r.status_code for r in responses]
+        finally:
+            for cm in opened:
+                cm.__exit__(None, None, None)
+    assert codes.count(200) == 2, codes
+    assert codes.count(429) == 2, codes
+
+
 def _metric(server: dict[str, str], name: str) -> dict[str, float]:
     text = urllib.request.urlopen(server["metrics"], timeout=5).read().decode()
     out = {}
@@ -196,7 +239,24 @@ def test_sixteen_concurrent_requests_are_batched(
             400,
             "messages",
         ),
-        ("/v1/completions", {"model": MODEL, "prompt": "a", "n": 2}, 400, None),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "n": 0}, 400, "n"),
+        (
+            "/v1/completions",
+            {"model": MODEL, "prompt": "a", "logit_bias": {"5": 3}},
+            400,
+            "logit_bias",
+        ),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "echo": True}, 400, "echo"),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "best_of": 3}, 400, "best_of"),
+        ("/v1/completions", {"model": MODEL, "prompt": "a", "seed": 2**70}, 400, "seed"),
+        ("/v1/completions", {"model": MODEL, "prompt": [5, 10**6]}, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": []}, 400, "prompt"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+            400,
+            "top_logprobs",
+        ),
         ("/v1/completions", {"model": MODEL, "prompt": "a", "temperature": 5}, 400, "temperature"),
         ("/v1/chat/completions", {"model": MODEL, "messages": []}, 400, "messages"),
         ("/v1/completions", {"model": "gpt-4", "prompt": "a"}, 404, "model"),
@@ -219,6 +279,44 @@ def test_context_overflow_raises_openai_bad_request(client: openai.OpenAI) -> No
         client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "the " * 300}]
         )
+
+
+def test_token_id_prompts_and_null_assistant_content(client: openai.OpenAI) -> None:
+    ids = client.completions.create(model=MODEL, prompt=[5, 6, 7], max_tokens=3, temperature=0)
+    assert ids.usage is not None
+    assert ids.usage.prompt_tokens == 3
+    nested = client.completions.create(model=MODEL, prompt=[[5, 6, 7]], max_tokens=3, temperature=0)
+    assert nested.choices[0].text == ids.choices[0].text
+    chat = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None},
+            {"role": "user", "content": "again"},
+        ],
+        max_tokens=2,
+    )
+    assert chat.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_lone_surrogate_is_a_400_naming_the_prompt(server: dict[str, str]) -> None:
+    resp = httpx.post(
+        server["base"] + "/v1/completions",
+        content=b'{"model": "tiny-chat", "prompt": "bad \\ud800"}',
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == "prompt"
+
+
+def test_a_json_body_must_say_so(server: dict[str, str]) -> None:
+    resp = httpx.post(
+        server["base"] + "/v1/completions",
+        content=b'{"model": "tiny-chat", "prompt": "a"}',
+        headers={"content-type": "text/plain"},
+    )
+    assert resp.status_code == 400
+    assert "application/json" in resp.json()["error"]["message"]
 
 
 def test_invalid_json_is_a_400(server: dict[str, str]) -> None:
@@ -262,6 +360,14 @@ EXPECTED_METRICS = [
     "ray_ridgeline_queue_depth",
     "ray_ridgeline_weight_load_seconds",
     "ray_ridgeline_weight_load_bytes",
+    "ray_ridgeline_running_sequences",
+    "ray_ridgeline_waiting_sequences",
+    "ray_ridgeline_kv_cache_tokens",
+    "ray_ridgeline_kv_cache_planned_tokens",
+    "ray_ridgeline_prefill_tokens_per_step_bucket",
+    "ray_ridgeline_decode_tokens_per_step_bucket",
+    "ray_ridgeline_engine_step_seconds_bucket",
+    "ray_ridgeline_replica_startup_seconds",
 ]
 
 
@@ -280,6 +386,32 @@ def test_metrics_are_exported_with_one_prefix(
     assert any('code="200"' in k and 'route="/v1/completions"' in k for k in codes)
     target = _metric(server, "ray_ridgeline_batch_target")
     assert 16.0 in target.values()
+    # the KV plan: max_batch_by_memory defaults to the batch, 16 x 256 tokens
+    assert 16.0 * 256 in _metric(server, "ray_ridgeline_kv_cache_planned_tokens").values()
+    startup = _metric(server, "ray_ridgeline_replica_startup_seconds")
+    for phase in ("download", "load", "warmup"):
+        assert any(f'phase="{phase}"' in k and v > 0 for k, v in startup.items()), startup
+
+
+def test_a_client_that_goes_away_cancels_its_sequence(server: dict[str, str]) -> None:
+    """A stream closed after its first chunk frees its row at once: on /small (batch 1,
+    queue 1) two more long requests are admitted right after, not answered 429."""
+    url = server["base"] + "/small/v1/completions"
+    body = {"model": MODEL, "prompt": "go", "max_tokens": 240, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=60) as http:
+        for _ in range(3):
+            with http.stream("POST", url, json=body) as resp:
+                assert resp.status_code == 200
+                next(resp.iter_lines())
+        time.sleep(0.5)  # the disconnect reaches the replica
+        statuses = []
+        opened = [http.stream("POST", url, json=body) for _ in range(2)]
+        try:
+            statuses = [cm.__enter__().status_code for cm in opened]
+        finally:
+            for cm in opened:
+                cm.__exit__(None, None, None)
+    assert statuses == [200, 200]
 
 
 # ---- dashboards -------------------------------------------------------------------------------

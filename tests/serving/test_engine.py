@@ -1,20 +1,35 @@
-"""The transformers engine on the CPU: 16-bit, int8 and nf4 (bitsandbytes), per-request
-sampling, stop strings, streaming deltas, chunked prefill."""
+"""The transformers engine on the CPU behind its scheduling loop: 16-bit, int8 and nf4
+(bitsandbytes), per-request sampling, stop strings, streaming deltas, chunked prefill, and
+continuous batching (join at the next step, leave at once, cancellation, the KV plan)."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from ridgeline.api import Quantization
-from ridgeline_serving.engine import GenerationRequest
+from ridgeline_serving.engine import GenerationRequest, SequenceEvent
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # Two intra-op threads on a loaded 2-core machine spin against each other (60x slower).
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="module")
-def engine(tiny_dir: Path) -> TransformersEngine:
-    return TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 512)
+def engine(tiny_dir: Path) -> Iterator[TransformersEngine]:
+    eng = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 512)
+    yield eng
+    eng.close()
 
 
 @pytest.mark.parametrize("quantization", [Quantization.INT8, Quantization.NF4])
@@ -33,8 +48,30 @@ def test_bitsandbytes_loads_and_generates_on_cpu(
         assert state.nested  # double quantization
     # embeddings and lm_head stay 16/32-bit
     assert not isinstance(eng.model.lm_head, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))
-    out = eng.generate([GenerationRequest(eng.encode_prompt("the model"), 6, temperature=0)])
-    assert out[0].completion_tokens == 6
+    # continuous batching over quantized layers: two sequences of different lengths
+    out = eng.generate(
+        [
+            GenerationRequest(eng.encode_prompt("the model"), 6, temperature=0),
+            GenerationRequest(eng.encode_prompt("a longer prompt for the ridge"), 3, temperature=0),
+        ]
+    )
+    eng.close()
+    assert [o.completion_tokens for o in out] == [6, 3]
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.events: list[SequenceEvent] = []
+        self.done = threading.Event()
+
+    def __call__(self, event: SequenceEvent) -> None:
+        self.events.append(event)
+        if event.finish is not None:
+            self.done.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(e.delta for e in self.events)
 
 
 def test_batch_mixes_sampling_params_and_streams_deltas(engine: TransformersEngine) -> None:
@@ -47,24 +84,18 @@ def test_batch_mixes_sampling_params_and_streams_deltas(engine: TransformersEngi
             top_p=0.8,
             seed=3,
         ),
-        GenerationRequest(engine.encode_prompt("a"), 3, temperature=1.0, seed=7),
+        GenerationRequest(engine.encode_prompt("a"), 3, temperature=1.0, top_k=5, seed=7),
     ]
-    deltas: dict[int, list[str]] = {0: [], 1: [], 2: []}
-    finishes: dict[int, str] = {}
-
-    def on_step(i: int, delta: str, finish: str | None) -> None:
-        deltas[i].append(delta)
-        if finish:
-            finishes[i] = finish
-
-    results = engine.generate(reqs, on_step)
-    assert [r.completion_tokens for r in results] == [8, 5, 3]
-    assert finishes == {0: "length", 1: "length", 2: "length"}
-    for i, result in enumerate(results):
-        assert "".join(deltas[i]) == result.text
+    listeners = [Listener() for _ in reqs]
+    for req, listener in zip(reqs, listeners, strict=True):
+        engine.submit(req, listener)
+    for listener in listeners:
+        assert listener.done.wait(60)
+    assert [ls.events[-1].completion_tokens for ls in listeners] == [8, 5, 3]
+    assert [ls.events[-1].finish for ls in listeners] == ["length"] * 3
     # alone or in a batch, greedy and seeded requests give the same text
-    assert engine.generate([reqs[0]])[0].text == results[0].text
-    assert engine.generate([reqs[1]])[0].text == results[1].text
+    for req, listener in zip(reqs, listeners, strict=True):
+        assert engine.generate([req])[0].text == listener.text
 
 
 def test_stop_string_ends_the_sequence(engine: TransformersEngine) -> None:
@@ -78,12 +109,112 @@ def test_stop_string_ends_the_sequence(engine: TransformersEngine) -> None:
     assert cut.text == free.text[: free.text.find(stop)]
 
 
-def test_chunked_prefill_matches_one_shot(
-    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_chunked_prefill_matches_one_shot(tiny_dir: Path, engine: TransformersEngine) -> None:
     prompt = engine.encode_prompt("the model serves tokens " * 20)
     whole = engine.generate([GenerationRequest(prompt, 6, temperature=0)])[0].text
-    import ridgeline_serving.engine.transformers_engine as mod
+    chunked = TransformersEngine(
+        tiny_dir, "tiny", Quantization.NONE, "float32", 0, 512, prefill_tokens=16
+    )
+    try:
+        assert chunked.generate([GenerationRequest(prompt, 6, temperature=0)])[0].text == whole
+    finally:
+        chunked.close()
 
-    monkeypatch.setattr(mod, "PREFILL_CHUNK_TOKENS", 7)
-    assert engine.generate([GenerationRequest(prompt, 6, temperature=0)])[0].text == whole
+
+def test_a_short_request_joins_a_running_batch_and_leaves_first(
+    engine: TransformersEngine,
+) -> None:
+    long_listeners = [Listener() for _ in range(4)]
+    for i, listener in enumerate(long_listeners):
+        req = GenerationRequest(engine.encode_prompt(f"long {i}"), 200, temperature=0)
+        engine.submit(req, listener)
+    while not all(ls.events for ls in long_listeners):  # the long ones are decoding
+        threading.Event().wait(0.01)
+    # it arrives at a step boundary (from the engine's own step hook), and its end is read in
+    # the engine's thread too, so the count is exact
+    short = Listener()
+    marks: list[int] = []
+
+    def on_short(event: SequenceEvent) -> None:
+        if event.finish:
+            marks.append(engine.stats().steps + 1)  # called within that step
+        short(event)
+
+    def arrive(stats: object) -> None:
+        engine.scheduler.on_step = None
+        marks.append(engine.stats().steps)
+        engine.submit(GenerationRequest(engine.encode_prompt("short"), 4, temperature=0), on_short)
+
+    engine.scheduler.on_step = arrive
+    assert short.done.wait(60)
+    # one step waiting for company (JOIN_WAIT_STEPS), one prefill step (its first token) and
+    # three decode steps
+    assert marks[1] - marks[0] == 1 + 1 + 3
+    assert not any(ls.done.is_set() for ls in long_listeners)
+    assert engine.stats().running == 4
+    for listener in long_listeners:
+        assert listener.done.wait(120)
+    assert engine.stats().running == 0
+    assert engine.stats().kv_tokens_used == 0
+
+
+def test_cancelled_sequence_leaves_and_sends_nothing_more(engine: TransformersEngine) -> None:
+    listener = Listener()
+    seq = engine.submit(GenerationRequest(engine.encode_prompt("x"), 400, temperature=0), listener)
+    while len(listener.events) < 3:
+        threading.Event().wait(0.01)
+    engine.cancel(seq)
+    deadline = threading.Event()
+    while engine.stats().running and not deadline.wait(0.01):
+        pass
+    seen = len(listener.events)
+    threading.Event().wait(0.2)
+    assert len(listener.events) == seen
+    assert listener.events[-1].finish is None
+    assert engine.stats().running == 0
+
+
+def test_the_batch_never_exceeds_the_planned_kv_tokens(tiny_dir: Path) -> None:
+    # 40 KV tokens: room for one sequence of (prompt ~3 + 30) at a time
+    eng = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 512, kv_tokens=40)
+    seen: list[int] = []
+    eng.scheduler.on_step = lambda stats: seen.append(stats.running)
+    try:
+        reqs = [GenerationRequest(eng.encode_prompt(f"k{i}"), 30, temperature=0) for i in range(3)]
+        out = eng.generate(reqs)
+    finally:
+        eng.close()
+    assert [o.completion_tokens for o in out] == [30, 30, 30]
+    assert max(seen) == 1
+
+
+def test_logprobs_and_penalties(engine: TransformersEngine) -> None:
+    prompt = engine.encode_prompt("the ridge")
+    out = engine.generate([GenerationRequest(prompt, 5, temperature=0, logprobs=3)])[0]
+    assert len(out.logprobs) == 5
+    for entry in out.logprobs:
+        assert len(entry.top) == 3
+        assert entry.logprob <= 0
+        # greedy: the chosen token is the most likely one
+        assert entry.logprob == pytest.approx(entry.top[0][1])
+    # random tiny weights give near-flat logits: a presence penalty of 2 forbids repeats
+    penalized = engine.generate(
+        [GenerationRequest(prompt, 24, temperature=0, presence_penalty=2.0, logprobs=0)]
+    )[0]
+    tokens = [e.token_id for e in penalized.logprobs]
+    assert len(set(tokens)) == len(tokens)
+
+
+def test_a_failing_prompt_fails_alone(engine: TransformersEngine) -> None:
+    good = Listener()
+    engine.submit(GenerationRequest(engine.encode_prompt("good"), 60, temperature=0), good)
+    while not good.events:
+        threading.Event().wait(0.01)
+    bad = Listener()
+    engine.submit(GenerationRequest([engine.vocab_size + 5], 4, temperature=0), bad)
+    assert bad.done.wait(60)
+    assert bad.events[-1].error
+    assert good.done.wait(60)
+    # without isolation the good sequence would end with the same error
+    assert all(e.error is None for e in good.events)
+    assert good.events[-1].finish in ("stop", "length")

@@ -1,6 +1,7 @@
 """The Ray Serve application: ``build_app(args)`` -> one deployment with an OpenAI-compatible
-FastAPI ingress. Each replica pulls the weights at start, loads them, and batches requests up
-to the planned batch target with ``@serve.batch``.
+FastAPI ingress. Each replica pulls the weights at start, loads them, and hands every request
+to its engine, which batches continuously up to the planned batch (``engine/scheduler.py``);
+Ray Serve routes and autoscales replicas and does no batching of its own.
 
 No ``from __future__ import annotations`` here: FastAPI must see the route parameters' real
 types (``Request``) through Ray Serve's ingress wrapper.
@@ -9,7 +10,7 @@ types (``Request``) through Ray Serve's ingress wrapper.
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,40 +24,47 @@ from ridgeline.storage import open_store
 from ridgeline.storage.download import download_model
 from ridgeline_serving import openai_api as oa
 from ridgeline_serving.args import ServingArgs
-from ridgeline_serving.engine import Engine, FinishReason, GenerationRequest, GenerationResult
+from ridgeline_serving.engine import (
+    Engine,
+    GenerationRequest,
+    SequenceEvent,
+    StepStats,
+    TokenLogprob,
+)
 from ridgeline_serving.metrics import ServingMetrics
 
 log = logging.getLogger("ridgeline.serving")
+StepHook = Callable[[StepStats], None]
 api = FastAPI(title="Ridgeline", docs_url=None, redoc_url=None)
 
 
-@dataclass
-class Job:
-    request: GenerationRequest
-    queue: asyncio.Queue[tuple[str, FinishReason | None]] = field(default_factory=asyncio.Queue)
-    created: float = field(default_factory=time.monotonic)
-    first_token: float | None = None
-    result: GenerationResult | None = None
-
-
 @dataclass(frozen=True)
-class LoadStats:
-    seconds: float
-    bytes: int
-    gb_per_s: float
+class StartupTimes:
+    """Where a replica's start-up went: pulling the weights, loading them, the first step."""
+
+    download_s: float = 0.0
+    load_s: float = 0.0
+    warmup_s: float = 0.0
+    bytes: int = 0
+    gb_per_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.download_s + self.load_s + self.warmup_s
 
 
-def load_engine(args: ServingArgs) -> tuple[Engine, LoadStats]:
-    """Pull the weights into the node cache, then load them: the replica's start-up."""
+def load_engine(args: ServingArgs, on_step: StepHook | None = None) -> tuple[Engine, StartupTimes]:
+    """Pull the weights into the node cache, load them, run one warm-up step."""
     from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
-    started = time.monotonic()
+    began = time.monotonic()
     stats = download_model(
         open_store(args.model_uri),
         Path(args.cache_dir).expanduser(),
         manifest_key=args.sha256_manifest,
         parallel=args.download_parallelism,
     )
+    downloaded = time.monotonic()
     engine = TransformersEngine(
         stats.path,
         args.model_name,
@@ -64,8 +72,36 @@ def load_engine(args: ServingArgs) -> tuple[Engine, LoadStats]:
         args.compute_dtype,
         args.gpus_per_replica,
         args.max_context_tokens,
+        max_batch=args.max_batch_size,
+        kv_tokens=args.kv_sequences * args.max_context_tokens,
+        prefill_tokens=args.prefill_chunk_tokens,
+        usable_memory_fraction=args.usable_memory_fraction,
+        on_step=on_step,
     )
-    return engine, LoadStats(time.monotonic() - started, stats.bytes_downloaded, stats.gb_per_s)
+    loaded = time.monotonic()
+    engine.generate([GenerationRequest(engine.encode_prompt("warm up"), 2, temperature=0)])
+    times = StartupTimes(
+        downloaded - began,
+        loaded - downloaded,
+        time.monotonic() - loaded,
+        stats.bytes_downloaded,
+        stats.gb_per_s,
+    )
+    return engine, times
+
+
+@dataclass
+class Job:
+    """One API request: its ``n`` sequences in the engine and what they sent back."""
+
+    requests: list[GenerationRequest]
+    events: asyncio.Queue[tuple[int, SequenceEvent]] = field(default_factory=asyncio.Queue)
+    ids: list[int] = field(default_factory=list)
+    open: set[int] = field(default_factory=set)
+    created: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    tokens: int = 0
+    released: bool = False
 
 
 @serve.deployment(name="model", max_ongoing_requests=4096, health_check_period_s=10)
@@ -74,45 +110,48 @@ class ModelServer:
     def __init__(self, args: dict[str, Any] | ServingArgs, engine: Engine | None = None) -> None:
         self.args = args if isinstance(args, ServingArgs) else ServingArgs.model_validate(args)
         self.metrics = ServingMetrics(self.args.model_name)
-        self.load = LoadStats(0.0, 0, 0.0)
+        self.startup = StartupTimes()
         if engine is None:
-            engine, self.load = load_engine(self.args)
+            engine, self.startup = load_engine(self.args, self.metrics.step)
             log.info(
-                "replica ready in %.1f s (%d bytes fetched at %.2f GB/s)",
-                self.load.seconds,
-                self.load.bytes,
-                self.load.gb_per_s,
+                "replica ready in %.1f s: download %.1f s (%d bytes at %.2f GB/s), "
+                "load %.1f s, warm-up %.1f s",
+                self.startup.total_s,
+                self.startup.download_s,
+                self.startup.bytes,
+                self.startup.gb_per_s,
+                self.startup.load_s,
+                self.startup.warmup_s,
             )
         self.engine = engine
-        self.inflight = 0
-        self.metrics.refresh_gauges(
-            lambda: {
-                "batch_target": self.args.max_batch_size,
-                "queue_depth": self.inflight,
-                "weight_load_seconds": self.load.seconds,
-                "weight_load_bytes": self.load.bytes,
-                "weight_download_gigabytes_per_second": self.load.gb_per_s,
-            }
-        )
-        # The decorator's defaults are placeholders: each replica batches up to the plan.
-        self._batched.set_max_batch_size(self.args.max_batch_size)  # type: ignore[attr-defined]
-        self._batched.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self.inflight = 0  # accepted requests not yet finished, streams included
+        self.preemptions = 0
+        self.metrics.refresh_gauges(self._gauges)
 
-    # ---- batching ----------------------------------------------------------------------
+    def _gauges(self) -> dict[str, float]:
+        stats = self.engine.stats()
+        if stats.preemptions > self.preemptions:
+            self.metrics.preemptions.inc(stats.preemptions - self.preemptions, self.metrics.tags)
+            self.preemptions = stats.preemptions
+        return {
+            "batch_target": self.args.max_batch_size,
+            "queue_depth": self.inflight,
+            "running_sequences": stats.running,
+            "waiting_sequences": stats.waiting,
+            "kv_cache_tokens": stats.kv_tokens_used,
+            "kv_cache_planned_tokens": stats.kv_tokens_planned,
+            "weight_load_seconds": self.startup.download_s + self.startup.load_s,
+            "weight_load_bytes": self.startup.bytes,
+            "weight_download_gigabytes_per_second": self.startup.gb_per_s,
+            "startup_download": self.startup.download_s,
+            "startup_load": self.startup.load_s,
+            "startup_warmup": self.startup.warmup_s,
+        }
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _batched(self, jobs: list[Job]) -> list[GenerationResult]:
-        self.metrics.batch_size.observe(len(jobs), self.metrics.tags)
-        loop = asyncio.get_running_loop()
-
-        def on_step(row: int, delta: str, finish: FinishReason | None) -> None:
-            loop.call_soon_threadsafe(jobs[row].queue.put_nowait, (delta, finish))
-
-        return await asyncio.to_thread(self.engine.generate, [j.request for j in jobs], on_step)
-
-    # ---- request handling --------------------------------------------------------------
+    # ---- admission and the engine ------------------------------------------------------
 
     def _admit(self, route: str) -> None:
+        """Every accepted request counts from here until it ends, read or not."""
         if self.inflight >= self.args.max_batch_size + self.args.queue_limit:
             self.metrics.request(route, 429)
             raise oa.ApiError(
@@ -122,16 +161,76 @@ class ModelServer:
                 code="overloaded",
                 headers={"Retry-After": "1"},
             )
+        self.inflight += 1
+
+    def _release(self, job: Job) -> None:
+        if not job.released:
+            job.released = True
+            self.inflight -= 1
+
+    def _start(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+
+        def listener(index: int) -> Callable[[SequenceEvent], None]:
+            def on_event(event: SequenceEvent) -> None:
+                loop.call_soon_threadsafe(self._deliver, job, index, event)
+
+            return on_event
+
+        for index, request in enumerate(job.requests):
+            job.ids.append(self.engine.submit(request, listener(index)))
+            job.open.add(index)
+
+    def _deliver(self, job: Job, index: int, event: SequenceEvent) -> None:
+        """On the event loop: queue the event; the request ends with its last sequence, so
+        admission frees its slot even if no one reads the answer."""
+        job.events.put_nowait((index, event))
+        if event.finish is not None:
+            job.open.discard(index)
+            if not job.open:
+                self._release(job)
+
+    async def _events(self, job: Job) -> AsyncIterator[tuple[int, SequenceEvent]]:
+        """The job's events until its last sequence ends; a client that goes away (this
+        coroutine cancelled or closed) cancels the sequences still running."""
+        try:
+            remaining = len(job.requests)
+            while remaining:
+                index, event = await job.events.get()
+                if event.error:
+                    raise RuntimeError(event.error)
+                if job.first_token is None and (event.delta or event.completion_tokens):
+                    job.first_token = time.monotonic()
+                    self.metrics.ttft.observe(job.first_token - job.created, self.metrics.tags)
+                if event.finish is not None:
+                    remaining -= 1
+                    job.tokens += event.completion_tokens
+                yield index, event
+        finally:
+            for index in list(job.open):
+                self.engine.cancel(job.ids[index])
+            self._release(job)
 
     def _sampling(
         self, body: oa.SamplingParams, prompt_ids: list[int], chat: bool
-    ) -> GenerationRequest:
+    ) -> list[GenerationRequest]:
         if body.model != self.args.model_name:
             raise oa.ApiError(
                 404,
                 f"model {body.model!r} does not exist; this server serves {self.args.model_name!r}",
                 param="model",
                 code="model_not_found",
+            )
+        body.check_supported()
+        param = "messages" if chat else "prompt"
+        if not prompt_ids:
+            raise oa.ApiError(400, "the prompt encodes to no tokens", param=param)
+        if max(prompt_ids) >= self.engine.vocab_size:
+            raise oa.ApiError(
+                400,
+                f"token id {max(prompt_ids)} is outside the vocabulary (size "
+                f"{self.engine.vocab_size})",
+                param=param,
             )
         context = self.args.max_context_tokens
         prompt = len(prompt_ids)
@@ -142,43 +241,34 @@ class ModelServer:
                 f"This model's maximum context length is {context} tokens. However, you "
                 f"requested {prompt + max(wanted, 1)} tokens ({prompt} in the prompt, "
                 f"{max(wanted, 1)} for the completion).",
-                param="messages" if chat else "prompt",
+                param=param,
                 code="context_length_exceeded",
             )
-        return GenerationRequest(
-            prompt_ids, wanted, body.temperature, body.top_p, body.seed, body.stops
-        )
+        logprobs = body.top_logprobs_wanted
+        return [
+            GenerationRequest(
+                prompt_ids,
+                wanted,
+                temperature=body.temperature,
+                top_p=body.top_p,
+                top_k=max(body.top_k, 0),
+                # choice i of a seeded request is seeded too, each with its own seed
+                seed=None if body.seed is None else body.seed + i,
+                stop=body.stops,
+                presence_penalty=body.presence_penalty,
+                frequency_penalty=body.frequency_penalty,
+                logprobs=logprobs,
+            )
+            for i in range(body.n)
+        ]
 
-    async def _run(self, job: Job) -> AsyncIterator[tuple[str, FinishReason | None]]:
-        self.inflight += 1
-        task = asyncio.ensure_future(self._batched(job))
-        try:
-            while True:
-                getter = asyncio.ensure_future(job.queue.get())
-                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    delta, finish = getter.result()
-                    if job.first_token is None:
-                        job.first_token = time.monotonic()
-                        self.metrics.ttft.observe(job.first_token - job.created, self.metrics.tags)
-                    yield delta, finish
-                    if finish is not None:
-                        break
-                else:
-                    getter.cancel()
-                    task.result()  # raises the engine's error, if any
-                    if job.queue.empty():
-                        break
-            job.result = await task
-        finally:
-            self.inflight -= 1
-
-    def _account(self, job: Job, prompt: int, completion: int) -> None:
+    def _account(self, job: Job, prompt: int) -> None:
         self.metrics.prompt_tokens.inc(prompt, self.metrics.tags)
-        if completion:
-            self.metrics.completion_tokens.inc(completion, self.metrics.tags)
-        if job.first_token is not None and completion > 1:
-            per_token = (time.monotonic() - job.first_token) / (completion - 1)
+        if job.tokens:
+            self.metrics.completion_tokens.inc(job.tokens, self.metrics.tags)
+        per_choice = job.tokens / len(job.requests)
+        if job.first_token is not None and per_choice > 1:
+            per_token = (time.monotonic() - job.first_token) / (per_choice - 1)
             self.metrics.tpot.observe(per_token, self.metrics.tags)
 
     async def _respond(
@@ -186,52 +276,75 @@ class ModelServer:
     ) -> Any:
         job = Job(self._sampling(body, prompt_ids, chat))
         self._admit(route)
+        self._start(job)
         rid = oa.new_id("chatcmpl" if chat else "cmpl")
-        model = self.args.model_name
         prompt = len(prompt_ids)
         if not body.stream:
-            parts: list[str] = []
-            finish: FinishReason | None = None
-            async for delta, step_finish in self._run(job):
-                parts.append(delta)
-                finish = step_finish or finish
-            completion = job.result.completion_tokens if job.result else 0
-            self._account(job, prompt, completion)
+            n = len(job.requests)
+            texts: list[list[str]] = [[] for _ in range(n)]
+            logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+            finishes: list[str] = ["length"] * n
+            async for index, event in self._events(job):
+                texts[index].append(event.delta)
+                logprobs[index].extend(event.logprobs)
+                finishes[index] = event.finish or finishes[index]
+            self._account(job, prompt)
             self.metrics.request(route, 200)
-            build = oa.chat_body if chat else oa.completion_body
-            return build(rid, model, "".join(parts), finish or "length", prompt, completion)
+            wants = body.top_logprobs_wanted is not None
+            choices = [
+                (oa.chat_choice if chat else oa.completion_choice)(
+                    i,
+                    "".join(texts[i]),
+                    finishes[i],
+                    (
+                        oa.chat_logprobs(logprobs[i])
+                        if chat
+                        else oa.completion_logprobs(logprobs[i], 0)
+                    )
+                    if wants
+                    else None,
+                )
+                for i in range(n)
+            ]
+            return oa.body(rid, self.args.model_name, chat, choices, prompt, job.tokens)
         self.metrics.request(route, 200)
         return StreamingResponse(
-            self._stream(job, rid, chat, body.include_usage, prompt), media_type="text/event-stream"
+            self._stream(job, rid, chat, body, prompt), media_type="text/event-stream"
         )
 
     async def _stream(
-        self, job: Job, rid: str, chat: bool, include_usage: bool, prompt: int
+        self, job: Job, rid: str, chat: bool, body: oa.SamplingParams, prompt: int
     ) -> AsyncIterator[str]:
         model = self.args.model_name
+        wants = body.top_logprobs_wanted is not None
+        offsets = [0] * len(job.requests)
         if chat:
-            yield oa.sse(oa.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None))
+            for i in range(len(job.requests)):
+                first = oa.chat_delta(i, {"role": "assistant", "content": ""}, None, None)
+                yield oa.sse(oa.chunk(rid, model, True, first))
         try:
-            async for delta, finish in self._run(job):
+            async for index, event in self._events(job):
                 if chat:
-                    yield oa.sse(
-                        oa.chat_chunk(rid, model, {"content": delta} if delta else {}, finish)
-                    )
+                    lp = oa.chat_logprobs(event.logprobs) if wants else None
+                    delta = {"content": event.delta} if event.delta else {}
+                    choice = oa.chat_delta(index, delta, event.finish, lp)
                 else:
-                    yield oa.sse(oa.completion_chunk(rid, model, delta, finish))
+                    lp = oa.completion_logprobs(event.logprobs, offsets[index]) if wants else None
+                    choice = oa.completion_choice(index, event.delta, event.finish, lp)
+                offsets[index] += len(event.delta)
+                yield oa.sse(oa.chunk(rid, model, chat, choice))
         except Exception as exc:  # the stream has started: report in-band
             log.exception("generation failed")
             yield oa.sse({"error": {"message": str(exc), "type": "server_error"}})
-        tokens = job.result.completion_tokens if job.result else 0
-        self._account(job, prompt, tokens)
-        if include_usage:
+        self._account(job, prompt)
+        if body.include_usage:
             yield oa.sse(
                 {
                     "id": rid,
                     "object": "chat.completion.chunk" if chat else "text_completion",
                     "model": model,
                     "choices": [],
-                    "usage": oa.usage(prompt, tokens),
+                    "usage": oa.usage(prompt, job.tokens),
                 }
             )
         yield oa.sse("[DONE]")
@@ -263,7 +376,11 @@ class ModelServer:
         route = "/v1/completions"
         try:
             body = oa.CompletionRequest.model_validate(await oa.read_json(request))
-            return await self._respond(route, body, self.engine.encode_prompt(body.text), False)
+            ids = body.token_ids
+            if ids is None:
+                assert body.text is not None
+                ids = self.engine.encode_prompt(body.text)
+            return await self._respond(route, body, ids, False)
         except (oa.ApiError, ValidationError) as exc:
             return self._error(route, exc)
 
@@ -293,9 +410,8 @@ class ModelServer:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The app builder that ``serveConfigV2`` names: ``ridgeline_serving.app:build_app``."""
     parsed = ServingArgs.model_validate(args)
-    gpus = parsed.gpus_per_replica
     app: serve.Application = ModelServer.options(  # type: ignore[attr-defined]
-        ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
-        max_ongoing_requests=parsed.max_batch_size + parsed.queue_limit + 8,
+        ray_actor_options={"num_gpus": parsed.gpus_per_replica, "num_cpus": parsed.num_cpus},
+        max_ongoing_requests=parsed.max_ongoing_requests,
     ).bind(parsed.model_dump(mode="json"))
     return app

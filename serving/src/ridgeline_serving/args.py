@@ -1,21 +1,38 @@
 """``ServingArgs``: the contract between the operator (which renders ``serveConfigV2``) and the
 serving app. Pydantic only: importable without Ray or torch, so the operator's tests validate
-every rendered config against it."""
+every rendered config against it.
+
+The operator image and the serving image are released separately, so the document is
+versioned and everything a replica needs travels in it (no constant crosses by import):
+
+- ``schema_version`` says which release wrote it. Documents without one are version 1.
+- A field added later has a default equal to what the earlier release did, so an older
+  operator's document loads in a newer serving image.
+- A field this image does not know (a newer operator's) is ignored with a warning, so a newer
+  operator does not break an older serving image. A field whose meaning changes gets a new
+  name instead.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ridgeline.api import Quantization
 
 IMPORT_PATH = "ridgeline_serving.app:build_app"
+SCHEMA_VERSION = 2
+log = logging.getLogger("ridgeline.serving")
 
 
 class ServingArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
+    schema_version: int = Field(
+        default=1, ge=1, description="The release of this contract that wrote the document."
+    )
     model_uri: str = Field(description="Model root (s3://, gs://, hf://, file://).")
     model_name: str = Field(min_length=1, description="Name served in /v1/models.")
     sha256_manifest: str | None = Field(
@@ -24,7 +41,9 @@ class ServingArgs(BaseModel):
     quantization: Quantization = Quantization.NONE
     compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     max_batch_size: int = Field(ge=1, le=4096, description="The planned batch target.")
-    batch_wait_timeout_s: float = Field(default=0.01, ge=0, le=10)
+    batch_wait_timeout_s: float = Field(
+        default=0.01, ge=0, le=10, description="Unused since version 2 (continuous batching)."
+    )
     max_context_tokens: int = Field(ge=16, description="Prompt + output tokens per sequence.")
     gpus_per_replica: int = Field(ge=0, le=64, description="0 runs on the CPU.")
     max_queued_requests: int | None = Field(
@@ -35,6 +54,38 @@ class ServingArgs(BaseModel):
     default_max_tokens: int = Field(default=256, ge=1)
     cache_dir: str = Field(default="/var/cache/ridgeline/models")
     download_parallelism: int = Field(default=8, ge=1, le=128)
+    # ---- version 2 -------------------------------------------------------------------------
+    max_batch_by_memory: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sequences of max_context_tokens the plan's KV memory holds "
+        "(the engine reserves no more); default max_batch_size.",
+    )
+    prefill_chunk_tokens: int = Field(
+        default=2048, ge=16, description="Prompt tokens per engine step (the planned activations)."
+    )
+    usable_memory_fraction: float = Field(
+        default=0.90, gt=0, le=1, description="Share of each GPU's memory the plan counts on."
+    )
+    num_cpus: float = Field(default=1, ge=0, description="Ray CPUs per replica.")
+    ongoing_requests_headroom: int = Field(
+        default=8, ge=0, description="Ray Serve requests beyond batch + queue (health, models)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                log.warning(
+                    "ServingArgs version %s: ignoring fields this serving image does not know "
+                    "(it reads version %d): %s",
+                    data.get("schema_version", 1),
+                    SCHEMA_VERSION,
+                    ", ".join(unknown),
+                )
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ServingArgs:
@@ -45,3 +96,13 @@ class ServingArgs(BaseModel):
     @property
     def queue_limit(self) -> int:
         return self.max_queued_requests or 4 * self.max_batch_size
+
+    @property
+    def kv_sequences(self) -> int:
+        return self.max_batch_by_memory or self.max_batch_size
+
+    @property
+    def max_ongoing_requests(self) -> int:
+        """Ray Serve's per-replica cap: above it, the proxy queues (the replica answers 429
+        first, at ``max_batch_size + queue_limit``)."""
+        return self.max_batch_size + self.queue_limit + self.ongoing_requests_headroom

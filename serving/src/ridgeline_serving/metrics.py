@@ -9,9 +9,14 @@ from collections.abc import Callable
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
+from ridgeline_serving.engine.base import StepStats
+
 PREFIX = "ridgeline_"
 LATENCY_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 BATCH: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+TOKENS: list[float] = [1, 16, 64, 256, 512, 1024, 2048, 4096, 8192]
+STEP_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+STARTUP_PHASES = ("download", "load", "warmup")
 
 
 class ServingMetrics:
@@ -40,7 +45,42 @@ class ServingMetrics:
             tag_keys=keys,
         )
         self.batch_size = Histogram(
-            f"{PREFIX}batch_size", "Requests decoded together.", BATCH, tag_keys=keys
+            f"{PREFIX}batch_size", "Sequences running, per engine step.", BATCH, tag_keys=keys
+        )
+        self.prefill_tokens_per_step = Histogram(
+            f"{PREFIX}prefill_tokens_per_step",
+            "Prompt tokens run in an engine step.",
+            TOKENS,
+            tag_keys=keys,
+        )
+        self.decode_tokens_per_step = Histogram(
+            f"{PREFIX}decode_tokens_per_step",
+            "Sequences decoded in an engine step.",
+            BATCH,
+            tag_keys=keys,
+        )
+        self.step_seconds = Histogram(
+            f"{PREFIX}engine_step_seconds", "Engine step time.", STEP_S, tag_keys=keys
+        )
+        self.preemptions = Counter(
+            f"{PREFIX}preemptions", "Running sequences evicted for memory.", tag_keys=keys
+        )
+        self.running = Gauge(f"{PREFIX}running_sequences", "Sequences in the batch.", tag_keys=keys)
+        self.waiting = Gauge(
+            f"{PREFIX}waiting_sequences", "Sequences waiting to join the batch.", tag_keys=keys
+        )
+        self.kv_used = Gauge(
+            f"{PREFIX}kv_cache_tokens", "Tokens held in the KV cache.", tag_keys=keys
+        )
+        self.kv_planned = Gauge(
+            f"{PREFIX}kv_cache_planned_tokens",
+            "KV-cache tokens the plan reserves (maxBatchByMemory x context).",
+            tag_keys=keys,
+        )
+        self.startup_seconds = Gauge(
+            f"{PREFIX}replica_startup_seconds",
+            "Replica start-up time by phase (download, load, warmup).",
+            tag_keys=("model", "phase"),
         )
         self.batch_target = Gauge(
             f"{PREFIX}batch_target", "The planned batch target.", tag_keys=keys
@@ -69,15 +109,31 @@ class ServingMetrics:
             "weight_load_seconds": self.load_seconds,
             "weight_load_bytes": self.load_bytes,
             "weight_download_gigabytes_per_second": self.download_gbps,
+            "running_sequences": self.running,
+            "waiting_sequences": self.waiting,
+            "kv_cache_tokens": self.kv_used,
+            "kv_cache_planned_tokens": self.kv_planned,
         }
 
         def loop() -> None:
             while not self._stop.wait(period_s):
                 for name, value in values().items():
-                    gauges[name].set(value, self.tags)
+                    if name.startswith("startup_"):
+                        phase = name.removeprefix("startup_")
+                        self.startup_seconds.set(value, {**self.tags, "phase": phase})
+                    else:
+                        gauges[name].set(value, self.tags)
 
         self._stop = threading.Event()
         threading.Thread(target=loop, name="ridgeline-gauges", daemon=True).start()
+
+    def step(self, stats: StepStats) -> None:
+        """One engine step (called from the engine's thread)."""
+        if stats.running:
+            self.batch_size.observe(stats.running, self.tags)
+        self.prefill_tokens_per_step.observe(stats.prefill_tokens, self.tags)
+        self.decode_tokens_per_step.observe(stats.decode_tokens, self.tags)
+        self.step_seconds.observe(stats.seconds, self.tags)
 
     def request(self, route: str, code: int) -> None:
         self.requests.inc(1, {**self.tags, "route": route, "code": str(code)})

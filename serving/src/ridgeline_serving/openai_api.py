@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ridgeline_serving.engine.base import TokenLogprob
+
 
 class ApiError(Exception):
     """An error in OpenAI's shape: {"error": {message, type, param, code}}."""
@@ -28,20 +30,37 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+# Parameters this server does not implement, refused by name rather than silently ignored:
+# (field, value that is the same as leaving it out).
+UNSUPPORTED: list[tuple[str, Any]] = [
+    ("logit_bias", {}),
+    ("echo", False),
+    ("suffix", None),
+    ("tools", []),
+    ("functions", []),
+    ("tool_choice", "none"),
+    ("response_format", {"type": "text"}),
+]
+MAX_N = 16
+
+
 class SamplingParams(BaseModel):
-    # Clients send fields we do not use (user, logit_bias...): ignore those, refuse the ones
-    # whose meaning we would silently change (n > 1, logprobs).
-    model_config = ConfigDict(extra="ignore")
+    # Clients send fields that change nothing here (user, metadata, store...): ignore those;
+    # the ones whose meaning we would silently change are refused by name (UNSUPPORTED).
+    model_config = ConfigDict(extra="allow")
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=-1, description="vLLM's extension; 0 or -1: off")
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
     stream: bool = False
-    n: int = 1
-    logprobs: Any = None
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    best_of: int | None = None
     stream_options: dict[str, Any] | None = None
 
     @field_validator("stop")
@@ -51,13 +70,13 @@ class SamplingParams(BaseModel):
             raise ValueError("at most 4 stop sequences")
         return value
 
-    @model_validator(mode="after")
-    def _unsupported(self) -> SamplingParams:
-        if self.n != 1:
-            raise ValueError("n must be 1: this server returns one choice per request")
-        if self.logprobs not in (None, False):
-            raise ValueError("logprobs are not supported")
-        return self
+    def check_supported(self) -> None:
+        extra = self.model_extra or {}
+        for name, neutral in UNSUPPORTED:
+            if extra.get(name, neutral) not in (neutral, None):
+                raise ApiError(400, f"{name} is not supported by this server", param=name)
+        if self.best_of not in (None, self.n):
+            raise ApiError(400, "best_of is not supported by this server", param="best_of")
 
     @property
     def stops(self) -> list[str]:
@@ -69,20 +88,53 @@ class SamplingParams(BaseModel):
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
 
+    @property
+    def top_logprobs_wanted(self) -> int | None:
+        """None: no logprobs; k: the chosen token's and the k most likely."""
+        return None
+
 
 class CompletionRequest(SamplingParams):
-    prompt: str | list[str]
+    # text, or token ids (OpenAI allows both); a list holds exactly one prompt
+    prompt: str | list[int] | list[str] | list[list[int]]
+    logprobs: int | None = Field(default=None, ge=0, le=5)
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and len(value) != 1:
-            raise ValueError("send one prompt per request")
-        return value
+    def _one_prompt(cls, value: str | list[int] | list[str] | list[list[int]]) -> str | list[int]:
+        one: Any = value
+        if isinstance(value, list) and value and not isinstance(value[0], int):
+            if len(value) != 1:
+                raise ValueError("send one prompt per request")
+            one = value[0]
+        if isinstance(one, str):
+            _check_unicode(one)
+            return one
+        ids = [int(t) for t in one]
+        if not ids:
+            raise ValueError("the prompt has no tokens")
+        if min(ids) < 0:
+            raise ValueError("token ids are not negative")
+        return ids
 
     @property
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def text(self) -> str | None:
+        return self.prompt if isinstance(self.prompt, str) else None
+
+    @property
+    def token_ids(self) -> list[int] | None:
+        return None if isinstance(self.prompt, str) else list(self.prompt)  # type: ignore[arg-type]
+
+    @property
+    def top_logprobs_wanted(self) -> int | None:
+        return self.logprobs
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode at character {exc.start} (a lone surrogate)") from None
 
 
 class ContentPart(BaseModel):
@@ -94,12 +146,22 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[ContentPart]
+    content: str | list[ContentPart] | None  # null: an assistant turn that only called tools
+
+    @field_validator("content")
+    @classmethod
+    def _unicode(cls, value: str | list[ContentPart] | None) -> str | list[ContentPart] | None:
+        for text in [value] if isinstance(value, str) else [p.text for p in value or []]:
+            _check_unicode(text)
+        return value
 
     def flat(self) -> dict[str, str]:
-        text = (
-            self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        )
+        if self.content is None:
+            text = ""
+        elif isinstance(self.content, str):
+            text = self.content
+        else:
+            text = "".join(p.text for p in self.content)
         role = "system" if self.role == "developer" else self.role
         return {"role": role, "content": text}
 
@@ -107,6 +169,16 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(SamplingParams):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @property
+    def top_logprobs_wanted(self) -> int | None:
+        if not self.logprobs:
+            if self.top_logprobs:
+                raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+            return None
+        return self.top_logprobs or 0
 
     @model_validator(mode="after")
     def _max(self) -> ChatCompletionRequest:
@@ -127,57 +199,76 @@ def usage(prompt: int, completion: int) -> dict[str, int]:
     }
 
 
-def completion_body(
-    rid: str, model: str, text: str, finish: str, prompt: int, completion: int
+def completion_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, Any]:
+    tokens, text_offset = [], []
+    for entry in entries:
+        tokens.append(entry.token)
+        text_offset.append(offset)
+        offset += len(entry.token)
+    return {
+        "tokens": tokens,
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [dict(e.top) for e in entries],
+        "text_offset": text_offset,
+    }
+
+
+def chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
+    def one(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {
+        "content": [
+            {**one(e.token, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]}
+            for e in entries
+        ]
+    }
+
+
+def completion_choice(
+    index: int, text: str, finish: str | None, logprobs: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
+
+
+def chat_choice(
+    index: int, text: str, finish: str | None, logprobs: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": finish,
+        "logprobs": logprobs,
+    }
+
+
+def body(
+    rid: str, model: str, chat: bool, choices: list[dict[str, Any]], prompt: int, completion: int
 ) -> dict[str, Any]:
     return {
         "id": rid,
-        "object": "text_completion",
+        "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+        "choices": choices,
         "usage": usage(prompt, completion),
     }
 
 
-def chat_body(
-    rid: str, model: str, text: str, finish: str, prompt: int, completion: int
+def chunk(rid: str, model: str, chat: bool, choice: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+    }
+
+
+def chat_delta(
+    index: int, delta: dict[str, str], finish: str | None, logprobs: dict[str, Any] | None
 ) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish,
-                "logprobs": None,
-            }
-        ],
-        "usage": usage(prompt, completion),
-    }
-
-
-def completion_chunk(rid: str, model: str, text: str, finish: str | None) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-    }
-
-
-def chat_chunk(rid: str, model: str, delta: dict[str, str], finish: str | None) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-    }
+    return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
 
 
 def sse(data: dict[str, Any] | str) -> str:
@@ -187,6 +278,9 @@ def sse(data: dict[str, Any] | str) -> str:
 
 async def read_json(request: Any) -> Any:
     """The body of a starlette Request as JSON, or a 400 in OpenAI's shape."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if kind != "application/json":
+        raise ApiError(400, f"Content-Type must be application/json, not {kind!r}")
     try:
         return await request.json()
     except ValueError:

@@ -13,9 +13,10 @@ import yaml
 
 from ridgeline.api.inference_model import GROUP, KIND, VERSION, InferenceModel, Placement
 from ridgeline.api.plan import Plan
+from ridgeline.planner import memory
 from ridgeline.platform_config import PlatformConfig
 from ridgeline.render.affinity import gpu_node_affinity
-from ridgeline_serving.args import IMPORT_PATH, ServingArgs
+from ridgeline_serving.args import IMPORT_PATH, SCHEMA_VERSION, ServingArgs
 
 SPEC_HASH = "ridgeline.dev/spec-hash"
 MODEL_LABEL = "ridgeline.dev/model"
@@ -24,6 +25,10 @@ METRICS_PORT = 8080
 CACHE_VOLUME = "weights-cache"
 # Requests a replica takes beyond its batch before it answers 429 (ServingArgs default: 4x).
 QUEUE_FACTOR = 4
+# Ray CPUs per Serve replica, and requests Ray Serve lets through beyond batch + queue (health
+# checks, /v1/models): both reach the replica in ServingArgs.
+REPLICA_CPUS = 1
+ONGOING_HEADROOM = 8
 
 SECURITY_CONTEXT = {
     "allowPrivilegeEscalation": False,
@@ -56,6 +61,12 @@ def serving_args_for(model: InferenceModel, plan: Plan, cache_dir: str) -> Servi
         gpus_per_replica=0 if plan.gpu_product.lower() == "cpu" else plan.gpus_per_replica,
         max_queued_requests=QUEUE_FACTOR * plan.batch_target,
         cache_dir=cache_dir,
+        schema_version=SCHEMA_VERSION,
+        max_batch_by_memory=max(plan.max_batch_by_memory, 1),
+        prefill_chunk_tokens=memory.PREFILL_CHUNK_TOKENS,
+        usable_memory_fraction=memory.USABLE_MEMORY_FRACTION,
+        num_cpus=REPLICA_CPUS,
+        ongoing_requests_headroom=ONGOING_HEADROOM,
     )
 
 
@@ -74,8 +85,11 @@ def serve_config(model: InferenceModel, plan: Plan, config: PlatformConfig) -> d
                 "deployments": [
                     {
                         "name": DEPLOYMENT,
-                        "max_ongoing_requests": plan.batch_target + args.queue_limit + 8,
-                        "ray_actor_options": {"num_gpus": args.gpus_per_replica, "num_cpus": 1},
+                        "max_ongoing_requests": args.max_ongoing_requests,
+                        "ray_actor_options": {
+                            "num_gpus": args.gpus_per_replica,
+                            "num_cpus": args.num_cpus,
+                        },
                         "autoscaling_config": {
                             "min_replicas": replicas.min,
                             # Start warm; scale to zero (min 0) only once idle.

@@ -1,11 +1,25 @@
-"""The engine interface the API drives, so tests (and later engines) can swap it."""
+"""The engine interface the API drives, so tests (and other engines) can swap it."""
 
 from ridgeline_serving.engine.base import (
     Engine,
+    EngineStats,
+    EventCallback,
     FinishReason,
     GenerationRequest,
     GenerationResult,
-    StepCallback,
+    SequenceEvent,
+    StepStats,
+    TokenLogprob,
 )
 
-__all__ = ["Engine", "FinishReason", "GenerationRequest", "GenerationResult", "StepCallback"]
+__all__ = [
+    "Engine",
+    "EngineStats",
+    "EventCallback",
+    "FinishReason",
+    "GenerationRequest",
+    "GenerationResult",
+    "SequenceEvent",
+    "StepStats",
+    "TokenLogprob",
+]

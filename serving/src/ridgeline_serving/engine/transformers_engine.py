@@ -1,34 +1,30 @@
-"""transformers + bitsandbytes, one static batch at a time.
+"""transformers + bitsandbytes behind the engine-owned scheduling loop (``scheduler.py``).
 
-Why a hand-written decode loop over ``model.generate``: a batch from Ray Serve mixes requests
-with different temperature, top_p, seed, stop strings and max_tokens, and streams each one;
-``generate`` takes one GenerationConfig per call and streams batch size 1 only. Why not
-transformers' continuous batching (``generate_batch``): on a tiny model on 2 CPU cores it took
-3.3 s for 8 requests x 8 tokens against 0.017 s for one batched forward loop (design section 4;
-remeasured by ``make bench``).
-
-Prefill runs in chunks of ``PREFILL_CHUNK_TOKENS`` tokens across the batch, the activation
-budget the planner reserves. Several GPUs per replica are a layer split (``device_map="balanced"``),
-as the planner models it.
+The model is loaded once; the loop batches continuously over it: sequences join at the next
+step and leave when done, up to the planned batch and KV memory. Several GPUs per replica are
+a layer split (``device_map="balanced"``), as the planner models it.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ridgeline.api import Quantization
-from ridgeline.planner.memory import PREFILL_CHUNK_TOKENS, USABLE_MEMORY_FRACTION
 from ridgeline_serving.engine.base import (
-    FinishReason,
+    EngineStats,
+    EventCallback,
     GenerationRequest,
     GenerationResult,
-    StepCallback,
+    StepStats,
 )
+from ridgeline_serving.engine.kv_batch import TransformersRunner
+from ridgeline_serving.engine.scheduler import Limits, Scheduler
 
 log = logging.getLogger("ridgeline.engine")
 # bitsandbytes' int8 matmul warns on every call when the activations are fp32 (CPU).
@@ -70,6 +66,12 @@ class TransformersEngine:
         compute_dtype: str,
         gpus: int,
         max_context_tokens: int,
+        *,
+        max_batch: int = 64,
+        kv_tokens: int | None = None,
+        prefill_tokens: int = 2048,
+        usable_memory_fraction: float = 0.9,
+        on_step: Callable[[StepStats], None] | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -83,15 +85,36 @@ class TransformersEngine:
         if qconfig is not None:
             kwargs["quantization_config"] = qconfig
         if gpus > 1:
-            per_gpu = torch.cuda.get_device_properties(0).total_memory * USABLE_MEMORY_FRACTION
+            per_gpu = torch.cuda.get_device_properties(0).total_memory * usable_memory_fraction
             kwargs["max_memory"] = {i: int(per_gpu) for i in range(gpus)}
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         self.model.eval()
         self.device = next(self.model.parameters()).device
+        self.vocab_size = int(self.model.config.get_text_config().vocab_size)
         eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.limits = Limits(
+            max_batch=max_batch,
+            kv_tokens=kv_tokens or max_batch * max_context_tokens,
+            prefill_tokens=prefill_tokens,
+            max_context_tokens=max_context_tokens,
+        )
+        self.scheduler = Scheduler(
+            TransformersRunner(self.model, int(self.tokenizer.pad_token_id)),
+            self.tokenizer,
+            self.eos_ids,
+            self.limits,
+            on_step,
+        )
         log.info(
-            "loaded %s (%s, %s) on %s", model_name, quantization.value, compute_dtype, self.device
+            "loaded %s (%s, %s) on %s; batch up to %d, KV %d tokens, prefill %d tokens/step",
+            model_name,
+            quantization.value,
+            compute_dtype,
+            self.device,
+            self.limits.max_batch,
+            self.limits.kv_tokens,
+            self.limits.prefill_tokens,
         )
 
     # ---- tokenization ------------------------------------------------------------------
@@ -108,143 +131,19 @@ class TransformersEngine:
             ids = ids["input_ids"]
         return [int(i) for i in ids]
 
-    # ---- decoding ----------------------------------------------------------------------
+    # ---- the engine protocol -----------------------------------------------------------
 
-    @torch.inference_mode()
-    def generate(
-        self, requests: list[GenerationRequest], on_step: StepCallback | None = None
-    ) -> list[GenerationResult]:
-        batch = len(requests)
-        pad = self.tokenizer.pad_token_id
-        longest = max(len(r.prompt_ids) for r in requests)
-        input_ids = torch.full((batch, longest), pad, dtype=torch.long)
-        mask = torch.zeros((batch, longest), dtype=torch.long)
-        for row, req in enumerate(requests):
-            input_ids[row, longest - len(req.prompt_ids) :] = torch.tensor(req.prompt_ids)
-            mask[row, longest - len(req.prompt_ids) :] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    def submit(self, request: GenerationRequest, on_event: EventCallback) -> int:
+        return self.scheduler.submit(request, on_event)
 
-        from transformers import DynamicCache
+    def cancel(self, sequence_id: int) -> None:
+        self.scheduler.cancel(sequence_id)
 
-        cache = DynamicCache(config=self.model.config)
-        chunk = max(1, PREFILL_CHUNK_TOKENS // batch)
-        logits = None
-        for start in range(0, longest, chunk):
-            end = min(longest, start + chunk)
-            out = self.model(
-                input_ids=input_ids[:, start:end],
-                attention_mask=mask[:, :end],
-                position_ids=positions[:, start:end],
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            logits = out.logits[:, -1, :]
-        assert logits is not None
+    def stats(self) -> EngineStats:
+        return self.scheduler.stats()
 
-        generators = [self._generator(r.seed) for r in requests]
-        generated: list[list[int]] = [[] for _ in requests]
-        texts = [""] * batch
-        finish: list[FinishReason | None] = [None] * batch
-        next_pos = positions[:, -1:] + 1
-        budget = [min(r.max_tokens, self.max_context_tokens - len(r.prompt_ids)) for r in requests]
-        while True:
-            tokens = self._sample(logits.float(), requests, generators)
-            for row, req in enumerate(requests):
-                if finish[row] is not None:
-                    continue
-                token = int(tokens[row])
-                reason: FinishReason | None = None
-                delta = ""
-                if token in self.eos_ids:
-                    reason = "stop"
-                else:
-                    generated[row].append(token)
-                text = str(self.tokenizer.decode(generated[row], skip_special_tokens=True))
-                text, hit = _apply_stop(text, req.stop)
-                if reason is None and hit:
-                    reason = "stop"
-                elif reason is None and len(generated[row]) >= budget[row]:
-                    reason = "length"
-                # Emit only text that cannot change: hold back a trailing partial UTF-8
-                # sequence, and any tail that could be the start of a stop string.
-                safe = len(text)
-                if reason is None:
-                    held = _stop_prefix_overlap(text, req.stop)
-                    safe = len(texts[row]) if text.endswith("\ufffd") else len(text) - held
-                if text.startswith(texts[row]) and safe > len(texts[row]):
-                    delta = text[len(texts[row]) : safe]
-                    texts[row] += delta
-                finish[row] = reason
-                if on_step and (delta or reason):
-                    on_step(row, delta, reason)
-            if all(f is not None for f in finish):
-                break
-            mask = torch.cat(
-                [mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], 1
-            )
-            out = self.model(
-                input_ids=tokens.view(batch, 1).to(self.device),
-                attention_mask=mask,
-                position_ids=next_pos,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            logits = out.logits[:, -1, :]
-            next_pos = next_pos + 1
-        return [
-            GenerationResult(
-                text=texts[i],
-                completion_tokens=len(generated[i]),
-                finish_reason=finish[i] or "length",
-            )
-            for i in range(batch)
-        ]
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return self.scheduler.generate(requests)
 
-    def _generator(self, seed: int | None) -> torch.Generator | None:
-        if seed is None:
-            return None
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(seed)
-        return gen
-
-    @staticmethod
-    def _sample(
-        logits: torch.Tensor,
-        requests: list[GenerationRequest],
-        generators: list[torch.Generator | None],
-    ) -> torch.Tensor:
-        out = torch.empty(len(requests), dtype=torch.long)
-        greedy = logits.argmax(-1).cpu()
-        for row, req in enumerate(requests):
-            if req.temperature == 0:
-                out[row] = greedy[row]
-                continue
-            probs = torch.softmax(logits[row].cpu() / req.temperature, dim=-1)
-            if req.top_p < 1.0:
-                sorted_p, idx = probs.sort(descending=True)
-                keep = sorted_p.cumsum(-1) - sorted_p < req.top_p
-                filtered = torch.zeros_like(probs)
-                filtered[idx[keep]] = sorted_p[keep]
-                probs = filtered / filtered.sum()
-            out[row] = torch.multinomial(probs, 1, generator=generators[row])[0]
-        return out
-
-
-def _stop_prefix_overlap(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of ``text`` that a stop string starts with."""
-    best = 0
-    for stop in stops:
-        for k in range(min(len(stop) - 1, len(text)), best, -1):
-            if stop.startswith(text[-k:]):
-                best = k
-                break
-    return best
-
-
-def _apply_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-    if cut >= 0:
-        return text[:cut], True
-    return text, False
+    def close(self) -> None:
+        self.scheduler.close()

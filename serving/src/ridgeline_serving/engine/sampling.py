@@ -1,0 +1,144 @@
+"""Sampling on the model's device, batched over rows: per-row temperature, top_p, top_k,
+presence and frequency penalties and seed, in a fixed number of kernels whatever the batch.
+
+Each row draws its token by inverting its cumulative distribution at one uniform number. That
+number is a hash (splitmix64) of the row's seed and its token index: a seeded row gives the
+same tokens alone or in any batch, on any device, and the per-step randomness is one number
+per row instead of one per vocabulary entry. Rows without a seed get a random one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class RowParams:
+    temperature: float
+    top_p: float
+    top_k: int
+    presence_penalty: float
+    frequency_penalty: float
+    logprobs: int | None
+    seed: int
+    output_ids: list[int]  # the sequence's own list, grown by the scheduler
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """Host copies, fetched after one synchronisation."""
+
+    tokens: list[int]
+    logprobs: list[float] | None
+    top_ids: list[list[int]] | None
+    top_logprobs: list[list[float]] | None
+
+
+def sample(logits: torch.Tensor, rows: list[RowParams]) -> Sampled:
+    """Next token per row of ``logits`` (rows x vocab, any float dtype)."""
+    logits = logits.float()
+    raw = logits
+    if any(r.presence_penalty or r.frequency_penalty for r in rows):
+        logits = _penalize(logits, rows)
+    tokens = logits.argmax(dim=-1) if all(r.temperature == 0 for r in rows) else _draw(logits, rows)
+
+    wanted = [r.logprobs for r in rows if r.logprobs is not None]
+    if not wanted:
+        return Sampled(tokens.tolist(), None, None, None)
+    logp = torch.log_softmax(raw, dim=-1)
+    chosen = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)
+    k = max(wanted)
+    top = logp.topk(k, dim=-1) if k > 0 else None
+    return Sampled(
+        tokens.tolist(),
+        chosen.tolist(),
+        top.indices.tolist() if top is not None else [[] for _ in rows],
+        top.values.tolist() if top is not None else [[] for _ in rows],
+    )
+
+
+def _draw(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
+    device = logits.device
+    temps = torch.tensor([r.temperature for r in rows], device=device)
+    greedy = temps == 0
+    scaled = logits / torch.where(greedy, torch.ones_like(temps), temps).unsqueeze(1)
+    u = torch.tensor([uniform(r.seed, len(r.output_ids)) for r in rows], device=device)
+    filtering = [r.top_k > 0 or r.top_p < 1.0 for r in rows]
+    if any(filtering):
+        values, order = _top_k_top_p(scaled, rows)
+        drawn = order.gather(1, _invert_cdf(values, u).unsqueeze(1)).squeeze(1)
+        plain = [not f and r.temperature > 0 for f, r in zip(filtering, rows, strict=True)]
+        if any(plain):
+            # a row's draw must not depend on its neighbours: unfiltered rows invert their
+            # distribution in vocabulary order, as they do in a batch without filtering
+            mask = torch.tensor(plain, device=device)
+            drawn = torch.where(mask, _invert_cdf(scaled, u), drawn)
+    else:
+        drawn = _invert_cdf(scaled, u)
+    if any(r.temperature == 0 for r in rows):
+        return torch.where(greedy, logits.argmax(dim=-1), drawn)
+    return drawn
+
+
+def _invert_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose cumulative probability reaches u."""
+    cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)
+    index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
+    return index.clamp_(max=logits.shape[-1] - 1)
+
+
+MASK64 = (1 << 64) - 1
+
+
+def uniform(seed: int, counter: int) -> float:
+    """splitmix64 of (seed, counter), as a float in [0, 1)."""
+    x = (seed * 0x9E3779B97F4A7C15 + (counter + 1) * 0xD1B54A32D192ED03) & MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    x ^= x >> 31
+    return (x >> 11) / float(1 << 53)
+
+
+def _top_k_top_p(logits: torch.Tensor, rows: list[RowParams]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's logits ranked (values, vocabulary ids), those outside its top_k or beyond its
+    top_p mass set to -inf. When every row has a top_k, only the largest k are ranked
+    (``topk``), not the whole vocabulary."""
+    device = logits.device
+    vocab = logits.shape[-1]
+    width = vocab
+    if all(r.top_k > 0 for r in rows):
+        width = min(vocab, max(r.top_k for r in rows))
+    top_k = torch.tensor([r.top_k if 0 < r.top_k < width else width for r in rows], device=device)
+    top_p = torch.tensor([r.top_p for r in rows], device=device)
+    if width < vocab:
+        values, order = logits.topk(width, dim=-1)
+    else:
+        values, order = logits.sort(dim=-1, descending=True)
+    rank = torch.arange(width, device=device).expand_as(values)
+    drop = rank >= top_k.unsqueeze(1)
+    probs = torch.softmax(values.masked_fill(drop, float("-inf")), dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above this one
+    drop |= before >= top_p.unsqueeze(1)
+    drop[:, 0] = False  # the most likely token always stays
+    return values.masked_fill(drop, float("-inf")), order
+
+
+def _penalize(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
+    """OpenAI's penalties: logit -= count * frequency + (count > 0) * presence."""
+    device = logits.device
+    counts = torch.zeros_like(logits)
+    longest = max((len(r.output_ids) for r in rows), default=0)
+    if longest == 0:
+        return logits
+    ids = torch.zeros((len(rows), longest), dtype=torch.long)
+    ones = torch.zeros((len(rows), longest))
+    for i, row in enumerate(rows):
+        if row.output_ids and (row.presence_penalty or row.frequency_penalty):
+            ids[i, : len(row.output_ids)] = torch.tensor(row.output_ids)
+            ones[i, : len(row.output_ids)] = 1
+    counts.scatter_add_(1, ids.to(device), ones.to(device))
+    freq = torch.tensor([r.frequency_penalty for r in rows], device=device).unsqueeze(1)
+    pres = torch.tensor([r.presence_penalty for r in rows], device=device).unsqueeze(1)
+    return logits - counts * freq - (counts > 0).float() * pres

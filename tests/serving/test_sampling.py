@@ -1,0 +1,100 @@
+"""Batched sampling and incremental detokenization, without a model."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from ridgeline_serving.engine.detokenize import Detokenizer
+from ridgeline_serving.engine.sampling import RowParams, sample
+
+
+def row(
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+    logprobs: int | None = None,
+) -> RowParams:
+    if seed is None:
+        seed = random.getrandbits(63)
+    return RowParams(temperature, top_p, top_k, 0.0, 0.0, logprobs, seed, [])
+
+
+def test_seeded_rows_do_not_depend_on_their_neighbours() -> None:
+    logits = torch.randn(4, 1000)
+    alone = [sample(logits[2:3], [row(seed=11)]).tokens[0] for _ in range(1)]
+    batch = sample(logits, [row(), row(temperature=0), row(seed=11), row(top_p=0.5)]).tokens
+    assert batch[2] == alone[0]
+    again = [sample(logits[2:3], [row(seed=11)]).tokens[0] for _ in range(1)]
+    assert again == alone
+
+
+def test_greedy_top_k_1_and_tiny_top_p_pick_the_argmax() -> None:
+    logits = torch.randn(3, 500)
+    best = logits.argmax(-1).tolist()
+    tokens = sample(logits, [row(temperature=0), row(top_k=1), row(top_p=1e-6)]).tokens
+    assert tokens == best
+
+
+def test_top_k_keeps_draws_among_the_k_best() -> None:
+    logits = torch.randn(1, 50).repeat(200, 1)
+    top3 = set(logits[0].topk(3).indices.tolist())
+    drawn = set(sample(logits, [row(temperature=2.0, top_k=3) for _ in range(200)]).tokens)
+    assert drawn <= top3
+    assert len(drawn) > 1
+
+
+def test_sampling_follows_the_distribution() -> None:
+    probs = torch.tensor([0.7, 0.2, 0.1])
+    logits = probs.log().repeat(4000, 1)
+    tokens = torch.tensor(sample(logits, [row() for _ in range(4000)]).tokens)
+    freq = torch.bincount(tokens, minlength=3).float() / 4000
+    assert torch.allclose(freq, probs, atol=0.03)
+
+
+def test_detokenizer_streams_multibyte_text_exactly(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    text = "ridge 日本語 ✓ naïve é"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text.split())  # multi-byte characters span several tokens
+    detok = Detokenizer(tok, [])
+    parts = [detok.add(t, i == len(ids) - 1)[0] for i, t in enumerate(ids)]
+    assert "".join(parts) == text
+    assert not any("\ufffd" in p for p in parts)
+
+
+def test_detokenizer_stops_across_tokens_and_holds_a_possible_stop(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    ids = tok("the model serves the ridge", add_special_tokens=False)["input_ids"]
+    detok = Detokenizer(tok, ["serves the r"])
+    emitted, hit = "", False
+    for t in ids:
+        delta, hit = detok.add(t, False)
+        emitted += delta
+        assert "serves" not in emitted
+        if hit:
+            break
+    assert hit
+    assert emitted == "the model "
+
+
+def test_rows_without_top_k_keep_their_whole_distribution_beside_top_k_rows() -> None:
+    logits = torch.zeros(400, 50)  # uniform
+    rows = [row(top_k=2) if i % 2 == 0 else row() for i in range(400)]
+    tokens = sample(logits, rows).tokens
+    assert len(set(tokens[0::2])) <= 2
+    assert len(set(tokens[1::2])) > 10
+
+
+def test_seeded_filtered_rows_do_not_depend_on_their_neighbours() -> None:
+    logits = torch.randn(3, 300)
+    alone = sample(logits[1:2], [row(seed=5, top_k=10, top_p=0.9)]).tokens[0]
+    batch = sample(logits, [row(top_k=40), row(seed=5, top_k=10, top_p=0.9), row()]).tokens
+    assert batch[1] == alone
