@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -363,3 +365,79 @@ def test_every_feasible_plan_fits_its_memory_budget(
 def test_quantization_enum_covers_memory_formats() -> None:
     for q in Quantization:
         assert mem.bytes_per_weight(q, "bfloat16") > 0
+
+
+# ---- ridgeline plan --batch N and --plot ---------------------------------------------------
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from ridgeline.cli import main
+
+    rc = main(["plan", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_plan_batch_prints_the_step_at_any_batch(capsys, skeleton_dir, shape_of) -> None:
+    from ridgeline.planner.at_batch import predict_at_batch
+
+    pools = load_pools(EXAMPLES / "pools.yaml")
+    im = load_inference_model(EXAMPLES / "llama-8b.yaml")
+    shape = shape_of("llama-3.1-8b")
+    plan = plan_model(shape, im.spec, pools)
+    pool = next(p for p in pools if p.name == plan.pool)
+    at_target = predict_at_batch(shape, im.spec, plan, pool, plan.batch_target)
+    assert round(at_target.step_seconds * 1000, 2) == plan.predicted.time_per_output_token_ms
+    at_one = predict_at_batch(shape, im.spec, plan, pool, 1)
+    big = predict_at_batch(shape, im.spec, plan, pool, 100_000)
+    assert at_one.step_seconds < at_target.step_seconds < big.step_seconds
+    assert at_one.tokens_per_second < at_target.tokens_per_second < big.tokens_per_second
+    assert at_one.fits
+    assert not big.fits
+
+    args = [str(EXAMPLES / "llama-8b.yaml"), "--pools", str(EXAMPLES / "pools.yaml")]
+    args += ["--model-uri", str(skeleton_dir("llama-3.1-8b"))]
+    rc, out, _ = _cli(capsys, *args, "--batch", "1")
+    assert rc == 0
+    assert f"At batch 1 on 1 x {plan.gpu_product}: {at_one.step_seconds * 1000:.1f} ms" in out
+    assert f"{at_one.tokens_per_second:.0f} tokens/s per replica" in out
+    rc, out, err = _cli(capsys, *args, "--batch", "100000", "-o", "json")
+    assert rc == 0
+    assert json.loads(out)["batchTarget"] == plan.batch_target  # stdout stays status.plan
+    assert "does NOT fit" in err
+    with pytest.raises(SystemExit):
+        _cli(capsys, *args, "--batch", "0")
+
+
+def test_plot_draws_measured_points_where_a_sweep_exists(
+    capsys, skeleton_dir, shape_of, tmp_path
+) -> None:
+    from ridgeline.planner.measurements import measured_for
+    from ridgeline.planner.step_model import Engine
+
+    pools = tmp_path / "pools.yaml"
+    pools.write_text("- {name: a100, gpuProduct: NVIDIA-A100-SXM4-80GB, gpusPerNode: 8}\n")
+    model = tmp_path / "model.yaml"
+    model.write_text(
+        "apiVersion: ridgeline.dev/v1alpha1\nkind: InferenceModel\n"
+        "metadata: {name: llama-2-13b}\n"
+        "spec: {model: {uri: 's3://models/llama-2-13b'}, workload: {maxContextTokens: 1024}}\n"
+    )
+    shape = shape_of("llama-2-13b")
+    assert measured_for(shape.num_params, "A100-80GB-SXM4", Engine.TRANSFORMERS, Quantization.NONE)
+    assert not measured_for(shape.num_params, "H100-SXM5", Engine.TRANSFORMERS, Quantization.NONE)
+    png = tmp_path / "roofline.png"
+    rc, _, err = _cli(
+        capsys,
+        str(model),
+        "--pools",
+        str(pools),
+        "--model-uri",
+        str(skeleton_dir("llama-2-13b")),
+        "--plot",
+        str(png),
+        "--batch",
+        "8",
+    )
+    assert rc == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
