@@ -115,7 +115,9 @@ def predicted(
     model_dir: Path, product: str, memory_mib: int, quantization: str, batch: int
 ) -> tuple[int, float]:
     from ridgeline.api import InferenceModelSpec
-    from ridgeline.planner import NodePool, memory, roofline
+    from ridgeline.planner import NodePool
+    from ridgeline.planner.sizing import size
+    from ridgeline.planner.throughput import StepTerms
     from ridgeline.shape import read_model_shape
 
     shape = read_model_shape(str(model_dir))
@@ -125,27 +127,21 @@ def predicted(
         pool = NodePool(
             name="bench", gpu_product=product, gpus_per_node=1, gpu_memory_mib=memory_mib
         )
-    acc = pool.accelerator()
     spec = InferenceModelSpec.model_validate(
         {"model": {"uri": "file:///x"}, "quantization": quantization}
     )
-    w = memory.weight_bytes(shape, spec.quantization, acc.compute_dtype)
-    kv = memory.kv_bytes_per_token(shape, memory.dtype_bytes(acc.compute_dtype))
-    b_star = roofline.ridge_batch(
-        acc.dense_flops_per_s,
-        memory.bytes_per_weight(spec.quantization, acc.compute_dtype),
-        acc.memory_bandwidth_bytes_per_s,
-    )
-    t = roofline.decode_step_seconds(
+    s = size(shape, spec, pool)
+    # the sweep decodes a static batch: every row at the prompt plus half the output, on average
+    terms = StepTerms.of(
+        s.row,
         shape.num_params,
-        w,
-        batch,
-        PROMPT_TOKENS + NEW_TOKENS // 2,
-        kv,
-        acc.dense_flops_per_s,
-        acc.memory_bandwidth_bytes_per_s,
+        s.weight_bytes,
+        PROMPT_TOKENS + NEW_TOKENS / 2,
+        s.kv_bytes_per_token,
+        s.acc.dense_flops_per_s,
+        s.acc.memory_bandwidth_bytes_per_s,
     )
-    return round(b_star), batch / t
+    return round(s.critical_batch), terms.tokens_per_second(batch)
 
 
 def main() -> int:

@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
     plan.add_argument("--plot", type=Path, help="write the roofline plot to this PNG")
     plan.add_argument(
+        "--batch",
+        type=_positive_int,
+        metavar="N",
+        help="also print the predicted step time and tokens/s of the planned replica at batch N",
+    )
+    plan.add_argument(
         "--model-uri", help="read the shape from this URI instead of spec.model.uri (a local copy)"
     )
 
@@ -97,12 +103,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(plan.to_api(), sort_keys=False), end="")
     else:
         print(plan_text(name, plan))
+    pool = next(p for p in pools if p.name == plan.pool)
+    if args.batch:
+        from ridgeline.planner.at_batch import batch_text, predict_at_batch
+
+        at = batch_text(predict_at_batch(shape, model.spec, plan, pool, args.batch), plan)
+        # -o json and -o yaml stay exactly status.plan on stdout
+        if args.output == "text":
+            print(f"\n{at}")
+        else:
+            print(at, file=sys.stderr)
     if args.plot:
         from ridgeline.planner.plot import plot_plan
 
-        pool = next(p for p in pools if p.name == plan.pool)
         try:
-            plot_plan(args.plot, name, shape, model.spec, plan, pool)
+            plot_plan(args.plot, name, shape, model.spec, plan, pool, args.batch)
         except (OSError, ValueError) as exc:  # a missing directory, an unknown image format
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             print(
@@ -111,6 +126,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             return 1
         print(f"roofline plot written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a batch size (1 or more)")
+    return value
 
 
 def _cmd_shape(args: argparse.Namespace) -> int:

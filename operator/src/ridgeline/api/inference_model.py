@@ -35,6 +35,7 @@ _URI_RULES: list[tuple[str, str]] = [
     ("self.uri.matches('^file:///.+$')", r"file:///.+"),
 ]
 SLO_MESSAGE = "slo applies to mode: online only; batch mode has no latency objective"
+TYPICAL_MESSAGE = "typicalPromptTokens + typicalOutputTokens must not exceed maxContextTokens"
 URI_MESSAGE = (
     "model.uri must be s3://bucket/prefix, gs://bucket/prefix, hf://org/name[@revision] "
     "or file:///absolute/path"
@@ -131,15 +132,22 @@ class Workload(ApiModel):
                     "self.mode == 'online' || !has(self.slo)",
                     SLO_MESSAGE,
                     field_path=".slo",
-                )
+                ),
+                _cel(
+                    "(has(self.typicalPromptTokens) ? self.typicalPromptTokens : 0) + "
+                    "(has(self.typicalOutputTokens) ? self.typicalOutputTokens : 1) "
+                    "<= self.maxContextTokens",
+                    TYPICAL_MESSAGE,
+                ),
             ]
         }
     )
 
     mode: WorkloadMode = Field(
         default=WorkloadMode.ONLINE,
-        description="online: the largest batch up to B* whose step time meets the SLO. "
-        "batch: the ridge batch B*, for throughput.",
+        description="online: the knee of the throughput curve (the smallest batch reaching "
+        "90% of what a replica can deliver), capped by the SLO. batch: the knee, for "
+        "throughput.",
     )
     max_context_tokens: int = Field(
         default=4096,
@@ -148,15 +156,48 @@ class Workload(ApiModel):
         description="Prompt plus output tokens per sequence. Sizes the KV cache; longer "
         "prompts are refused with HTTP 400.",
     )
+    typical_prompt_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_048_576,
+        description="Typical prompt length in tokens. Sets the predicted step time (the KV "
+        "cache a step reads), not the memory, which is sized at maxContextTokens. Default: a "
+        "quarter of maxContextTokens (at most what typicalOutputTokens leaves).",
+    )
+    typical_output_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_048_576,
+        description="Typical number of generated tokens per request; sets the predicted step "
+        "time like typicalPromptTokens. Default: half of maxContextTokens (at most what "
+        "typicalPromptTokens leaves).",
+    )
     slo: Slo | None = Field(default=None, description="Latency objective (online mode only).")
 
     @model_validator(mode="after")
     def _check(self) -> Workload:
         if self.slo is not None and self.mode is not WorkloadMode.ONLINE:
-            raise ValueError(
-                "slo applies to mode: online only; batch mode has no latency objective"
-            )
+            raise ValueError(SLO_MESSAGE)
+        prompt = self.typical_prompt_tokens or 0
+        output = self.typical_output_tokens or 1
+        if prompt + output > self.max_context_tokens:
+            raise ValueError(f"{TYPICAL_MESSAGE} ({prompt} + {output} > {self.max_context_tokens})")
         return self
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The typical prompt, or its default: a quarter of the context window."""
+        if self.typical_prompt_tokens is not None:
+            return self.typical_prompt_tokens
+        return min(self.max_context_tokens // 4, self.max_context_tokens - self.output_tokens)
+
+    @property
+    def output_tokens(self) -> int:
+        """The typical output, or its default: half of the context window."""
+        if self.typical_output_tokens is not None:
+            return self.typical_output_tokens
+        room = self.max_context_tokens - (self.typical_prompt_tokens or 0)
+        return max(1, min(self.max_context_tokens // 2, room))
 
 
 class Replicas(ApiModel):

@@ -15,19 +15,25 @@ from ridgeline.api.base import ApiModel
 class Bound(enum.StrEnum):
     """What set the batch target."""
 
-    COMPUTE = "compute"  # reached the ridge batch B*: the step is as long as its math
-    LATENCY = "latency"  # the time-per-output-token SLO stopped it below B*
+    COMPUTE = "compute"  # the knee of the compute roof: past it the step is as long as its math
+    BANDWIDTH = "bandwidth"  # the knee of the weight + KV-cache bandwidth roof
+    LATENCY = "latency"  # the time-per-output-token SLO stopped it below the knee
     MEMORY = "memory"  # the KV cache for more sequences does not fit
 
 
 class Prediction(ApiModel):
-    """Roofline prediction at the batch target."""
+    """Step-model prediction at the batch target (planner/step_model.py)."""
 
     tokens_per_second: float = Field(description="Output tokens per second per replica.")
     time_per_output_token_ms: float = Field(
         description="Decode step time at the batch target, in milliseconds."
     )
     tokens_per_second_per_gpu: float = Field(description="tokensPerSecond / gpusPerReplica.")
+    plateau_tokens_per_second: float | None = Field(
+        default=None,
+        description="What an unbounded batch would approach: the compute or KV-bandwidth roof "
+        "at the engine's efficiency.",
+    )
 
 
 class PlanOption(ApiModel):
@@ -44,6 +50,9 @@ class PlanOption(ApiModel):
     )
     tokens_per_second: float | None = Field(
         default=None, description="Predicted output tokens per second per replica."
+    )
+    tokens_per_second_per_gpu: float | None = Field(
+        default=None, description="tokensPerSecond / gpusPerReplica: what options rank by."
     )
     note: str = Field(description="Why it was chosen, rejected, or passed over.")
 
@@ -64,6 +73,24 @@ class Plan(ApiModel):
         description="Ridge batch B* = peak FLOP/s x bytes per weight / (2 x memory bandwidth)."
     )
     batch_target: int = Field(description="Sequences decoded together per replica.")
+    knee_batch: int | None = Field(
+        default=None,
+        description="Smallest batch reaching 90% of the plateau tokens/s: past it more "
+        "sequences add KV reads (or math) and little speed.",
+    )
+    slo_batch: int | None = Field(
+        default=None,
+        description="Largest batch whose predicted step meets the per-token SLO (online mode).",
+    )
+    engine: str = Field(
+        default="transformers",
+        description="Serving engine whose step model (overhead, efficiency) the prediction uses.",
+    )
+    kv_context_tokens: int | None = Field(
+        default=None,
+        description="Tokens of KV cache a decode step reads per sequence, from the workload's "
+        "typical prompt and output (memory is sized at maxContextTokens).",
+    )
     max_batch_by_memory: int = Field(
         description="Sequences at maxContextTokens whose KV cache fits beside the weights."
     )
@@ -76,7 +103,10 @@ class Plan(ApiModel):
     usable_memory_per_replica_bytes: int = Field(
         description="Memory budget of the replica's GPUs after the runtime reserve."
     )
-    bound: Bound = Field(description="What set the batch target: compute, latency or memory.")
-    predicted: Prediction = Field(description="Roofline prediction at the batch target.")
+    bound: Bound = Field(
+        description="What set the batch target: the knee of the compute or bandwidth roof, "
+        "the latency SLO, or memory."
+    )
+    predicted: Prediction = Field(description="Step-model prediction at the batch target.")
     reasons: list[str] = Field(description="The plan explained, one sentence per step.")
     options: list[PlanOption] = Field(description="Every option considered.")

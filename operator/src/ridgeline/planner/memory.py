@@ -83,16 +83,25 @@ def kv_bytes_per_token(shape: ModelShape, kv_dtype_bytes: int) -> int:
     return 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * kv_dtype_bytes
 
 
+def logits_bytes_per_sequence(shape: ModelShape) -> int:
+    """fp32 logits over the vocabulary, one row per sequence in the step."""
+    return shape.vocab_size * LOGITS_BYTES_PER_ELEMENT
+
+
+def prefill_bytes(shape: ModelShape, max_context_tokens: int, compute_dtype: str) -> int:
+    """One prefill chunk through the widest layer (the MLP's gate, up and activation outputs,
+    plus a few hidden states)."""
+    chunk = min(PREFILL_CHUNK_TOKENS, max_context_tokens)
+    widest = 3 * shape.intermediate_size + 4 * shape.hidden_size
+    return chunk * widest * dtype_bytes(compute_dtype)
+
+
 def workspace_bytes(
     shape: ModelShape, batch: float, max_context_tokens: int, compute_dtype: str
 ) -> int:
-    """Activations live during a step: fp32 logits for the batch, and one prefill chunk through
-    the widest layer (the MLP's gate, up and activation outputs, plus a few hidden states)."""
-    width = dtype_bytes(compute_dtype)
-    logits = math.ceil(batch) * shape.vocab_size * LOGITS_BYTES_PER_ELEMENT
-    chunk = min(PREFILL_CHUNK_TOKENS, max_context_tokens)
-    prefill = chunk * (3 * shape.intermediate_size + 4 * shape.hidden_size) * width
-    return logits + prefill
+    """Activations live during a step: fp32 logits for the batch, and one prefill chunk."""
+    logits = math.ceil(batch) * logits_bytes_per_sequence(shape)
+    return logits + prefill_bytes(shape, max_context_tokens, compute_dtype)
 
 
 def usable_memory_bytes(memory_bytes: int, gpus: int) -> int:

@@ -1,4 +1,5 @@
-"""``ridgeline plan --plot``: the GPU's roofline, the ridge point and the operating point."""
+"""``ridgeline plan --plot``: tokens/s against the batch, the roofs, the knee, B*, the plan, and
+measured points where the table in ``measurements`` has a sweep for this GPU and model size."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ from pathlib import Path
 
 from ridgeline.api import InferenceModelSpec, Plan
 from ridgeline.planner import memory, roofline
+from ridgeline.planner.measurements import measured_for
 from ridgeline.planner.pools import NodePool
+from ridgeline.planner.sizing import size
+from ridgeline.planner.step_model import Engine
+from ridgeline.planner.throughput import StepTerms
 from ridgeline.shape import ModelShape
 
 
@@ -17,54 +22,72 @@ def plot_plan(
     spec: InferenceModelSpec,
     plan: Plan,
     pool: NodePool,
+    batch: int | None = None,
 ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    acc = pool.accelerator()
-    context = spec.workload.max_context_tokens
+    s = size(shape, spec, pool)
+    acc = s.acc
     flops = acc.dense_flops_per_s
     bw = acc.memory_bandwidth_bytes_per_s
-    top = max(4 * plan.critical_batch, 2 * plan.batch_target, 8)
+    top = max(4 * plan.critical_batch, 2 * s.knee_batch, 2 * (batch or 1), 8)
     batches = [1 + i * (top - 1) / 400 for i in range(401)]
 
-    def tps(batch: float, ctx: int, eff: float) -> float:
-        t = roofline.decode_step_seconds(
-            shape.num_params,
-            plan.weight_bytes,
-            batch,
-            ctx,
-            plan.kv_bytes_per_token,
-            flops,
-            bw,
-            efficiency=eff,
+    def roof(b: float, ctx: float) -> float:
+        t = roofline.roofline_step_seconds(
+            shape.num_params, s.weight_bytes, b, ctx, s.kv_bytes_per_token, flops, bw
         )
-        return batch / t
+        return b / t
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    ax.plot(batches, [tps(b, 0, 1.0) for b in batches], label="roofline (weights only)", lw=2)
+    ax.plot(batches, [roof(b, 0) for b in batches], label="roofline (weights only)", lw=2)
     ax.plot(
         batches,
-        [tps(b, context, 1.0) for b in batches],
-        label=f"roofline + KV at {context} tokens",
+        [roof(b, s.kv_context) for b in batches],
+        label=f"roofline + KV at {s.kv_context:.0f} tokens",
         ls="--",
     )
     ax.plot(
         batches,
-        [tps(b, context, roofline.DECODE_EFFICIENCY) for b in batches],
-        label=f"predicted ({roofline.DECODE_EFFICIENCY:.0%} efficiency)",
+        [s.terms.tokens_per_second(b) for b in batches],
+        label=f"predicted ({s.row.engine.value}, {s.row.efficiency:.0%} efficiency)",
         ls=":",
+        lw=2,
     )
-    ax.axvline(plan.critical_batch, color="grey", lw=1)
-    ax.annotate(
-        f"B* = {plan.critical_batch}",
-        (plan.critical_batch, ax.get_ylim()[1] * 0.05),
-        rotation=90,
-        va="bottom",
-        ha="right",
-    )
+    for sweep in measured_for(shape.num_params, acc.name, Engine(plan.engine), spec.quantization):
+        at_sweep = StepTerms.of(
+            s.row,
+            shape.num_params,
+            s.weight_bytes,
+            sweep.context_tokens,
+            s.kv_bytes_per_token,
+            flops,
+            bw,
+        )
+        xs = [b for b, _ in sweep.points]
+        ax.plot(
+            xs,
+            [b / (ms / 1000) for b, ms in sweep.points],
+            "s",
+            color="tab:red",
+            label=f"measured: {sweep.model} ({sweep.prompt_tokens}+{sweep.output_tokens})",
+        )
+        ax.plot(
+            xs,
+            [at_sweep.tokens_per_second(b) for b in xs],
+            "-",
+            color="tab:red",
+            lw=0.8,
+            label="predicted at the measured lengths",
+        )
+    for x, text in ((plan.critical_batch, "B*"), (s.knee_batch, "knee")):
+        ax.axvline(x, color="grey", lw=1)
+        ax.annotate(
+            f"{text} = {x}", (x, ax.get_ylim()[1] * 0.05), rotation=90, va="bottom", ha="right"
+        )
     if plan.max_batch_by_memory < top:
         ax.axvspan(
             plan.max_batch_by_memory, top, color="red", alpha=0.08, label="KV cache does not fit"
@@ -78,6 +101,15 @@ def plot_plan(
         color="black",
         label=point,
     )
+    if batch:
+        ax.plot(
+            [batch],
+            [s.terms.tokens_per_second(batch)],
+            "D",
+            ms=7,
+            color="tab:purple",
+            label=f"batch {batch}: {s.terms.tokens_per_second(batch):.0f} tok/s",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("batch (sequences decoded together)")

@@ -1,0 +1,176 @@
+"""The plan explained, one sentence per step: the numbers that set it, and what was passed over."""
+
+from __future__ import annotations
+
+from ridgeline.api.inference_model import InferenceModelSpec, Quantization, WorkloadMode
+from ridgeline.api.plan import Bound
+from ridgeline.planner import memory
+from ridgeline.planner.sizing import Candidate, Sizing
+from ridgeline.planner.step_model import step_model
+from ridgeline.planner.throughput import KNEE_FRACTION, StepTerms
+from ridgeline.shape import ModelShape
+
+GB = 1e9
+GIB = 2**30
+
+_SETTER = {
+    Bound.COMPUTE: "the knee (compute roof)",
+    Bound.BANDWIDTH: "the knee (weight and KV-cache bandwidth roof)",
+    Bound.LATENCY: "the SLO",
+    Bound.MEMORY: "memory",
+}
+
+
+def count_params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def _gpus(n: int) -> str:
+    return "1 GPU" if n == 1 else f"{n} GPUs"
+
+
+def _device(s: Sizing, gpus: int) -> str:
+    return "the node's CPU" if s.acc.is_cpu else _gpus(gpus)
+
+
+def plan_reasons(
+    shape: ModelShape,
+    spec: InferenceModelSpec,
+    c: Candidate,
+    others: list[Candidate],
+    alternatives: list[Candidate],
+) -> list[str]:
+    s = c.sizing
+    acc = s.acc
+    q = spec.quantization.value
+    bpw = memory.bytes_per_weight(spec.quantization, acc.compute_dtype)
+    out = [
+        f"Model: {shape.architecture}, {count_params(shape.num_params)} parameters, "
+        f"{shape.num_layers} layers, {shape.num_attention_heads} attention heads "
+        f"({shape.num_kv_heads} KV heads of dimension {shape.head_dim}).",
+        f"Weights: {s.weight_bytes / GB:.2f} GB in {q} ({acc.compute_dtype} compute); KV cache: "
+        f"{s.kv_bytes_per_token / 1024:.0f} KiB per token, "
+        f"{s.kv_bytes_per_sequence / GIB:.2f} GiB per {s.context}-token sequence.",
+        f"Ridge batch on {acc.name}: B* = {acc.dense_flops_per_s / 1e12:.3g} TFLOP/s x {bpw:g} B "
+        f"per weight / (2 x {acc.memory_bandwidth_bytes_per_s / 1e12:.2f} TB/s) = "
+        f"{s.critical_batch:.0f}: the compute ridge.",
+        _step_model_reason(spec, s),
+        _batches_reason(spec, c),
+        _gpus_reason(c, alternatives),
+        f"Predicted: {c.step_seconds * 1000:.1f} ms per decode step at batch {c.batch_target}, "
+        f"{c.tokens_per_second:.0f} tokens/s per replica ({c.tokens_per_second_per_gpu:.0f} per "
+        f"{'node' if acc.is_cpu else 'GPU'}; the plateau is "
+        f"{s.terms.plateau_tokens_per_second:.0f})"
+        + (", one GPU computing at a time." if c.gpus > 1 else "."),
+    ]
+    if others:
+        names = ", ".join(
+            f"{o.sizing.pool.name} ({_gpus(o.gpus)}, {o.tokens_per_second_per_gpu:.0f} per GPU)"
+            for o in others
+        )
+        out.append(
+            f"Pool {s.pool.name} chosen over {names}: most tokens/s per GPU, then fewest GPUs."
+        )
+    if s.pool.shared:
+        out.append(
+            "The pool's GPUs are shared (time-slicing or MPS): predictions assume "
+            "the replica has its GPU to itself."
+        )
+    if spec.quantization is not Quantization.NONE:
+        out.append(_quantization_reason(shape, spec, c))
+    return out
+
+
+def _step_model_reason(spec: InferenceModelSpec, s: Sizing) -> str:
+    row = s.row
+    w = spec.workload
+    rows = "rows padded to the longest in flight" if row.padded_rows else "the mean over a decode"
+    weights = (
+        f"{row.efficiency:.0%} efficiency"
+        if row.weight_efficiency == row.efficiency
+        else f"{row.efficiency:.0%} efficiency ({row.weight_efficiency:.1%} on the weights)"
+    )
+    return (
+        f"Step model ({row.engine.value}, {spec.quantization.value}): t(B) = "
+        f"{row.overhead_s * 1000:.2f} ms + the roofline at {weights}, the KV cache moved "
+        f"{row.kv_passes:g} times per step at {s.kv_context:.0f} tokens per sequence (typical "
+        f"prompt {w.prompt_tokens} + output {w.output_tokens}, {rows}); source: {row.source}."
+    )
+
+
+def _batches_reason(spec: InferenceModelSpec, c: Candidate) -> str:
+    s = c.sizing
+    roof = "compute" if s.terms.compute_bound_plateau else "KV-cache bandwidth"
+    slo = spec.workload.slo
+    if spec.workload.mode is WorkloadMode.BATCH:
+        slo_text = "no SLO (batch mode)"
+    elif slo is None or s.slo_batch is None:
+        slo_text = "no SLO"
+    else:
+        slo_text = f"SLO batch {max(s.slo_batch, 0):.0f} ({slo.time_per_output_token_ms:g} ms)"
+    return (
+        f"Batch target {c.batch_target}, set by {_SETTER[c.bound]}: knee {s.knee_batch} "
+        f"({KNEE_FRACTION:.0%} of the {roof} plateau), {slo_text}, memory batch "
+        f"{c.max_batch_by_memory} on {_device(s, c.gpus)} at {s.context} tokens, "
+        f"B* {s.critical_batch:.0f}."
+    )
+
+
+def _gpus_reason(c: Candidate, alternatives: list[Candidate]) -> str:
+    s = c.sizing
+    usable = s.usable(c.gpus) / GIB
+    mode = _device(s, c.gpus)
+    smaller = [a for a in alternatives if a.gpus < c.gpus]
+    larger = [a for a in alternatives if a.gpus > c.gpus]
+    if c.bound is Bound.MEMORY:
+        head = (
+            f"Memory-bound: {mode} ({usable:.1f} GiB usable) hold the weights and "
+            f"{c.max_batch_by_memory} sequences at full context, short of the "
+            f"{s.desired_batch:.0f} the knee and SLO allow."
+        )
+    else:
+        what = "Replica size" if s.acc.is_cpu else "GPUs per replica"
+        head = (
+            f"{what}: {mode} ({usable:.1f} GiB usable) is the fewest that hold the weights plus "
+            f"{c.batch_target} sequences at {s.context} tokens."
+        )
+    if smaller:
+        best_small = max(smaller, key=lambda a: a.tokens_per_second_per_gpu)
+        head += (
+            f" Fewer GPUs hold only {best_small.max_batch_by_memory} sequences: "
+            f"{best_small.tokens_per_second_per_gpu:.0f} tokens/s per GPU on "
+            f"{_gpus(best_small.gpus)} vs {c.tokens_per_second_per_gpu:.0f}."
+        )
+    if larger:
+        big = min(larger, key=lambda a: a.gpus)
+        gain = big.tokens_per_second / c.tokens_per_second - 1
+        head += (
+            f" More GPUs cannot help: {_gpus(big.gpus)} would give {gain:+.0%} tokens/s "
+            f"({big.tokens_per_second_per_gpu:.0f} per GPU vs {c.tokens_per_second_per_gpu:.0f}); "
+            "a layer split adds memory, not speed, so add replicas for throughput."
+        )
+    return head
+
+
+def _quantization_reason(shape: ModelShape, spec: InferenceModelSpec, c: Candidate) -> str:
+    """The same batch in 16-bit on the same GPU, so the numbers say what bitsandbytes costs."""
+    s = c.sizing
+    acc = s.acc
+    row16 = step_model(s.row.engine, Quantization.NONE, acc.is_cpu)
+    w16 = memory.weight_bytes(shape, Quantization.NONE, acc.compute_dtype)
+    t16 = StepTerms.of(
+        row16,
+        shape.num_params,
+        w16,
+        s.kv_context,
+        s.kv_bytes_per_token,
+        acc.dense_flops_per_s,
+        acc.memory_bandwidth_bytes_per_s,
+    ).step_seconds(c.batch_target)
+    ratio = c.step_seconds / t16
+    return (
+        f"bitsandbytes {spec.quantization.value} dequantizes every weight on every step: "
+        f"{c.step_seconds * 1000:.1f} ms per step vs {t16 * 1000:.1f} ms in 16-bit at the same "
+        f"batch ({ratio:.1f}x). It buys memory ({w16 / GB:.1f} GB of weights down to "
+        f"{s.weight_bytes / GB:.1f}), not speed."
+    )

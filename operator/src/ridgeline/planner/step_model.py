@@ -1,0 +1,156 @@
+"""What an engine reaches of the roofline: one table of step models per (engine, quantization).
+
+A decode step at batch B takes
+
+    t(B) = overhead + max(C(B) / efficiency,
+                          W / (BW x weight_efficiency) + passes x KV(B) / (BW x efficiency))
+
+where C(B) = 2 x params x B / F is the math, W the weight bytes, KV(B) = B x context x KV bytes
+per token the cache a step reads (at the workload's typical lengths; memory is still sized at
+the maximum context), and ``passes`` how many times the engine moves that cache per step.
+
+Every row cites its source. No GPU measurement of Ridgeline's own engine exists yet (the
+companion engine issue's ``make bench`` on a GPU adds them to docs/benchmarks.md); until then
+the rows are fitted to published measurements of the same software stack, transformers with
+eager attention and a ``DynamicCache``, and of bitsandbytes under it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ridgeline.api.inference_model import Quantization
+
+
+class Engine(enum.StrEnum):
+    TRANSFORMERS = "transformers"
+
+
+@dataclass(frozen=True)
+class StepModel:
+    engine: Engine
+    quantization: Quantization
+    on_cpu: bool
+    # Fixed seconds per step: kernel launches, sampling, Python.
+    overhead_s: float
+    # Fraction of the compute roof and of the KV-cache bandwidth roof reached.
+    efficiency: float
+    # Fraction of the weight-streaming roof reached: bitsandbytes dequantizes every weight on
+    # every step, so its rows sit far below the 16-bit one.
+    weight_efficiency: float
+    # Passes over the KV cache per step: DynamicCache.update concatenates (reads the cache and
+    # writes a copy one token longer), then attention reads it.
+    kv_passes: float
+    # The engine pads the rows of a batch to the longest one, so a step reads every row at the
+    # longest in-flight context (typical prompt + output), not at the mean.
+    padded_rows: bool
+    source: str
+
+
+# transformers eager, fp16, Llama-2-13B on one A100-SXM4-80GB (huggingface/optimum
+# tests/benchmark/README.md, "GPTQ benchmark", unquantized rows, prompt 512, 512 new tokens):
+# 36.96, 37.35, 37.89, 47.37 and 69.94 ms per token at batch 1, 2, 4, 8, 16. A least-squares fit
+# of t(B) with kv_passes = 3 gives overhead 0.45 ms and efficiency 0.41 (every point within 8%;
+# 0.35 of the roofline at batch 1, the "about 0.3" usually quoted for eager decode).
+_HF_OVERHEAD_S = 0.45e-3
+_HF_EFFICIENCY = 0.41
+_HF_KV_PASSES = 3.0
+_OPTIMUM = "huggingface/optimum tests/benchmark/README.md (GPTQ benchmark, fp16 rows)"
+# bitsandbytes under transformers, Llama-2-7B on an A100, batch 1: LLM.int8 at 15% of fp16 speed
+# (bitsandbytes issue #181: 6.6x slower), 4-bit about 2.1x slower (design section 3; bnb #490
+# and #611 agree on the direction). The weight efficiency is what makes t(1) that many times
+# the 16-bit row's on Llama-2-7B (A100-40GB: 13.48 GB fp16, 7.01 GB int8, 3.87 GB nf4 weights);
+# tests/unit/test_published_numbers.py recomputes the ratios from this table.
+_BNB_INT8_WEIGHT_EFFICIENCY = 0.032
+_BNB_NF4_WEIGHT_EFFICIENCY = 0.055
+# CPU: no published measurement of transformers decode on a server CPU; half the roofline is an
+# assumption (`make bench --smoke` measures the local CPU), and bitsandbytes' GPU slowdowns are
+# carried over in proportion.
+_CPU_EFFICIENCY = 0.5
+
+STEP_MODELS: tuple[StepModel, ...] = (
+    StepModel(
+        Engine.TRANSFORMERS,
+        Quantization.NONE,
+        on_cpu=False,
+        overhead_s=_HF_OVERHEAD_S,
+        efficiency=_HF_EFFICIENCY,
+        weight_efficiency=_HF_EFFICIENCY,
+        kv_passes=_HF_KV_PASSES,
+        padded_rows=True,
+        source=f"fitted to {_OPTIMUM}: Llama-2-13B, A100-SXM4-80GB, batch 1-16",
+    ),
+    StepModel(
+        Engine.TRANSFORMERS,
+        Quantization.INT8,
+        on_cpu=False,
+        overhead_s=_HF_OVERHEAD_S,
+        efficiency=_HF_EFFICIENCY,
+        weight_efficiency=_BNB_INT8_WEIGHT_EFFICIENCY,
+        kv_passes=_HF_KV_PASSES,
+        padded_rows=True,
+        source="bitsandbytes LLM.int8 6.6x slower than fp16 at batch 1, Llama-2-7B on A100 "
+        "(github.com/bitsandbytes-foundation/bitsandbytes/issues/181: 15% of fp16 speed)",
+    ),
+    StepModel(
+        Engine.TRANSFORMERS,
+        Quantization.NF4,
+        on_cpu=False,
+        overhead_s=_HF_OVERHEAD_S,
+        efficiency=_HF_EFFICIENCY,
+        weight_efficiency=_BNB_NF4_WEIGHT_EFFICIENCY,
+        kv_passes=_HF_KV_PASSES,
+        padded_rows=True,
+        source="bitsandbytes 4-bit 2.1x slower than fp16 at batch 1, Llama-2-7B on A100 "
+        "(design section 3; github.com/bitsandbytes-foundation/bitsandbytes/issues/181)",
+    ),
+    StepModel(
+        Engine.TRANSFORMERS,
+        Quantization.NONE,
+        on_cpu=True,
+        overhead_s=0.0,
+        efficiency=_CPU_EFFICIENCY,
+        weight_efficiency=_CPU_EFFICIENCY,
+        kv_passes=_HF_KV_PASSES,
+        padded_rows=True,
+        source="assumption (no published CPU measurement): half the roofline",
+    ),
+    StepModel(
+        Engine.TRANSFORMERS,
+        Quantization.INT8,
+        on_cpu=True,
+        overhead_s=0.0,
+        efficiency=_CPU_EFFICIENCY,
+        weight_efficiency=_CPU_EFFICIENCY * _BNB_INT8_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
+        kv_passes=_HF_KV_PASSES,
+        padded_rows=True,
+        source="assumption: the CPU row slowed as bitsandbytes int8 slows the GPU row",
+    ),
+    StepModel(
+        Engine.TRANSFORMERS,
+        Quantization.NF4,
+        on_cpu=True,
+        overhead_s=0.0,
+        efficiency=_CPU_EFFICIENCY,
+        weight_efficiency=_CPU_EFFICIENCY * _BNB_NF4_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
+        kv_passes=_HF_KV_PASSES,
+        padded_rows=True,
+        source="assumption: the CPU row slowed as bitsandbytes nf4 slows the GPU row",
+    ),
+)
+
+
+def step_model(engine: Engine, quantization: Quantization, on_cpu: bool) -> StepModel:
+    for row in STEP_MODELS:
+        if (row.engine, row.quantization, row.on_cpu) == (engine, quantization, on_cpu):
+            return row
+    raise KeyError(f"no step model for {engine} {quantization} on {'CPU' if on_cpu else 'GPU'}")
+
+
+def kv_context_tokens(row: StepModel, prompt_tokens: int, output_tokens: int) -> float:
+    """Context a step reads per sequence. Padded rows: the longest in flight, a sequence about
+    to finish. Otherwise the mean over a sequence's decode: the prompt plus half the output."""
+    if row.padded_rows:
+        return float(prompt_tokens + output_tokens)
+    return prompt_tokens + output_tokens / 2
