@@ -64,7 +64,6 @@ class PlatformConfig(_Config):
 # The images `make images` builds (images/serving, one per CUDA version): the chart's default
 # catalog and `ridgeline render`'s when no --config is given.
 DEFAULT_IMAGES = [
-    ServingImage(image="ghcr.io/ridgeline/serving:0.1.0-cu121", cuda="12.1", torch="2.5.1"),
     ServingImage(image="ghcr.io/ridgeline/serving:0.1.0-cu124", cuda="12.4", torch="2.6.0"),
     ServingImage(image="ghcr.io/ridgeline/serving:0.1.0-cu128", cuda="12.8", torch="2.9.1"),
     ServingImage(image="ghcr.io/ridgeline/serving:0.1.0-cu130", cuda="13.0", torch="2.15.0"),

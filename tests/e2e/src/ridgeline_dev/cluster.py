@@ -23,7 +23,9 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ridgeline_dev import node
 from ridgeline_dev.s3server import minio_argv, minio_env
 from ridgeline_dev.s3server import ready as s3_ready
 from ridgeline_dev.toolchain import MODULES, cache_root, ensure_all, module_source_dir
@@ -70,6 +72,8 @@ class ClusterState:
     s3_secret_key: str
     pids: dict[str, int] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
+    # What the real node changed on the machine (ridgeline_dev.node), to undo at ``down``.
+    node: dict[str, Any] = field(default_factory=dict)
 
     @property
     def operator_kubeconfig(self) -> str:
@@ -198,7 +202,9 @@ def kubectl(
     return result
 
 
-def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> ClusterState:
+def up(
+    workdir: Path, with_kuberay: bool = True, with_s3: bool = True, real_node: bool = False
+) -> ClusterState:
     started = time.monotonic()
     bins = ensure_all()
     if (workdir / "state.json").exists():
@@ -217,6 +223,10 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
             "kwok",
             "ray-metrics",
             "ray-probe",
+            "kubelet",
+            "kubelet-healthz",
+            "proxy-healthz",
+            "proxy-metrics",
         )
     }
     state = ClusterState(
@@ -391,6 +401,8 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
     for crd in crds:
         _wait("CRD " + crd, lambda crd=crd: _established(state, crd), 60, state, "kube-apiserver")
     kubectl(state, "create", "namespace", "ridgeline-e2e", check=False)
+    if real_node:
+        node.join(state, launcher, bins, ports)
     state.save()
     print(f"[cluster] up in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return state
@@ -417,20 +429,31 @@ def down(workdir: Path) -> list[str]:
         state = ClusterState.load(workdir)
     except FileNotFoundError:
         return []
-    stopped = []
-    for name, pid in reversed(list(state.pids.items())):
-        if _is_ours(pid, state.commands[name]):
-            os.kill(pid, signal.SIGTERM)
+    stopped: list[str] = []
+
+    def stop(name: str) -> None:
+        if name in state.pids and _stop(state.pids[name], state.commands[name]):
             stopped.append(name)
-    deadline = time.monotonic() + 15
-    for name in stopped:
-        pid = state.pids[name]
-        while _is_ours(pid, state.commands[name]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _is_ours(pid, state.commands[name]):
-            os.kill(pid, signal.SIGKILL)
+
+    node.leave(state, stop)
+    for name in reversed(list(state.pids)):
+        if name not in stopped:
+            stop(name)
     (workdir / "state.json").unlink()
     return stopped
+
+
+def _stop(pid: int, command: str) -> bool:
+    """SIGTERM, then SIGKILL after 15 s; False if the process was not running."""
+    if not _is_ours(pid, command):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _is_ours(pid, command) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _is_ours(pid, command):
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def dump_logs(state: ClusterState, lines: int = 40) -> str:
@@ -447,15 +470,32 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=default_workdir())
     parser.add_argument("--no-kuberay", action="store_true")
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="join a real node (containerd, kubelet, CNI, kube-proxy, CoreDNS): needs root",
+    )
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     if args.action == "up":
-        state = up(workdir, with_kuberay=not args.no_kuberay, with_s3=not args.no_s3)
+        state = up(
+            workdir,
+            with_kuberay=not args.no_kuberay,
+            with_s3=not args.no_s3,
+            real_node=args.real_node,
+        )
         print(f"# logs: {state.logs}   binaries: {cache_root() / 'bin'}")
         print(
             f"# S3: {state.s3_endpoint} (access key {state.s3_access_key}, secret in "
             f"{workdir / 'state.json'})"
         )
+        if state.node:
+            print(
+                f"# real node {node.NODE_NAME}: pods on {node.POD_CIDR} (bridge {node.BRIDGE}), "
+                f"DNS {node.GATEWAY}, Services through kube-proxy from this host; images: "
+                f"ctr --address {Path(state.workdir) / 'node/containerd/containerd.sock'} "
+                f"-n {node.NAMESPACE} images ls"
+            )
         print(f"export KUBECONFIG={state.kubeconfig}")
     elif args.action == "kuberay-crds":
         print("\n".join(str(path) for path in kuberay_crds()))
