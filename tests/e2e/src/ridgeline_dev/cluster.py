@@ -299,7 +299,8 @@ def up(
             "--bind-address",
             "127.0.0.1",
             "--advertise-address",
-            "127.0.0.1",
+            # The real node's pods reach the API server through the bridge gateway's relay.
+            node.GATEWAY if real_node else "127.0.0.1",
             "--secure-port",
             str(ports["api"]),
             "--cert-dir",
@@ -316,8 +317,8 @@ def up(
             str(certs / "sa.pub"),
             "--service-account-signing-key-file",
             str(certs / "sa.key"),
-            "--disable-admission-plugins",
-            "ServiceAccount",
+            # Without real pods nothing mounts a ServiceAccount token: envtest's setting.
+            *(() if real_node else ("--disable-admission-plugins", "ServiceAccount")),
             "--allow-privileged=true",
             "--v=1",
         ],
@@ -342,6 +343,8 @@ def up(
             "--service-account-private-key-file",
             str(certs / "sa.key"),
             "--use-service-account-credentials=false",
+            # The CA in every pod's kube-root-ca.crt: the API server's own self-signed cert.
+            *(("--root-ca-file", str(certs / "apiserver.crt")) if real_node else ()),
             "--v=1",
         ],
     )

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -267,6 +268,11 @@ def join(
     _run("ip", "link", "set", BRIDGE, "up")
     state.node["bridge"] = BRIDGE
     state.save()
+    ports_out = [state.api_url.rsplit(":", 1)[1], state.s3_endpoint.rsplit(":", 1)[1]]
+    launcher.start(
+        "gateway",
+        [os.path.realpath(sys.executable), "-m", "ridgeline_dev.gateway", GATEWAY, *ports_out],
+    )
 
     (p["config"] / "containerd.toml").write_text(_containerd_config(state))
     (p["cni_conf"] / "10-ridgeline.conflist").write_text(json.dumps(_cni_config(state), indent=2))
@@ -307,6 +313,9 @@ def join(
             NODE_NAME,
             "--root-dir",
             str(p["kubelet"]),
+            # Not the machine's own address: the bridge gateway, this node's only interface.
+            "--node-ip",
+            GATEWAY,
             "--v=1",
         ],
     )
@@ -360,7 +369,7 @@ def leave(state: ClusterState, kill: object) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and _sandboxes(state):
             time.sleep(0.5)
-    for name in ("kube-proxy", "kubelet", "coredns"):
+    for name in ("kube-proxy", "kubelet", "coredns", "gateway"):
         kill(name)  # type: ignore[operator]
     if "containerd" in state.pids and _alive(state, "containerd"):
         # Whatever the kubelet did not stop (it was gone, or too slow): stop it here.
@@ -380,6 +389,7 @@ def leave(state: ClusterState, kill: object) -> None:
     config = p["config"] / "kube-proxy.yaml"
     if "kube-proxy" in state.commands and config.exists():
         _run(state.commands["kube-proxy"], "--cleanup", "--config", str(config), check=False)
+    _drop_kubelet_firewall()
     if state.node.get("bridge"):
         _run("ip", "link", "delete", BRIDGE, check=False)
     for name, value in state.node.get("sysctls", {}).items():
@@ -407,3 +417,15 @@ def _unmount_under(root: Path) -> None:
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
         _run("umount", "-l", target, check=False)
+
+
+def _drop_kubelet_firewall() -> None:
+    """The kubelet's empty KUBE-FIREWALL chain and its jumps (kube-proxy's cleanup leaves them)."""
+    for tool in ("iptables", "ip6tables"):
+        listing = _run(tool, "-S", "KUBE-FIREWALL", check=False)
+        if listing.returncode != 0 or listing.stdout.strip() != "-N KUBE-FIREWALL":
+            continue
+        for chain in ("INPUT", "OUTPUT"):
+            while _run(tool, "-D", chain, "-j", "KUBE-FIREWALL", check=False).returncode == 0:
+                pass
+        _run(tool, "-X", "KUBE-FIREWALL", check=False)
