@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from ridgeline.api import Bound, InferenceModelSpec, Quantization
 from ridgeline.planner import InfeasiblePlanError, NodePool, gpu_counts, plan_model
