@@ -252,8 +252,10 @@ def test_recreate_replaces_the_cluster_only_when_its_pods_change(shape_of) -> No
     config = default_config()
     model = _model(workload={"maxContextTokens": 1024})
     first = decide(_observe(model, shape, None), config, "t")
-    assert first.apply is not None and first.replace_clusters == []
-    assert first.token_secret is not None and "data" not in first.token_secret
+    assert first.apply is not None
+    assert first.replace_clusters == []
+    assert first.token_secret is not None
+    assert "data" not in first.token_secret
     assert "stringData" not in first.token_secret
 
     scaled = _model(workload={"maxContextTokens": 1024}, replicas={"min": 0, "max": 4})
@@ -267,7 +269,8 @@ def test_recreate_replaces_the_cluster_only_when_its_pods_change(shape_of) -> No
 
     blue_green = newer.model_copy(update={"upgrade_strategy": "NewCluster"})
     kuberay = decide(_observe(model, shape, _running(first.apply)), blue_green, "t")
-    assert kuberay.apply is not None and kuberay.replace_clusters == []
+    assert kuberay.apply is not None
+    assert kuberay.replace_clusters == []
     assert kuberay.apply["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
 
 

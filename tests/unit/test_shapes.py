@@ -67,7 +67,8 @@ def test_every_failure_is_a_message_remembered_briefly(
     monkeypatch.setattr(shapes, "read_model_shape", broken)
     cache = ShapeCache(failure_ttl_s=60)
     shape, error = cache.get("s3://models/m")
-    assert shape is None and error == str(failure)
+    assert shape is None
+    assert error == str(failure)
     cache.get("s3://models/m")
     assert calls == ["read"]  # not re-read at every resync
 
