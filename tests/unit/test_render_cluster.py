@@ -216,7 +216,17 @@ def test_replica_changes_leave_the_ray_cluster_spec_alone(shape_of) -> None:
     shape = shape_of("tiny-llama")
     one = _render(shape, replicas={"min": 1, "max": 1})
     many = _render(shape, replicas={"min": 0, "max": 6, "targetOngoingRequests": 3})
+    groups = [r["spec"]["rayClusterConfig"]["workerGroupSpecs"][0] for r in (one, many)]
+    assert [(g["replicas"], g["minReplicas"], g["maxReplicas"]) for g in groups] == [
+        (1, 0, 1000),
+        (1, 0, 1000),
+    ]
     assert one["spec"]["rayClusterConfig"] == many["spec"]["rayClusterConfig"]
+    warm = _render(shape, replicas={"min": 3, "max": 6})
+    assert _worker(warm)["replicas"] == 3  # started with the head, outside both hashes
+    assert warm["metadata"]["annotations"][CLUSTER_HASH] == one["metadata"]["annotations"][
+        CLUSTER_HASH
+    ]
     assert (
         one["metadata"]["annotations"][CLUSTER_HASH]
         == many["metadata"]["annotations"][CLUSTER_HASH]

@@ -168,7 +168,11 @@ def _worker(
         spec["initContainers"] = init
     return {
         "groupName": "cpu" if _cpu(plan) else "gpu",
-        # Serve's autoscaling asks for replicas; Ray's autoscaler adds the pods they need.
+        # Workers that start with the head (Serve's initial replicas); then Serve's autoscaling
+        # asks for replicas and Ray's autoscaler adds or removes the pods they need. KubeRay
+        # leaves these three out of its cluster hash and never updates them on a running
+        # cluster, so the bounds are fixed rather than copied from spec.replicas.
+        "replicas": max(model.spec.replicas.min, 1),
         "minReplicas": 0,
         "maxReplicas": MAX_WORKERS,
         "rayStartParams": {"resources": _ray_resources({REPLICA_RESOURCE: 1})},
@@ -215,6 +219,15 @@ def _head(model: InferenceModel, placement: Placement, config: PlatformConfig) -
 
 def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cluster_hash(cluster: dict[str, Any]) -> str:
+    """What makes the pods, as KubeRay hashes it: without the worker counts."""
+    groups = [
+        {k: v for k, v in g.items() if k not in ("replicas", "minReplicas", "maxReplicas")}
+        for g in cluster["workerGroupSpecs"]
+    ]
+    return spec_hash({**cluster, "workerGroupSpecs": groups})
 
 
 def _replica_cpus(plan: Plan, pool: NodePool | None, config: PlatformConfig) -> int:
@@ -264,7 +277,7 @@ def build_rayservice(
         "rayClusterConfig": cluster,
     }
     metadata = object_meta(model, model.metadata.name, uid)
-    metadata["annotations"] = {SPEC_HASH: spec_hash(spec), CLUSTER_HASH: spec_hash(cluster)}
+    metadata["annotations"] = {SPEC_HASH: spec_hash(spec), CLUSTER_HASH: _cluster_hash(cluster)}
     manifest = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": metadata, "spec": spec}
     # A plain tree (no shared sub-objects), so YAML dumps carry no anchors.
     tree: dict[str, Any] = json.loads(json.dumps(manifest))
