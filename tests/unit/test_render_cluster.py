@@ -224,9 +224,10 @@ def test_replica_changes_leave_the_ray_cluster_spec_alone(shape_of) -> None:
     assert one["spec"]["rayClusterConfig"] == many["spec"]["rayClusterConfig"]
     warm = _render(shape, replicas={"min": 3, "max": 6})
     assert _worker(warm)["replicas"] == 3  # started with the head, outside both hashes
-    assert warm["metadata"]["annotations"][CLUSTER_HASH] == one["metadata"]["annotations"][
-        CLUSTER_HASH
-    ]
+    assert (
+        warm["metadata"]["annotations"][CLUSTER_HASH]
+        == one["metadata"]["annotations"][CLUSTER_HASH]
+    )
     assert (
         one["metadata"]["annotations"][CLUSTER_HASH]
         == many["metadata"]["annotations"][CLUSTER_HASH]
