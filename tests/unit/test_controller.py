@@ -144,8 +144,8 @@ def test_rendered_serve_config_carries_valid_serving_args(shape_of) -> None:
     )
     assert rs["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     worker = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
-    assert worker["minReplicas"] == 0
-    assert "replicas" not in worker  # the autoscaler owns it
+    # fixed bounds: Serve's autoscaling decides within them (KubeRay never updates them)
+    assert (worker["replicas"], worker["minReplicas"], worker["maxReplicas"]) == (1, 0, 1000)
     assert rs["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
 
 

@@ -35,6 +35,22 @@ _URI_RULES: list[tuple[str, str]] = [
     ("self.uri.matches('^file:///.+$')", r"file:///.+"),
 ]
 SLO_MESSAGE = "slo applies to mode: online only; batch mode has no latency objective"
+# KubeRay names the RayService after the InferenceModel and refuses names that are not a
+# DNS-1035 label of at most 47 characters (ray-operator utils/validation.go,
+# MaxRayServiceNameLength: 53 for the cluster's "-serve-svc" Service, less the 6 characters of
+# the generated RayCluster suffix).
+MAX_NAME_LENGTH = 47
+NAME_PATTERN = r"[a-z]([-a-z0-9]*[a-z0-9])?"
+NAME_RULE = (
+    f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && "
+    f"self.metadata.name.matches('^{NAME_PATTERN}$')"
+)
+NAME_MESSAGE = (
+    f"metadata.name must be at most {MAX_NAME_LENGTH} characters of lowercase letters, digits "
+    "and '-', starting with a letter and ending with a letter or digit (a DNS-1035 label, "
+    "which KubeRay requires of the RayService named after the model): write "
+    "llama-3-1-8b, not llama-3.1-8b"
+)
 URI_MESSAGE = (
     "model.uri must be s3://bucket/prefix, gs://bucket/prefix, hf://org/name[@revision] "
     "or file:///absolute/path"
@@ -271,6 +287,12 @@ class ObjectMeta(ApiModel):
 
     name: str = Field(description="Object name.")
     namespace: str | None = Field(default=None, description="Namespace.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectMeta:
+        if len(self.name) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, self.name):
+            raise ValueError(f"{NAME_MESSAGE} (got {self.name!r})")
+        return self
 
 
 class InferenceModel(ApiModel):

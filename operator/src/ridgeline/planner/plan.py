@@ -399,8 +399,9 @@ def _reasons(
         )
     if s.pool.shared:
         out.append(
-            "The pool's GPUs are shared (time-slicing or MPS): predictions assume "
-            "the replica has its GPU to itself."
+            f"The pool's GPUs are shared by {s.pool.shared_by} replicas (time-slicing or "
+            f"MPS): each replica is planned on 1/{s.pool.shared_by} of a GPU's memory, "
+            "bandwidth and compute."
         )
     if spec.quantization is not Quantization.NONE and not acc.is_cpu:
         out.append(
