@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -93,24 +94,42 @@ def test_every_variant_meets_transformers_torch_floor(tmp_path: Path) -> None:
     assert not too_old, f"transformers needs torch >= {floor}; these variants have less: {too_old}"
 
 
-@pytest.mark.parametrize("tag", sorted(variants()))
-def test_variant_resolves_with_pinned_libraries(tag: str, tmp_path: Path) -> None:
-    """pip's resolver, with every Requires-Dist of transformers, bitsandbytes, accelerate and
-    Ray, accepts the variant's torch beside the pinned libraries (PyPI's metadata; the CUDA
-    index's wheels of one torch version declare the same Python requirements)."""
-    torch = variants()[tag]
-    report = tmp_path / "report.json"
-    result = _pip(
+def _resolve(torch: Version, report: Path) -> subprocess.CompletedProcess[str]:
+    return _pip(
         *("install", "--dry-run", "--ignore-installed", "--only-binary", ":all:", "-q"),
         *("--report", str(report), "-c", str(SERVING / "constraints.txt")),
         *serving_requirements(),
         f"torch=={torch}",
     )
+
+
+@pytest.fixture(scope="module")
+def resolutions(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
+    """Every variant resolved at once (each waits on PyPI, not on this machine's CPU)."""
+    tmp = tmp_path_factory.mktemp("resolve")
+    with ThreadPoolExecutor(max_workers=len(variants())) as pool:
+        futures = {
+            tag: (pool.submit(_resolve, torch, tmp / f"{tag}.json"), tmp / f"{tag}.json")
+            for tag, torch in variants().items()
+        }
+        return {tag: (future.result(), report) for tag, (future, report) in futures.items()}
+
+
+@pytest.mark.parametrize("tag", sorted(variants()))
+def test_variant_resolves_with_pinned_libraries(
+    tag: str, resolutions: dict[str, tuple[subprocess.CompletedProcess[str], Path]]
+) -> None:
+    """pip's resolver, with every Requires-Dist of transformers, bitsandbytes, accelerate and
+    Ray, accepts the variant's torch beside the pinned libraries (PyPI's metadata; the CUDA
+    index's wheels of one torch version declare the same Python requirements)."""
+    result, report = resolutions[tag]
     assert result.returncode == 0, f"variant {tag} does not resolve:\n{result.stderr[-3000:]}"
     resolved = {
         item["metadata"]["name"].lower(): item["metadata"]["version"]
         for item in json.loads(report.read_text())["install"]
     }
-    assert Version(resolved["torch"]) == torch
+    assert Version(resolved["torch"]) == variants()[tag]
     for name, version in constraints().items():
         assert resolved[name] == version, f"{name}: resolved {resolved[name]}, pinned {version}"
