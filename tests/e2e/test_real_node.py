@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,14 +28,14 @@ IMAGE = images.operator_image().name  # Debian + Python 3.11 + the kubernetes cl
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
+def real() -> Iterator[ClusterState]:
     lacks = node.missing()
     if lacks:
         pytest.skip("this machine cannot run containers; it lacks: " + "; ".join(lacks))
     started = time.monotonic()
     archive = images.build(images.operator_image())
     print(f"[real-node] operator image ready in {time.monotonic() - started:.0f}s")
-    workdir: Path = tmp_path_factory.mktemp("real-cluster")
+    workdir = node.test_workdir("real-node")
     try:
         state = up(workdir, with_kuberay=False, real_node=True)
         node.import_image(state, archive)
@@ -47,6 +48,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     kubectl(state, "label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted")
     yield state
     down(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 RESTRICTED = {

@@ -33,7 +33,13 @@ from ridgeline_dev.toolchain import MODULES, cache_root, ensure_all, module_sour
 REPO = Path(__file__).resolve().parents[4]
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
 # The CRDs of the KubeRay operator the harness builds, from the same module (config/crd/bases).
-KUBERAY_CRD_FILES = ("ray.io_rayclusters.yaml", "ray.io_rayservices.yaml")
+# The operator waits for every kind it watches (RayJob and RayCronJob too) and exits without.
+KUBERAY_CRD_FILES = (
+    "ray.io_rayclusters.yaml",
+    "ray.io_rayservices.yaml",
+    "ray.io_rayjobs.yaml",
+    "ray.io_raycronjobs.yaml",
+)
 OUR_CRDS = REPO / "crds"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 OPERATOR_NAMESPACE = "ridgeline-system"
@@ -380,6 +386,12 @@ def up(
     # KubeRay's CRDs always (the operator applies RayServices); its controller on request.
     for path in kuberay_crds():
         kubectl(state, "apply", "--server-side", "-f", str(path))
+    crds = [
+        "inferencemodels.ridgeline.dev",
+        *(f"{p.name.split('_')[1][:-5]}.ray.io" for p in kuberay_crds()),
+    ]
+    for crd in crds:
+        _wait("CRD " + crd, lambda crd=crd: _established(state, crd), 60, state, "kube-apiserver")
     if with_kuberay:
         launcher.start(
             "kuberay-operator",
@@ -400,9 +412,6 @@ def up(
             env=minio_env(state.s3_access_key, state.s3_secret_key),
         )
         _wait("minio", lambda: s3_ready(state.s3_endpoint), 60, state, "minio")
-    crds = ["inferencemodels.ridgeline.dev", "rayservices.ray.io", "rayclusters.ray.io"]
-    for crd in crds:
-        _wait("CRD " + crd, lambda crd=crd: _established(state, crd), 60, state, "kube-apiserver")
     kubectl(state, "create", "namespace", "ridgeline-e2e", check=False)
     if real_node:
         node.join(state, launcher, bins, ports)

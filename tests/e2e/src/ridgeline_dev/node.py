@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,16 @@ SYSCTLS = {
     # Replies between pods on one bridge must pass conntrack to undo a Service's DNAT.
     "net/bridge/bridge-nf-call-iptables": "1",
 }
+
+
+def test_workdir(name: str) -> Path:
+    """A fresh workdir for a test's cluster with a real node, under the repository's .cache.
+
+    Not pytest's tmp_path: a concurrent pytest session on the machine prunes old basetemps and
+    would delete the kubelet's and containerd's state from under a running node."""
+    root = Path(__file__).resolve().parents[4] / ".cache" / "test-clusters"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
 
 
 class NodeError(RuntimeError):
