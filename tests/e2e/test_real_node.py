@@ -186,6 +186,7 @@ def test_a_pod_reaches_the_api_server_with_its_service_account(real: ClusterStat
 
 def test_down_leaves_nothing_of_the_node(real: ClusterState) -> None:
     workdir = Path(real.workdir)
+    before = dict(real.node)
     stopped = down(workdir)
     assert {"containerd", "kubelet", "kube-proxy", "coredns", "gateway"} <= set(stopped)
     assert node._run("ip", "link", "show", node.BRIDGE, check=False).returncode != 0
@@ -194,3 +195,4 @@ def test_down_leaves_nothing_of_the_node(real: ClusterState) -> None:
     mounts = Path("/proc/self/mounts").read_text()
     assert str(workdir) not in mounts
     assert not node.CLAIM.exists()
+    assert not {n for n in node._netns() if n.startswith("cni-")} - set(before["netns"])

@@ -269,7 +269,10 @@ def join(
     for key in ("containerd", "cni_conf", "cni_ipam", "kubelet", "config"):
         p[key].mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    state.node = {"sysctls": {name: _sysctl(name) for name in SYSCTLS}}
+    state.node = {
+        "sysctls": {name: _sysctl(name) for name in SYSCTLS},
+        "netns": sorted(_netns()),
+    }
     state.save()
     for name, value in SYSCTLS.items():
         _sysctl(name, value)
@@ -377,7 +380,7 @@ def leave(state: ClusterState, kill: object) -> None:
             *("--field-selector", f"spec.nodeName={NODE_NAME}", "--grace-period=2"),
             check=False,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and _sandboxes(state):
             time.sleep(0.5)
     for name in ("kube-proxy", "kubelet", "coredns", "gateway"):
@@ -397,6 +400,11 @@ def leave(state: ClusterState, kill: object) -> None:
         for container in _ctr(state, "containers", "ls", "-q", check=False).stdout.split():
             _ctr(state, "containers", "delete", container, check=False)
     kill("containerd")  # type: ignore[operator]
+    # Sandboxes the kubelet did not stop keep their network namespace (and its veth): the CNI
+    # never ran DEL for them.
+    for name in sorted(_netns() - set(state.node.get("netns", []))):
+        if name.startswith("cni-"):
+            _run("ip", "netns", "delete", name, check=False)
     config = p["config"] / "kube-proxy.yaml"
     if "kube-proxy" in state.commands and config.exists():
         _run(state.commands["kube-proxy"], "--cleanup", "--config", str(config), check=False)
@@ -419,7 +427,14 @@ def _alive(state: ClusterState, name: str) -> bool:
 
 
 def _sandboxes(state: ClusterState) -> list[str]:
-    return _ctr(state, "tasks", "ls", "-q", check=False).stdout.split()
+    """Running tasks (stopped ones stay listed until the kubelet removes their sandbox)."""
+    lines = _ctr(state, "tasks", "ls", check=False).stdout.splitlines()[1:]
+    return [line.split()[0] for line in lines if line.split()[-1] == "RUNNING"]
+
+
+def _netns() -> set[str]:
+    root = Path("/var/run/netns")
+    return {p.name for p in root.iterdir()} if root.exists() else set()
 
 
 def _unmount_under(root: Path) -> None:
