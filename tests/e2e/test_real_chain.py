@@ -150,6 +150,12 @@ def test_helm_install_apply_serve_delete(chain: ClusterState, tmp_path: Path) ->
     assert answer.choices[0].text
     t = stage(f"OpenAI completion through kube-proxy: {answer.choices[0].text!r}", t)
 
+    # What KubeRay's probes run is in the serving image, and the dev harness is not.
+    head = get_json(chain, "-n", NS, "pods", "-l", "ray.io/node-type=head")["items"][0]
+    check = "command -v wget && ! python -c 'import ridgeline_dev' 2>/dev/null"
+    kubectl(chain, "exec", "-n", NS, head["metadata"]["name"], "-c", "ray-head", "--",
+            "sh", "-c", check)  # fmt: skip
+
     kubectl(chain, "delete", "-n", NS, "inferencemodel", MODEL, "--wait=true", "--timeout=180s")
     wait_for("the model's pods gone", lambda: not get_json(chain, "-n", NS, "pods")["items"], 180)
     assert not get_json(chain, "-n", NS, "rayservices")["items"]
