@@ -19,6 +19,7 @@ help:
 	@echo "make crds       regenerate crds/ from the pydantic models"
 	@echo "make cluster-up     etcd, kube-apiserver, controller-manager, scheduler, kwok, KubeRay, MinIO on loopback"
 	@echo "make cluster-up REAL_NODE=1   ... and a real node (containerd, kubelet, CNI, kube-proxy, CoreDNS; root)"
+	@echo "make cluster-up REAL_NODE=1 IMAGES=1   ... with the operator and CPU serving images imported"
 	@echo "make images-node    the operator and CPU serving images with buildah, for the real node"
 	@echo "make cluster-down   stop exactly those processes"
 	@echo "make fleet POOLS=examples/pools.yaml   fake GPU nodes from a pools file"
@@ -99,7 +100,7 @@ cluster-down:
 else
 cluster-up: venv
 	$(if $(REAL_NODE),./tests/e2e/ensure-node.sh)
-	$(PY) -m ridgeline_dev.cluster up --workdir $(CLUSTER_DIR) $(if $(REAL_NODE),--real-node)
+	$(PY) -m ridgeline_dev.cluster up --workdir $(CLUSTER_DIR) $(if $(REAL_NODE),--real-node) $(if $(IMAGES),--images)
 cluster-down: venv
 	$(PY) -m ridgeline_dev.cluster down --workdir $(CLUSTER_DIR)
 endif

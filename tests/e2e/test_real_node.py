@@ -195,4 +195,6 @@ def test_down_leaves_nothing_of_the_node(real: ClusterState) -> None:
     mounts = Path("/proc/self/mounts").read_text()
     assert str(workdir) not in mounts
     assert not node.CLAIM.exists()
+    if not before["kubepods_existed"]:
+        assert not node._kubepods()
     assert not {n for n in node._netns() if n.startswith("cni-")} - set(before["netns"])

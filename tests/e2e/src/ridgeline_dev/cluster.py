@@ -487,6 +487,12 @@ def main() -> int:
         action="store_true",
         help="join a real node (containerd, kubelet, CNI, kube-proxy, CoreDNS): needs root",
     )
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="with --real-node: build (or take cached) the operator and CPU serving images "
+        "and import them into the node",
+    )
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     if args.action == "up":
@@ -501,6 +507,12 @@ def main() -> int:
             f"# S3: {state.s3_endpoint} (access key {state.s3_access_key}, secret in "
             f"{workdir / 'state.json'})"
         )
+        if state.node and args.images:
+            from ridgeline_dev import images  # here: only the real node needs buildah
+
+            for spec in (images.operator_image(), images.serving_image()):
+                node.import_image(state, images.build(spec))
+                print(f"# image {spec.name} (imagePullPolicy: Never)")
         if state.node:
             print(
                 f"# real node {node.NODE_NAME}: pods on {node.POD_CIDR} (bridge {node.BRIDGE}), "

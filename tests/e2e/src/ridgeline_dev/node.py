@@ -12,6 +12,7 @@ addresses), the processes by PID, kube-proxy's rules, the bridge, the mounts und
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -272,6 +273,7 @@ def join(
     state.node = {
         "sysctls": {name: _sysctl(name) for name in SYSCTLS},
         "netns": sorted(_netns()),
+        "kubepods_existed": bool(_kubepods()),
     }
     state.save()
     for name, value in SYSCTLS.items():
@@ -414,6 +416,8 @@ def leave(state: ClusterState, kill: object) -> None:
     for name, value in state.node.get("sysctls", {}).items():
         _sysctl(name, value)
     _unmount_under(p["work"])
+    if not state.node.get("kubepods_existed", True):
+        _remove_cgroups(_kubepods())
     if CLAIM.exists() and json.loads(CLAIM.read_text()).get("workdir") == state.workdir:
         CLAIM.unlink()
     state.node = {}
@@ -455,3 +459,20 @@ def _drop_kubelet_firewall() -> None:
             while _run(tool, "-D", chain, "-j", "KUBE-FIREWALL", check=False).returncode == 0:
                 pass
         _run(tool, "-X", "KUBE-FIREWALL", check=False)
+
+
+def _kubepods() -> list[Path]:
+    """The kubelet's pod cgroups (cgroup v1: one per controller; v2: one)."""
+    return [p for p in Path("/sys/fs/cgroup").glob("*kubepods*") if p.is_dir()] + [
+        p for p in Path("/sys/fs/cgroup").glob("*/kubepods*") if p.is_dir()
+    ]
+
+
+def _remove_cgroups(roots: list[Path]) -> None:
+    """rmdir each cgroup tree, leaves first (the kernel refuses a cgroup with processes)."""
+    for root in roots:
+        for path in sorted((d for d in root.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()
