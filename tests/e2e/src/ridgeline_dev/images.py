@@ -31,7 +31,13 @@ DEBIAN_SUITE = "bookworm"
 BASE_IMAGE = "localhost/ridgeline/debian:bookworm"
 PAUSE_IMAGE = "localhost/ridgeline/pause:catatonit"
 # What the Dockerfiles copy from the repository: a change to any of it rebuilds the image.
-SOURCES = ("pyproject.toml", "README.md", "operator/src", "serving/src")
+SOURCES = (
+    "pyproject.toml",
+    "README.md",
+    "operator/src",
+    "serving/src",
+    "images/serving/constraints.txt",
+)
 
 
 @dataclass(frozen=True)
