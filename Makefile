@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(CURDIR)/.cache
 EXTRAS ?= dev
 
-.PHONY: help venv test lint typecheck unit crds chart-docs demo plans bench images e2e-kind clean cluster-bin cluster-up cluster-down fleet
+.PHONY: help venv test lint typecheck unit crds chart-docs demo plans bench images images-node e2e-kind clean cluster-bin cluster-up cluster-down fleet
 CLUSTER_DIR ?= $(CACHE)/cluster
 POOLS ?= examples/pools.yaml
 
@@ -18,6 +18,9 @@ help:
 	@echo "make test       ruff, mypy and pytest (creates $(VENV) on first use)"
 	@echo "make crds       regenerate crds/ from the pydantic models"
 	@echo "make cluster-up     etcd, kube-apiserver, controller-manager, scheduler, kwok, KubeRay, MinIO on loopback"
+	@echo "make cluster-up REAL_NODE=1   ... and a real node (containerd, kubelet, CNI, kube-proxy, CoreDNS; root)"
+	@echo "make cluster-up REAL_NODE=1 IMAGES=1   ... with the operator and CPU serving images imported"
+	@echo "make images-node    the operator and CPU serving images with buildah, for the real node"
 	@echo "make cluster-down   stop exactly those processes"
 	@echo "make fleet POOLS=examples/pools.yaml   fake GPU nodes from a pools file"
 
@@ -42,6 +45,7 @@ unit: venv
 
 test: lint typecheck
 	./tests/e2e/ensure-prometheus.sh
+	./tests/e2e/ensure-node.sh
 	$(VENV)/bin/pytest
 
 crds: venv
@@ -67,6 +71,12 @@ bench: venv
 images:
 	./images/build.sh
 
+# The same Dockerfiles with buildah on a debootstrap base, saved under ~/.cache/ridgeline/images
+# (keyed by their inputs) for the real test node; no Docker, no registry.
+images-node: venv
+	./tests/e2e/ensure-node.sh
+	$(PY) -m ridgeline_dev.images
+
 # Full stack on kind (needs Docker, kind, kubectl, helm): images, KubeRay, chart, a tiny model.
 e2e-kind: venv
 	./tests/e2e/kind-e2e.sh
@@ -90,7 +100,8 @@ cluster-down:
 	kind delete cluster --name ridgeline
 else
 cluster-up: venv
-	$(PY) -m ridgeline_dev.cluster up --workdir $(CLUSTER_DIR)
+	$(if $(REAL_NODE),./tests/e2e/ensure-node.sh)
+	$(PY) -m ridgeline_dev.cluster up --workdir $(CLUSTER_DIR) $(if $(REAL_NODE),--real-node) $(if $(IMAGES),--images)
 cluster-down: venv
 	$(PY) -m ridgeline_dev.cluster down --workdir $(CLUSTER_DIR)
 endif

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ridgeline.platform_config import PlatformConfig
 from ridgeline_dev.cluster import ClusterState, kubectl
 from tests.e2e.conftest import get_json, wait_for
 from tests.e2e.test_operator import helm
@@ -118,6 +119,10 @@ def test_monitors_are_opt_in(cluster: ClusterState) -> None:
         ("serving.images[0].cuda=twelve", "cuda"),
         ("nodePools[0].name=Bad_Name", "name"),
         ("operator.imagee.tag=x", "imagee"),
+        ("serving.upgradeStrategy=BlueGreen", "upgradeStrategy"),
+        ("serving.weightsCacheVolume=pvc", "weightsCacheVolume"),
+        ("serving.networkPolicy.enable=true", "enable"),
+        ("serving.allocatableFraction=1.5", "allocatableFraction"),
     ],
 )
 def test_bad_values_are_refused(cluster: ClusterState, setting: str, complaint: str) -> None:
@@ -159,6 +164,10 @@ def test_install_reaches_available_and_helm_test_passes(
         get_json(cluster, "-n", NS, "configmap", "rlc-operator")["data"]["config.yaml"]
     )
     assert config["nodePools"][0]["name"] == "h200-spot"
+    # the operator's own config model reads what the chart mounts, every default included
+    loaded = PlatformConfig.model_validate(config)
+    assert loaded.network_policy.enabled
+    assert loaded.weights_cache_volume == "emptyDir"
     tested = run_helm(cluster, "test", "rlc", "-n", NS, "--timeout", "120s")
     assert "Phase:          Succeeded" in tested.stdout
     run_helm(cluster, "uninstall", "rlc", "-n", NS, "--wait")

@@ -4,6 +4,7 @@ RayService turned into pods by the KubeRay operator on fake GPU nodes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -205,6 +207,22 @@ def serve_args(rs: dict[str, Any]) -> ServingArgs:
     return ServingArgs.model_validate(config["applications"][0]["args"])
 
 
+def autoscaling(rs: dict[str, Any] | None) -> dict[str, Any]:
+    if rs is None:
+        return {}
+    config = yaml.safe_load(rs["spec"]["serveConfigV2"])
+    return dict(config["applications"][0]["deployments"][0]["autoscaling_config"])
+
+
+def rayclusters(cluster: ClusterState, ns: str = NS, owner: str | None = None) -> list[Any]:
+    items = get_json(cluster, "-n", ns, "rayclusters")["items"]
+    return [
+        c
+        for c in items
+        if owner is None or c["metadata"]["labels"].get("ray.io/originated-from-cr-name") == owner
+    ]
+
+
 def events(cluster: ClusterState, name: str) -> list[dict[str, Any]]:
     return list(
         get_json(cluster, "-n", NS, "events", "--field-selector", f"involvedObject.name={name}")[
@@ -259,7 +277,8 @@ def test_create_plans_pins_and_applies(
     group = worker_group(rs)
     limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == str(plan["gpusPerReplica"])
-    assert (group["minReplicas"], group["maxReplicas"]) == (1, 2)
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (1, 0, 1000)
+    assert (autoscaling(rs)["min_replicas"], autoscaling(rs)["max_replicas"]) == (1, 2)
     args = serve_args(rs)
     assert args.max_batch_size == plan["batchTarget"]
     assert args.gpus_per_replica == plan["gpusPerReplica"]
@@ -308,6 +327,11 @@ def test_events_on_transitions_only(cluster: ClusterState, operator: Operator) -
 
 
 def test_update_reapplies_without_duplicates(cluster: ClusterState, operator: Operator) -> None:
+    [before] = rayclusters(cluster, owner="llama")
+    pods_before = {
+        p["metadata"]["uid"]
+        for p in get_json(cluster, "-n", NS, "pods", "-l", "ridgeline.dev/model=llama")["items"]
+    }
     kubectl(
         cluster,
         "patch",
@@ -320,17 +344,21 @@ def test_update_reapplies_without_duplicates(cluster: ClusterState, operator: Op
         json.dumps({"spec": {"replicas": {"max": 3}}}),
     )
     wait_for(
-        "maxReplicas 3",
-        lambda: (
-            worker_group(
-                rayservice(cluster, "llama")
-                or {"spec": {"rayClusterConfig": {"workerGroupSpecs": [{}]}}}
-            ).get("maxReplicas")
-            == 3
-        ),
+        "max_replicas 3", lambda: autoscaling(rayservice(cluster, "llama")).get("max_replicas") == 3
     )
     assert [r["metadata"]["name"] for r in rayservices(cluster)].count("llama") == 1
-    assert len(get_json(cluster, "-n", NS, "rayclusters")["items"]) == 1
+    time.sleep(5)  # KubeRay reconciles the changed RayService meanwhile
+    # a replica-count change restarts nothing: same RayCluster, no pending one, same pods
+    [after] = rayclusters(cluster, owner="llama")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    status = rayservice(cluster, "llama")["status"]  # type: ignore[index]
+    pending = (status.get("pendingServiceStatus") or {}).get("rayClusterName")
+    assert pending in (None, "", before["metadata"]["name"])
+    pods_after = {
+        p["metadata"]["uid"]
+        for p in get_json(cluster, "-n", NS, "pods", "-l", "ridgeline.dev/model=llama")["items"]
+    }
+    assert pods_before <= pods_after
 
 
 def test_restart_half_way_converges(
@@ -358,14 +386,8 @@ def test_restart_half_way_converges(
     operator.start()
     wait_condition(cluster, "while-down", "Applied", "True", 90)
     wait_for(
-        "maxReplicas 4",
-        lambda: (
-            worker_group(
-                rayservice(cluster, "llama")
-                or {"spec": {"rayClusterConfig": {"workerGroupSpecs": [{}]}}}
-            ).get("maxReplicas")
-            == 4
-        ),
+        "max_replicas 4",
+        lambda: autoscaling(rayservice(cluster, "llama")).get("max_replicas") == 4,
         90,
     )
     names = sorted(r["metadata"]["name"] for r in rayservices(cluster))
@@ -576,3 +598,219 @@ def test_dashboard_operator_queries_use_exported_metric_names(
     wanted = {m for m in dashboard_metrics() if m.startswith("ridgeline_operator_")}
     assert wanted
     assert wanted - names == set()
+
+
+# ---- what a real cluster needs -----------------------------------------------------------------
+
+
+def test_the_models_ray_token_and_network_policy_are_owned_and_never_logged(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    obj = get_json(cluster, "-n", NS, "im", "llama")
+    rs = rayservice(cluster, "llama")
+    assert rs is not None
+    auth = rs["spec"]["rayClusterConfig"]["authOptions"]
+    assert auth == {"mode": "token", "secretName": "llama-ray-token"}
+    secret = get_json(cluster, "-n", NS, "secret", "llama-ray-token")
+    policy = get_json(cluster, "-n", NS, "networkpolicy", "llama-ray")
+    for child in (secret, policy):
+        assert child["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    token = base64.b64decode(secret["data"]["auth_token"]).decode()
+    assert len(token) >= 32
+    assert token not in operator.log.read_text()
+    assert token not in json.dumps(obj)
+    serve = {"protocol": "TCP", "port": 8000}
+    assert {"ports": [serve]} in policy["spec"]["ingress"]
+    # KubeRay hands the token to the Ray containers from that Secret
+    pods = get_json(cluster, "-n", NS, "pods", "-l", "ridgeline.dev/model=llama")["items"]
+    refs = [
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for p in pods
+        for c in p["spec"]["containers"]
+        for e in c.get("env", [])
+        if e["name"] == "RAY_AUTH_TOKEN"
+    ]
+    assert refs
+    assert set(refs) == {"llama-ray-token"}
+
+
+def test_a_name_kuberay_would_refuse_is_refused_at_admission(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    for name in ("llama-3.1-8b-instruct", "m" * 48):
+        result = kubectl(
+            cluster,
+            "apply",
+            "-f",
+            "-",
+            input_=model(name, "s3://models/x"),
+            check=False,
+        )
+        assert result.returncode != 0
+        assert "at most 47 characters" in result.stderr
+    kubectl(cluster, "apply", "-f", "-", input_=model("m" * 47, "s3://models/x", replicas={}))
+    kubectl(cluster, "delete", "-n", NS, "im", "m" * 47, "--wait=false")
+
+
+def _upload(cluster: ClusterState, root: Path, bucket: str, prefix: str) -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=cluster.s3_endpoint,
+        aws_access_key_id=cluster.s3_access_key,
+        aws_secret_access_key=cluster.s3_secret_key,
+        region_name="us-east-1",
+    )
+    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=bucket)
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(root)}")
+
+
+def _secret(cluster: ClusterState, name: str, access_key: str, secret_key: str) -> None:
+    kubectl(cluster, "delete", "-n", NS, "secret", name, "--ignore-not-found")
+    kubectl(
+        cluster,
+        "create",
+        "secret",
+        "generic",
+        "-n",
+        NS,
+        name,
+        f"--from-literal=AWS_ACCESS_KEY_ID={access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={secret_key}",
+        f"--from-literal=AWS_ENDPOINT_URL={cluster.s3_endpoint}",
+    )
+
+
+def test_a_private_model_is_read_with_its_own_credentials(
+    cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
+) -> None:
+    """MinIO holds the weights; the operator has no credentials of its own, only the chart's
+    RBAC: it reads the shape with the Secret the model names, and says why when it cannot."""
+    _upload(cluster, Path(urlparse(skeletons["tiny-llama"]).path), "private-models", "tiny")
+    _secret(cluster, "wrong-keys", "nobody", "wrong-secret-value")
+    uri = "s3://private-models/tiny"
+    spec: dict[str, Any] = {"accelerators": ["NVIDIA-H100-80GB-HBM3"]}
+    spec["workload"] = {"maxContextTokens": 512}
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=model(
+            "private", uri, **spec, **{"model": {"uri": uri, "credentialsSecret": "nope"}}
+        ),
+    )
+    obj = wait_condition(cluster, "private", "Planned", "False")
+    cond = condition(obj, "Planned")
+    assert cond is not None
+    assert (cond["reason"], "not found" in cond["message"]) == ("ModelUnreadable", True)
+    doc = model(
+        "private", uri, **spec, **{"model": {"uri": uri, "credentialsSecret": "wrong-keys"}}
+    )
+    kubectl(cluster, "apply", "-f", "-", input_=doc)
+    obj = wait_condition(cluster, "private", "Planned", "False")
+    message = condition(obj, "Planned")["message"]  # type: ignore[index]
+    assert "access denied" in message or "InvalidAccessKeyId" in message, message
+    assert "wrong-secret-value" not in message
+    _secret(cluster, "models-s3", cluster.s3_access_key, cluster.s3_secret_key)
+    doc = model("private", uri, **spec, **{"model": {"uri": uri, "credentialsSecret": "models-s3"}})
+    kubectl(cluster, "apply", "-f", "-", input_=doc)
+    obj = wait_condition(cluster, "private", "Applied", "True", 90)
+    assert obj["status"]["plan"]["gpuProduct"] == "NVIDIA-H100-80GB-HBM3"
+    rs = rayservice(cluster, "private")
+    assert rs is not None
+    worker = worker_group(rs)["template"]["spec"]["containers"][0]
+    assert worker["envFrom"] == [{"secretRef": {"name": "models-s3"}}]
+    assert cluster.s3_secret_key not in operator.log.read_text()
+
+
+def test_pods_are_admitted_where_pod_security_is_restricted(
+    cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
+) -> None:
+    ns = "restricted-models"
+    kubectl(cluster, "create", "namespace", ns, check=False)
+    kubectl(
+        cluster,
+        "label",
+        "--overwrite",
+        "namespace",
+        ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )
+    # the namespace enforces: a pod as the renderer used to write it (no seccomp) is refused
+    old_style = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe", "namespace": ns},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "example.invalid/x",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                    },
+                }
+            ]
+        },
+    }
+    refused = kubectl(
+        cluster, "create", "--dry-run=server", "-f", "-", input_=json.dumps(old_style), check=False
+    )
+    assert refused.returncode != 0
+    assert "restricted" in refused.stderr
+    doc = yaml.safe_load(
+        model("guarded", skeletons["tiny-llama"], workload={"maxContextTokens": 512})
+    )
+    doc["metadata"]["namespace"] = ns
+    doc["spec"]["accelerators"] = ["NVIDIA-H100-80GB-HBM3"]
+    kubectl(cluster, "apply", "-f", "-", input_=yaml.safe_dump(doc))
+
+    def pods() -> dict[str, int] | None:
+        items = get_json(cluster, "-n", ns, "pods", "-l", "ridgeline.dev/model=guarded")["items"]
+        kinds = [p["metadata"]["labels"].get("ray.io/node-type") for p in items]
+        counts = {k: kinds.count(k) for k in ("head", "worker")}
+        return counts if counts["head"] and counts["worker"] else None
+
+    assert wait_for("head and worker pods admitted", pods, 120) == {"head": 1, "worker": 1}
+
+
+def test_recreate_replaces_the_cluster_when_its_pods_change(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    """Another pool (another image and affinity) under upgradeStrategy Recreate: the operator
+    deletes the RayCluster and KubeRay builds one from the new spec; never two at once."""
+    [before] = rayclusters(cluster, owner="a100")
+    kubectl(
+        cluster,
+        "patch",
+        "-n",
+        NS,
+        "im",
+        "a100",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"accelerators": ["NVIDIA-H100-80GB-HBM3"]}}),
+    )
+    wait_condition(cluster, "a100", "Applied", "True")
+    seen: set[int] = set()
+
+    def replaced() -> dict[str, Any] | None:
+        clusters = rayclusters(cluster, owner="a100")
+        seen.add(len(clusters))
+        new = [c for c in clusters if c["metadata"]["uid"] != before["metadata"]["uid"]]
+        return new[0] if len(clusters) == 1 and new else None
+
+    after = wait_for("one new RayCluster", replaced, 90)
+    image = after["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["image"]
+    assert image == "example.invalid/serving:cu124"
+    assert max(seen) == 1
+    assert rayservice(cluster, "a100")["spec"]["upgradeStrategy"] == {"type": "None"}  # type: ignore[index]

@@ -79,3 +79,22 @@ def test_image_catalogs_agree() -> None:
     }
     default = {i.image: (i.cuda, i.torch) for i in DEFAULT_IMAGES}
     assert built == chart == default
+
+
+def test_every_platform_config_key_is_a_chart_value_with_a_schema() -> None:
+    """The ConfigMap is `serving` plus `nodePools`: every PlatformConfig key is settable from
+    values.yaml, checked by the schema, and the defaults load as the operator's config."""
+    import yaml
+
+    from ridgeline.platform_config import PlatformConfig
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    fields = {f.alias or name for name, f in PlatformConfig.model_fields.items()}
+    assert set(values["serving"]) | {"nodePools"} == fields
+    assert set(schema["properties"]["serving"]["properties"]) == set(values["serving"])
+    config = PlatformConfig.model_validate({**values["serving"], "nodePools": values["nodePools"]})
+    assert config.weights_cache_volume == "emptyDir"
+    assert config.network_policy.enabled
+    assert config.ray_token_auth
+    assert config.upgrade_strategy == "Recreate"

@@ -10,7 +10,7 @@ import pytest
 
 from ridgeline.planner import NodePool
 from ridgeline_dev.fleet import node_manifests
-from ridgeline_operator import handlers, kube
+from ridgeline_operator import children, handlers, kube
 
 H100 = NodePool(
     name="h100", gpu_product="NVIDIA-H100-80GB-HBM3", gpus_per_node=8, driver_version="550.54.15"
@@ -36,6 +36,11 @@ def _body(uri: str, status: dict[str, Any] | None = None) -> kopf.Body:
     return kopf.Body(raw)
 
 
+def _no_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(children, "before_apply", lambda api, decision: None)
+    monkeypatch.setattr(children, "after_apply", lambda api, decision, ns: None)
+
+
 def test_refused_apply_is_a_false_condition_not_a_crash(
     skeleton_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -43,6 +48,7 @@ def test_refused_apply_is_a_false_condition_not_a_crash(
         raise kopf.PermanentError("apply RayService ns/m: HTTP 403 Forbidden: nope")
 
     monkeypatch.setattr(kube, "apply_rayservice", refuse)
+    _no_children(monkeypatch)
     monkeypatch.setattr(kopf, "event", lambda *a, **k: None)
     patch = kopf.Patch()
     assert (
@@ -60,6 +66,7 @@ def test_status_is_patched_only_when_it_changes(
 ) -> None:
     applied: list[dict[str, Any]] = []
     monkeypatch.setattr(kube, "apply_rayservice", lambda api, manifest: applied.append(manifest))
+    _no_children(monkeypatch)
     monkeypatch.setattr(kopf, "event", lambda *a, **k: None)
     uri = skeleton_dir("tiny-llama").as_uri()
     first = kopf.Patch()

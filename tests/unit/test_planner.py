@@ -247,10 +247,17 @@ def test_t4_computes_in_fp16(shape_of) -> None:
     assert plan.compute_dtype == "float16"
 
 
-def test_shared_gpus_are_planned_with_a_warning(shape_of) -> None:
-    shared = NodePool(name="s", gpu_product="NVIDIA-L4-SHARED", gpus_per_node=1)
-    plan = plan_model(shape_of("tiny-llama"), spec(workload={"maxContextTokens": 512}), [shared])
-    assert any("shared" in r for r in plan.reasons)
+def test_shared_gpus_are_planned_on_their_share(shape_of) -> None:
+    with pytest.raises(ValidationError, match="sharedBy"):
+        NodePool(name="s", gpu_product="NVIDIA-L4-SHARED", gpus_per_node=4)
+    whole = NodePool(name="w", gpu_product="NVIDIA-L4", gpus_per_node=1)
+    shared = NodePool(name="s", gpu_product="NVIDIA-L4-SHARED", gpus_per_node=4, shared_by=4)
+    assert shared.accelerator().memory_bytes == whole.accelerator().memory_bytes // 4
+    workload = spec(workload={"maxContextTokens": 512})
+    plan = plan_model(shape_of("tiny-llama"), workload, [shared])
+    alone = plan_model(shape_of("tiny-llama"), workload, [whole])
+    assert any("shared by 4 replicas" in r for r in plan.reasons)
+    assert plan.usable_memory_per_replica_bytes < alone.usable_memory_per_replica_bytes / 3
 
 
 # ---- properties ---------------------------------------------------------------------------

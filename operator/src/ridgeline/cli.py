@@ -181,7 +181,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     except (InfeasiblePlanError, IncompatibleError) as exc:
         print(f"ridgeline render: {model.metadata.name}: {exc}", file=sys.stderr)
         return 2
-    manifest = build_rayservice(model, plan, placement, config)
+    manifest = build_rayservice(
+        model, plan, placement, config, pool=pool, checkpoint_bytes=shape.checkpoint_bytes
+    )
     print(yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False), end="")
     return 0
 

@@ -19,7 +19,13 @@ from ridgeline.conditions import Transition, set_condition, transitions
 from ridgeline.planner import InfeasiblePlanError, NodePool, plan_model
 from ridgeline.planner.report import options_table
 from ridgeline.platform_config import PlatformConfig
-from ridgeline.render.rayservice import SPEC_HASH, build_rayservice, serve_endpoint
+from ridgeline.render.rayservice import (
+    CLUSTER_HASH,
+    SPEC_HASH,
+    build_rayservice,
+    serve_endpoint,
+)
+from ridgeline.render.security import build_network_policy, build_ray_token_secret
 from ridgeline.shape import ModelShape
 
 
@@ -41,6 +47,12 @@ class Decision:
     status: InferenceModelStatus
     apply: dict[str, Any] | None = None
     events: list[Transition] = field(default_factory=list)
+    # With `apply`: the Ray token Secret to create if missing (without its data), the objects
+    # to apply beside the RayService (NetworkPolicy), and the RayClusters to delete after it
+    # (upgradeStrategy Recreate: KubeRay then builds one cluster from the new spec).
+    token_secret: dict[str, Any] | None = None
+    owned: list[dict[str, Any]] = field(default_factory=list)
+    replace_clusters: list[str] = field(default_factory=list)
 
 
 def _plan_still_holds(plan: Plan, pools: list[NodePool]) -> bool:
@@ -77,6 +89,32 @@ def _ready(
     state = "True" if ready.get("status") == "True" else "False"
     reason = ready.get("reason") or ("Ready" if state == "True" else "NotReady")
     return state, reason, ready.get("message") or "", replicas
+
+
+def _children(
+    decision: Decision,
+    obs: Observed,
+    config: PlatformConfig,
+    manifest: dict[str, Any],
+    current: dict[str, Any],
+) -> None:
+    model = obs.model
+    if config.ray_token_auth:
+        decision.token_secret = build_ray_token_secret(model, obs.uid)
+    policy = build_network_policy(model, config, obs.uid)
+    if policy is not None:
+        decision.owned.append(policy)
+    new_cluster = manifest["metadata"]["annotations"][CLUSTER_HASH]
+    if (
+        config.upgrade_strategy == "Recreate"
+        and obs.rayservice is not None
+        and current.get(CLUSTER_HASH) != new_cluster
+    ):
+        status = obs.rayservice.get("status") or {}
+        for side in ("activeServiceStatus", "pendingServiceStatus"):
+            name = (status.get(side) or {}).get("rayClusterName")
+            if name:
+                decision.replace_clusters.append(name)
 
 
 def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
@@ -166,11 +204,22 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
     status.placement = placement
 
     # 3. render; apply only what changed
-    manifest = build_rayservice(model, plan, placement, config, uid=obs.uid)
+    manifest = build_rayservice(
+        model,
+        plan,
+        placement,
+        config,
+        uid=obs.uid,
+        pool=pool,
+        checkpoint_bytes=obs.shape.checkpoint_bytes if obs.shape else None,
+    )
     current = ((obs.rayservice or {}).get("metadata") or {}).get("annotations") or {}
     wanted = manifest["metadata"]["annotations"][SPEC_HASH]
-    if current.get(SPEC_HASH) != wanted:
+    # Without the shape (a kept plan, storage unreachable) the cache size would be a guess:
+    # leave a running service as it is rather than restart it for that.
+    if current.get(SPEC_HASH) != wanted and (obs.shape is not None or obs.rayservice is None):
         decision.apply = manifest
+        _children(decision, obs, config, manifest, current)
     conds = set_condition(
         conds,
         "Applied",

@@ -4,7 +4,7 @@ image catalog, declared node pools, and the shape of the pods it renders."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,6 +31,32 @@ class PodResources(_Config):
     memory: str = "8Gi"
 
 
+class PeerSelector(_Config):
+    """A NetworkPolicy peer: pods matching ``podSelector`` in namespaces matching
+    ``namespaceSelector`` (an empty selector matches all)."""
+
+    namespace_selector: dict[str, Any] = Field(default_factory=dict)
+    pod_selector: dict[str, Any] = Field(default_factory=dict)
+
+
+class NetworkPolicyConfig(_Config):
+    enabled: bool = Field(
+        default=True,
+        description="Render a NetworkPolicy per model: only the serve port is open to other pods.",
+    )
+    kuberay_operator: PeerSelector = Field(
+        default_factory=lambda: PeerSelector(
+            pod_selector={"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}
+        ),
+        description="The KubeRay operator's pods: they reach the head's dashboard port "
+        "(Serve status and config).",
+    )
+    metrics_from: list[PeerSelector] = Field(
+        default_factory=list,
+        description="Who may scrape the serving pods' metrics port (e.g. Prometheus).",
+    )
+
+
 class PlatformConfig(_Config):
     images: list[ServingImage] = Field(min_length=1)
     node_pools: list[NodePool] = Field(
@@ -43,28 +69,53 @@ class PlatformConfig(_Config):
     ray_version: str = "2.60.0"
     head_image: str | None = Field(default=None, description="Defaults to the chosen image.")
     head_resources: PodResources = Field(default_factory=PodResources)
-    # CPU and memory of a GPU worker per GPU it holds.
-    worker_cpu_per_gpu: int = 8
-    worker_memory_gib_per_gpu: int = 64
+    # The most CPU and memory a GPU worker asks per GPU it holds; less where the pool's nodes
+    # have less to give (their allocatable, times allocatable_fraction, shared by GPU count).
+    worker_cpu_per_gpu: int = Field(default=8, ge=1)
+    worker_memory_gib_per_gpu: int = Field(default=64, ge=1, alias="workerMemoryGiBPerGpu")
+    allocatable_fraction: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Share of a node's allocatable CPU and memory a model's pods may request; "
+        "the rest is left for DaemonSets (device plugin, GFD, exporters).",
+    )
     cpu_worker_resources: PodResources = Field(
         default_factory=lambda: PodResources(cpu="4", memory="16Gi")
     )
     weights_cache_dir: str = "/var/cache/ridgeline/models"
-    # hostPath: one download per node, shared by its replicas (the directory must be writable
-    # by uid 1000 on the nodes); emptyDir: per pod, for clusters that forbid hostPath.
-    weights_cache_volume: Literal["hostPath", "emptyDir"] = "hostPath"
-    serve_port: int = 8000
-    gpu_tolerations: list[dict[str, str]] = Field(
+    # emptyDir: per pod, on the node's ephemeral storage, requested at the checkpoint's size
+    # (works under Pod Security "restricted"); hostPath: one download per node, shared by its
+    # replicas, made writable by a root init container (needs the "privileged" level).
+    weights_cache_volume: Literal["emptyDir", "hostPath"] = "emptyDir"
+    serve_port: int = Field(default=8000, ge=1, le=65535)
+    gpu_tolerations: list[dict[str, Any]] = Field(
         default_factory=lambda: [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
         ]
     )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Tolerations of every model pod (head and workers)."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Secrets (in the model's namespace) to pull images."
+    )
+    upgrade_strategy: Literal["Recreate", "NewCluster"] = Field(
+        default="Recreate",
+        description="Recreate: a change to the pods replaces the RayCluster in place (no second "
+        "set of GPUs, a restart's downtime). NewCluster: KubeRay's blue/green upgrade (needs "
+        "twice the GPUs during the upgrade, no downtime).",
+    )
+    ray_token_auth: bool = Field(
+        default=True,
+        description="Ray token authentication with a per-model Secret the operator creates.",
+    )
+    network_policy: NetworkPolicyConfig = Field(default_factory=NetworkPolicyConfig)
 
 
 # The images `make images` builds (images/serving, one per CUDA version): the chart's default
 # catalog and `ridgeline render`'s when no --config is given.
 DEFAULT_IMAGES = [
-    ServingImage(image="ghcr.io/ridgeline/serving:0.1.0-cu121", cuda="12.1", torch="2.5.1"),
     ServingImage(image="ghcr.io/ridgeline/serving:0.1.0-cu124", cuda="12.4", torch="2.6.0"),
     ServingImage(image="ghcr.io/ridgeline/serving:0.1.0-cu128", cuda="12.8", torch="2.9.1"),
     ServingImage(image="ghcr.io/ridgeline/serving:0.1.0-cu130", cuda="13.0", torch="2.15.0"),

@@ -24,16 +24,21 @@ from ridgeline.conditions import set_condition, transitions
 from ridgeline.controller import Observed, decide
 from ridgeline.discovery import discover_pools, merge_pools
 from ridgeline.platform_config import PlatformConfig, default_config, load_platform_config
-from ridgeline_operator import kube, metrics
+from ridgeline_operator import children, kube, metrics
+from ridgeline_operator.credentials import read_credentials
 from ridgeline_operator.shapes import ShapeCache
 
 CONFIG_ENV = "RIDGELINE_CONFIG"
 RESYNC_S = float(os.environ.get("RIDGELINE_RESYNC_SECONDS", "10"))
 
 
+def _credentials(namespace: str, name: str) -> dict[str, str]:
+    return read_credentials(STATE.api, namespace, name)
+
+
 class _State:
     config: PlatformConfig = default_config()
-    shapes = ShapeCache()
+    shapes = ShapeCache(credentials=_credentials)
     api: Any = None
 
 
@@ -112,7 +117,8 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, indexes: dict[str, Any]) -> st
         }
     )
     pools = merge_pools(discover_pools(list(node_index.get(None, []))), STATE.config.node_pools)
-    shape, shape_error = STATE.shapes.get(model.spec.model.uri)
+    source = model.spec.model
+    shape, shape_error = STATE.shapes.get(source.uri, ns, source.credentials_secret)
     running: dict[str, Any] | None = next(iter(rayservice_index.get((ns, name), [])), None)
     clusters: dict[str, dict[str, Any]] = {}
     for side in ("activeServiceStatus", "pendingServiceStatus"):
@@ -134,7 +140,9 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, indexes: dict[str, Any]) -> st
     refused: kopf.PermanentError | None = None
     if decision.apply is not None:
         try:
+            children.before_apply(STATE.api, decision)
             kube.apply_rayservice(STATE.api, decision.apply)
+            children.after_apply(STATE.api, decision, ns)
         except kopf.PermanentError as exc:
             # Say so in status (and keep observedGeneration current, so resyncs retry it).
             refused = exc

@@ -13,6 +13,8 @@ from typing import Any
 from ridgeline.api.inference_model import (
     GROUP,
     KIND,
+    NAME_MESSAGE,
+    NAME_RULE,
     PLURAL,
     VERSION,
     InferenceModelSpec,
@@ -149,6 +151,8 @@ def build_crd() -> dict[str, Any]:
             "OpenAI-compatible API."
         ),
         "required": ["spec"],
+        # The API server refuses a name KubeRay would refuse later: nothing is half-created.
+        "x-kubernetes-validations": [{"rule": NAME_RULE, "message": NAME_MESSAGE}],
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of the object."},
             "kind": {"type": "string", "description": "Kind of the object."},

@@ -11,7 +11,7 @@ import enum
 import re
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from ridgeline.api.base import ApiModel
@@ -36,6 +36,22 @@ _URI_RULES: list[tuple[str, str]] = [
 ]
 SLO_MESSAGE = "slo applies to mode: online only; batch mode has no latency objective"
 TYPICAL_MESSAGE = "typicalPromptTokens + typicalOutputTokens must not exceed maxContextTokens"
+# KubeRay names the RayService after the InferenceModel and refuses names that are not a
+# DNS-1035 label of at most 47 characters (ray-operator utils/validation.go,
+# MaxRayServiceNameLength: 53 for the cluster's "-serve-svc" Service, less the 6 characters of
+# the generated RayCluster suffix).
+MAX_NAME_LENGTH = 47
+NAME_PATTERN = r"[a-z]([-a-z0-9]*[a-z0-9])?"
+NAME_RULE = (
+    f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && "
+    f"self.metadata.name.matches('^{NAME_PATTERN}$')"
+)
+NAME_MESSAGE = (
+    f"metadata.name must be at most {MAX_NAME_LENGTH} characters of lowercase letters, digits "
+    "and '-', starting with a letter and ending with a letter or digit (a DNS-1035 label, "
+    "which KubeRay requires of the RayService named after the model): write "
+    "llama-3-1-8b, not llama-3.1-8b"
+)
 URI_MESSAGE = (
     "model.uri must be s3://bucket/prefix, gs://bucket/prefix, hf://org/name[@revision] "
     "or file:///absolute/path"
@@ -312,15 +328,19 @@ class InferenceModelStatus(ApiModel):
 class ObjectMeta(ApiModel):
     model_config = ConfigDict(extra="allow")
 
-    # What the API server requires of a custom resource's name (a DNS-1123 subdomain): `kubectl
-    # apply` would refuse anything else, so `ridgeline plan` and `serve` do too.
+    # KubeRay's rule (checked by _check_name below) is stricter than the API server's DNS-1123
+    # subdomain, so `ridgeline plan` and `serve` refuse what `kubectl apply` would.
     name: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-        description="Object name: lower-case letters, digits, '-' and '.'.",
+        description="Object name: a DNS-1035 label of at most 47 characters (KubeRay's limit)."
     )
     namespace: str | None = Field(default=None, description="Namespace.")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if len(name) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, name):
+            raise ValueError(f"{NAME_MESSAGE} (got {name!r})")
+        return name
 
 
 class InferenceModel(ApiModel):

@@ -3,10 +3,19 @@ operator discovers the same shape from nodes' GPU Feature Discovery labels."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from ridgeline.errors import format_validation_error, yaml_error_line
@@ -42,11 +51,27 @@ class NodePool(BaseModel):
         le=2**20,
         allow_inf_nan=False,
         alias="memoryGiB",
-        description="Node memory for CPU pools (default 16 GiB).",
+        description="Allocatable memory per node: sizes the pods (CPU pools: default 16 GiB).",
     )
     cpus: int | None = Field(
-        default=None, ge=1, le=65_536, description="Cores per node for CPU pools."
+        default=None, ge=1, le=65_536, description="Allocatable cores per node: sizes the pods."
     )
+    shared_by: int | None = Field(
+        default=None,
+        ge=2,
+        le=64,
+        description="Replicas sharing one GPU (time-slicing or MPS, nvidia.com/gpu.replicas): "
+        "a -SHARED product needs it, and each replica is planned on its share.",
+    )
+
+    @model_validator(mode="after")
+    def _share(self) -> NodePool:
+        if not self.is_cpu and self.shared and not self.shared_by:
+            raise ValueError(
+                f"pool {self.name}: {self.gpu_product} is a shared GPU; say how many replicas "
+                "share one (sharedBy), or Ridgeline cannot plan on it"
+            )
+        return self
 
     @field_validator("driver_version")
     @classmethod
@@ -67,14 +92,27 @@ class NodePool(BaseModel):
             return cpu_accelerator(int((self.memory_gib or 16) * GIB), self.cpus or 16)
         row = lookup(self.gpu_product).accelerator
         if self.gpu_memory_mib:
-            from dataclasses import replace
-
-            return replace(row, memory_bytes=self.gpu_memory_mib * MIB)
+            row = replace(row, memory_bytes=self.gpu_memory_mib * MIB)
+        if self.shared_by:
+            # A time-sliced GPU gives each of its replicas a share of memory and of time.
+            n = self.shared_by
+            row = replace(
+                row,
+                memory_bytes=row.memory_bytes // n,
+                dense_fp16_flops_per_s=row.dense_fp16_flops_per_s / n,
+                dense_bf16_flops_per_s=(
+                    row.dense_bf16_flops_per_s / n if row.dense_bf16_flops_per_s else None
+                ),
+                memory_bandwidth_bytes_per_s=row.memory_bandwidth_bytes_per_s / n,
+            )
         return row
 
     @property
     def shared(self) -> bool:
-        return not self.is_cpu and lookup(self.gpu_product).shared
+        try:
+            return not self.is_cpu and lookup(self.gpu_product).shared
+        except ValueError:
+            return False  # an unknown product: parse_pools says so
 
 
 _POOLS = TypeAdapter(list[NodePool])

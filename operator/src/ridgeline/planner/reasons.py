@@ -73,8 +73,9 @@ def plan_reasons(
         )
     if s.pool.shared:
         out.append(
-            "The pool's GPUs are shared (time-slicing or MPS): predictions assume "
-            "the replica has its GPU to itself."
+            f"The pool's GPUs are shared by {s.pool.shared_by} replicas (time-slicing or "
+            f"MPS): each replica is planned on 1/{s.pool.shared_by} of a GPU's memory, "
+            "bandwidth and compute."
         )
     if spec.quantization is not Quantization.NONE:
         out.append(_quantization_reason(shape, spec, c))

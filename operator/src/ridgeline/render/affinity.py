@@ -1,5 +1,11 @@
 """Node affinity that pins worker pods to a pool and keeps them off nodes whose driver is too
-old for the image: GPU Feature Discovery's driver labels compared as integers."""
+old for the image: GPU Feature Discovery's driver labels compared as integers.
+
+GFD publishes the driver under ``cuda.driver-version.{major,minor,revision}`` and, on older
+releases, only under the deprecated ``cuda.driver.{major,minor,rev}``; pools are discovered from
+either, so the affinity matches either (terms are ORed). A whole-GPU plan never lands on a
+time-sliced ``-SHARED`` node, and a shared plan only on nodes with the share it was planned for.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +14,42 @@ from typing import Any
 from ridgeline.compat.cuda_driver import parse_version
 
 GFD = "nvidia.com/"
+# (prefix, revision key) of each label set GFD has published.
+DRIVER_LABELS = (("cuda.driver-version", "revision"), ("cuda.driver", "rev"))
 
 
 def _expr(key: str, op: str, values: list[str]) -> dict[str, Any]:
     return {"key": key, "operator": op, "values": values}
 
 
-def gpu_node_affinity(product: str, min_driver: str | None) -> dict[str, Any]:
-    """Terms are ORed, expressions in a term ANDed: driver >= M.m.r becomes
-    (major > M) or (major = M and minor > m) or (major = M and minor = m and revision >= r)."""
-    products = [product, f"{product}-SHARED"] if not product.endswith("-SHARED") else [product]
-    base = [_expr(f"{GFD}gpu.product", "In", products)]
-    if not min_driver:
-        return _affinity([base])
-    major, minor, revision = (*parse_version(min_driver), 0, 0)[:3]
-    key = f"{GFD}cuda.driver-version"
-    terms = [
-        [*base, _expr(f"{key}.major", "Gt", [str(major)])],
+def _driver_terms(prefix: str, rev_key: str, driver: str) -> list[list[dict[str, Any]]]:
+    """driver >= M.m.r as (major > M) or (major = M and minor > m) or
+    (major = M and minor = m and revision >= r)."""
+    major, minor, revision = (*parse_version(driver), 0, 0)[:3]
+    key = f"{GFD}{prefix}"
+    return [
+        [_expr(f"{key}.major", "Gt", [str(major)])],
+        [_expr(f"{key}.major", "In", [str(major)]), _expr(f"{key}.minor", "Gt", [str(minor)])],
         [
-            *base,
-            _expr(f"{key}.major", "In", [str(major)]),
-            _expr(f"{key}.minor", "Gt", [str(minor)]),
-        ],
-        [
-            *base,
             _expr(f"{key}.major", "In", [str(major)]),
             _expr(f"{key}.minor", "In", [str(minor)]),
-            _expr(f"{key}.revision", "Gt", [str(revision - 1)]),
+            _expr(f"{key}.{rev_key}", "Gt", [str(revision - 1)]),
         ],
+    ]
+
+
+def gpu_node_affinity(
+    product: str, min_driver: str | None, shared_by: int | None = None
+) -> dict[str, Any]:
+    base = [_expr(f"{GFD}gpu.product", "In", [product])]
+    if shared_by:
+        base.append(_expr(f"{GFD}gpu.replicas", "In", [str(shared_by)]))
+    if not min_driver:
+        return _affinity([base])
+    terms = [
+        [*base, *term]
+        for prefix, rev_key in DRIVER_LABELS
+        for term in _driver_terms(prefix, rev_key, min_driver)
     ]
     return _affinity(terms)
 

@@ -1,53 +1,53 @@
-"""The KubeRay ``RayService`` for an InferenceModel: a CPU head group, one GPU worker group with
-one Serve replica per worker pod, ``serveConfigV2`` running the serving app with typed
-``ServingArgs``, Serve autoscaling from ``spec.replicas`` and Ray's in-tree autoscaler."""
+"""The KubeRay ``RayService`` for an InferenceModel: a CPU head group, one worker group with
+exactly one Serve replica per worker pod, ``serveConfigV2`` running the serving app with typed
+``ServingArgs``, Serve autoscaling from ``spec.replicas`` and Ray's in-tree autoscaler.
+
+Replica counts live only in the Serve config (applied in place by KubeRay) and the worker
+group's bounds are fixed, so changing ``spec.replicas`` never touches the RayCluster's spec.
+"""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
+import math
 from typing import Any
 
 import yaml
 
-from ridgeline.api.inference_model import GROUP, KIND, VERSION, InferenceModel, Placement
+from ridgeline.api.inference_model import InferenceModel, Placement
 from ridgeline.api.plan import Plan
 from ridgeline.planner import memory
+from ridgeline.planner.pools import NodePool
 from ridgeline.platform_config import PlatformConfig
+from ridgeline.quantity import parse_quantity
+from ridgeline.render import pods
 from ridgeline.render.affinity import gpu_node_affinity
+from ridgeline.render.meta import MODEL_LABEL, labels, object_meta
+from ridgeline.render.security import DASHBOARD_PORT, METRICS_PORT, auth_options
 from ridgeline_serving.args import IMPORT_PATH, SCHEMA_VERSION, ServingArgs
 
+__all__ = ["MODEL_LABEL", "labels"]
+
 SPEC_HASH = "ridgeline.dev/spec-hash"
-MODEL_LABEL = "ridgeline.dev/model"
+# Hash of what the RayCluster is made of (not its replica bounds): a change means new pods.
+CLUSTER_HASH = "ridgeline.dev/cluster-hash"
 DEPLOYMENT = "model"
-METRICS_PORT = 8080
-CACHE_VOLUME = "weights-cache"
-# Requests a replica takes beyond its batch before it answers 429 (ServingArgs default: 4x).
+# Requests Serve's router holds per replica (at most) before it answers 503.
 QUEUE_FACTOR = 4
-# Ray CPUs per Serve replica, and requests Ray Serve lets through beyond batch + queue (health
-# checks, /v1/models): both reach the replica in ServingArgs.
-REPLICA_CPUS = 1
+# Requests Ray Serve lets through beyond batch + queue (health checks, /v1/models): they
+# reach the replica in ServingArgs.
 ONGOING_HEADROOM = 8
-
-SECURITY_CONTEXT = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 1000,
-}
+# A Ray resource each worker pod offers once and each Serve replica takes once: one replica
+# per pod, whatever CPUs or GPUs the pod has.
+REPLICA_RESOURCE = "ridgeline_replica"
+# The worker group's bound; Serve's autoscaling bounds (spec.replicas) decide within it.
+MAX_WORKERS = 1000
 
 
-def labels(model: InferenceModel) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "ridgeline-model",
-        "app.kubernetes.io/instance": model.metadata.name,
-        "app.kubernetes.io/managed-by": "ridgeline",
-        MODEL_LABEL: model.metadata.name,
-    }
-
-
-def serving_args_for(model: InferenceModel, plan: Plan, cache_dir: str) -> ServingArgs:
+def serving_args_for(
+    model: InferenceModel, plan: Plan, cache_dir: str, replica_cpus: int = 1
+) -> ServingArgs:
     """The serving app's arguments for a plan: the operator's and `ridgeline serve`'s."""
     spec = model.spec
     return ServingArgs(
@@ -58,20 +58,28 @@ def serving_args_for(model: InferenceModel, plan: Plan, cache_dir: str) -> Servi
         compute_dtype=plan.compute_dtype,
         max_batch_size=plan.batch_target,
         max_context_tokens=spec.workload.max_context_tokens,
-        gpus_per_replica=0 if plan.gpu_product.lower() == "cpu" else plan.gpus_per_replica,
-        max_queued_requests=QUEUE_FACTOR * plan.batch_target,
+        gpus_per_replica=0 if _cpu(plan) else plan.gpus_per_replica,
+        # The replica holds the batch being decoded and the next one; the rest waits in Serve's
+        # router, where a replica that autoscaling adds can take it.
+        max_queued_requests=plan.batch_target,
         cache_dir=cache_dir,
         schema_version=SCHEMA_VERSION,
         max_batch_by_memory=max(plan.max_batch_by_memory, 1),
         prefill_chunk_tokens=memory.PREFILL_CHUNK_TOKENS,
         usable_memory_fraction=memory.USABLE_MEMORY_FRACTION,
-        num_cpus=REPLICA_CPUS,
+        num_cpus=replica_cpus,
         ongoing_requests_headroom=ONGOING_HEADROOM,
     )
 
 
-def serve_config(model: InferenceModel, plan: Plan, config: PlatformConfig) -> dict[str, Any]:
-    args = serving_args_for(model, plan, config.weights_cache_dir)
+def _cpu(plan: Plan) -> bool:
+    return plan.gpu_product.lower() == "cpu"
+
+
+def serve_config(
+    model: InferenceModel, plan: Plan, config: PlatformConfig, replica_cpus: int = 1
+) -> dict[str, Any]:
+    args = serving_args_for(model, plan, config.weights_cache_dir, replica_cpus)
     replicas = model.spec.replicas
     target = replicas.target_ongoing_requests or plan.batch_target
     return {
@@ -85,10 +93,14 @@ def serve_config(model: InferenceModel, plan: Plan, config: PlatformConfig) -> d
                 "deployments": [
                     {
                         "name": DEPLOYMENT,
+                        # The batch, the next one and a few health checks (ServingArgs).
                         "max_ongoing_requests": args.max_ongoing_requests,
+                        # Beyond this, Serve answers 503: a bounded queue, never a backlog.
+                        "max_queued_requests": QUEUE_FACTOR * plan.batch_target * replicas.max,
                         "ray_actor_options": {
                             "num_gpus": args.gpus_per_replica,
                             "num_cpus": args.num_cpus,
+                            "resources": {REPLICA_RESOURCE: 1},
                         },
                         "autoscaling_config": {
                             "min_replicas": replicas.min,
@@ -104,97 +116,112 @@ def serve_config(model: InferenceModel, plan: Plan, config: PlatformConfig) -> d
     }
 
 
-def _worker(
-    model: InferenceModel, plan: Plan, placement: Placement, config: PlatformConfig
-) -> dict[str, Any]:
-    cpu_pool = plan.gpu_product.lower() == "cpu"
-    gpus = plan.gpus_per_replica
-    if cpu_pool:
-        limits = {
-            "cpu": config.cpu_worker_resources.cpu,
-            "memory": config.cpu_worker_resources.memory,
-        }
-        affinity: dict[str, Any] = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}
-                            ]
-                        }
-                    ]
-                }
+def _cpu_affinity() -> dict[str, Any]:
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}
+                        ]
+                    }
+                ]
             }
         }
-        tolerations: list[dict[str, str]] = []
+    }
+
+
+def _worker_resources(plan: Plan, pool: NodePool | None, config: PlatformConfig) -> dict[str, str]:
+    if _cpu(plan):
+        return pods.cpu_worker_resources(pool, config)
+    return pods.gpu_worker_resources(plan.gpus_per_replica, pool, config)
+
+
+def _worker(
+    model: InferenceModel,
+    plan: Plan,
+    placement: Placement,
+    config: PlatformConfig,
+    pool: NodePool | None,
+    cache_bytes: int,
+) -> dict[str, Any]:
+    limits = _worker_resources(plan, pool, config)
+    requests = dict(limits)
+    if config.weights_cache_volume == "emptyDir":
+        requests["ephemeral-storage"] = pods.ephemeral_storage_request(cache_bytes)
+    if _cpu(plan):
+        affinity = _cpu_affinity()
+        tolerations = list(config.tolerations)
     else:
-        limits = {
-            "cpu": str(config.worker_cpu_per_gpu * gpus),
-            "memory": f"{config.worker_memory_gib_per_gpu * gpus}Gi",
-            "nvidia.com/gpu": str(gpus),
-        }
-        affinity = gpu_node_affinity(plan.gpu_product, placement.min_driver)
-        tolerations = list(config.gpu_tolerations)
+        shared_by = pool.shared_by if pool is not None else None
+        affinity = gpu_node_affinity(plan.gpu_product, placement.min_driver, shared_by)
+        tolerations = [*config.gpu_tolerations, *config.tolerations]
     container: dict[str, Any] = {
         "name": "ray-worker",
         "image": placement.image,
-        "resources": {"limits": limits, "requests": dict(limits)},
+        "resources": {"limits": limits, "requests": requests},
         "env": [{"name": "RIDGELINE_CACHE_DIR", "value": config.weights_cache_dir}],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
-        "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": config.weights_cache_dir}],
-        "securityContext": SECURITY_CONTEXT,
+        "volumeMounts": [{"name": pods.CACHE_VOLUME, "mountPath": config.weights_cache_dir}],
+        "securityContext": pods.container_security_context(),
     }
     if model.spec.model.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": model.spec.model.credentials_secret}}]
+    spec: dict[str, Any] = {
+        **pods.pod_spec_extras(config),
+        "affinity": affinity,
+        "tolerations": tolerations,
+        "containers": [container],
+        "volumes": [pods.cache_volume(config)],
+    }
+    init = pods.cache_init_containers(config, placement.image)
+    if init:
+        spec["initContainers"] = init
     return {
-        "groupName": "gpu" if not cpu_pool else "cpu",
-        "minReplicas": model.spec.replicas.min,
-        "maxReplicas": model.spec.replicas.max,
-        "rayStartParams": {},
-        "template": {
-            "metadata": {"labels": labels(model)},
-            "spec": {
-                "affinity": affinity,
-                "tolerations": tolerations,
-                "containers": [container],
-                "volumes": [_cache_volume(config)],
-            },
-        },
+        "groupName": "cpu" if _cpu(plan) else "gpu",
+        # Workers that start with the head (Serve's initial replicas); then Serve's autoscaling
+        # asks for replicas and Ray's autoscaler adds or removes the pods they need. KubeRay
+        # leaves these three out of its cluster hash and never updates them on a running
+        # cluster, so the bounds are fixed rather than copied from spec.replicas.
+        "replicas": max(model.spec.replicas.min, 1),
+        "minReplicas": 0,
+        "maxReplicas": MAX_WORKERS,
+        "rayStartParams": {"resources": _ray_resources({REPLICA_RESOURCE: 1})},
+        "template": {"metadata": {"labels": labels(model)}, "spec": spec},
     }
 
 
-def _cache_volume(config: PlatformConfig) -> dict[str, Any]:
-    if config.weights_cache_volume == "emptyDir":
-        return {"name": CACHE_VOLUME, "emptyDir": {}}
-    # One download per node: replicas on a node share its cache (and its lock).
-    return {
-        "name": CACHE_VOLUME,
-        "hostPath": {"path": config.weights_cache_dir, "type": "DirectoryOrCreate"},
-    }
+def _ray_resources(resources: dict[str, int]) -> str:
+    """`ray start --resources` as KubeRay passes it through a shell: a quoted JSON object."""
+    return '"' + json.dumps(resources).replace('"', '\\"') + '"'
 
 
 def _head(model: InferenceModel, placement: Placement, config: PlatformConfig) -> dict[str, Any]:
     res = {"cpu": config.head_resources.cpu, "memory": config.head_resources.memory}
+    image = config.head_image or placement.image
     return {
-        # The head runs the Serve controller and proxy, no model replicas.
+        # The head runs the Serve controller and proxy, no model replicas. The dashboard
+        # listens on the pod IP for the KubeRay operator (behind Ray's token and the
+        # NetworkPolicy).
         "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
         "template": {
             "metadata": {"labels": labels(model)},
             "spec": {
+                **pods.pod_spec_extras(config),
+                "tolerations": list(config.tolerations),
                 "containers": [
                     {
                         "name": "ray-head",
-                        "image": config.head_image or placement.image,
+                        "image": image,
                         "resources": {"limits": res, "requests": dict(res)},
                         "ports": [
                             {"name": "gcs", "containerPort": 6379},
-                            {"name": "dashboard", "containerPort": 8265},
-                            {"name": "client", "containerPort": 10001},
+                            {"name": "dashboard", "containerPort": DASHBOARD_PORT},
                             {"name": "serve", "containerPort": config.serve_port},
                             {"name": "metrics", "containerPort": METRICS_PORT},
                         ],
-                        "securityContext": SECURITY_CONTEXT,
+                        "securityContext": pods.container_security_context(),
                     }
                 ],
             },
@@ -206,43 +233,67 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _cluster_hash(cluster: dict[str, Any]) -> str:
+    """What makes the pods, as KubeRay hashes it: without the worker counts."""
+    groups = [
+        {k: v for k, v in g.items() if k not in ("replicas", "minReplicas", "maxReplicas")}
+        for g in cluster["workerGroupSpecs"]
+    ]
+    return spec_hash({**cluster, "workerGroupSpecs": groups})
+
+
+def _replica_cpus(plan: Plan, pool: NodePool | None, config: PlatformConfig) -> int:
+    """A CPU replica takes its whole pod's cores (Ray sizes torch's threads from num_cpus)."""
+    if not _cpu(plan):
+        return 1
+    cpu = pods.cpu_worker_resources(pool, config)["cpu"]
+    return max(1, math.floor(parse_quantity(cpu)))
+
+
 def build_rayservice(
     model: InferenceModel,
     plan: Plan,
     placement: Placement,
     config: PlatformConfig,
     uid: str | None = None,
+    *,
+    pool: NodePool | None = None,
+    checkpoint_bytes: int | None = None,
 ) -> dict[str, Any]:
-    spec = {
-        "serveConfigV2": yaml.safe_dump(serve_config(model, plan, config), sort_keys=False),
-        "rayClusterConfig": {
-            "rayVersion": config.ray_version,
-            "enableInTreeAutoscaling": True,
-            "autoscalerOptions": {"idleTimeoutSeconds": 60, "upscalingMode": "Default"},
-            "headGroupSpec": _head(model, placement, config),
-            "workerGroupSpecs": [_worker(model, plan, placement, config)],
+    """``pool`` sizes the worker pods (its nodes' allocatable); ``checkpoint_bytes`` sizes the
+    weight cache (an estimate from the plan where unknown)."""
+    cache_bytes = checkpoint_bytes or pods.cache_bytes_estimate(plan)
+    cluster: dict[str, Any] = {
+        "rayVersion": config.ray_version,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            "idleTimeoutSeconds": 60,
+            "upscalingMode": "Default",
+            "securityContext": pods.container_security_context(),
         },
+        "headGroupSpec": _head(model, placement, config),
+        "workerGroupSpecs": [_worker(model, plan, placement, config, pool, cache_bytes)],
     }
-    metadata: dict[str, Any] = {
-        "name": model.metadata.name,
-        "namespace": model.metadata.namespace,
-        "labels": labels(model),
-        "annotations": {SPEC_HASH: spec_hash(spec)},
+    auth = auth_options(model, config)
+    if auth is not None:
+        cluster["authOptions"] = auth
+    serve = serve_config(model, plan, config, _replica_cpus(plan, pool, config))
+    spec: dict[str, Any] = {
+        "serveConfigV2": yaml.safe_dump(serve, sort_keys=False),
+        # Recreate: KubeRay never starts a second cluster (no second set of GPUs); the
+        # operator replaces the cluster itself when its pods change. Serve config changes
+        # (batch, replica bounds) are applied in place either way.
+        "upgradeStrategy": {
+            "type": "None" if config.upgrade_strategy == "Recreate" else "NewCluster"
+        },
+        "rayClusterConfig": cluster,
     }
-    if uid:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
-                "name": model.metadata.name,
-                "uid": uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
-    # A plain tree (no shared sub-objects), so YAML dumps carry no anchors.
+    metadata = object_meta(model, model.metadata.name, uid)
+    metadata["annotations"] = {SPEC_HASH: spec_hash(spec), CLUSTER_HASH: _cluster_hash(cluster)}
     manifest = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": metadata, "spec": spec}
-    return copy.deepcopy(manifest)
+    # A plain tree (no shared sub-objects), so YAML dumps carry no anchors.
+    tree: dict[str, Any] = json.loads(json.dumps(manifest))
+    return tree
 
 
 def serve_endpoint(model: InferenceModel, config: PlatformConfig) -> str:

@@ -54,11 +54,22 @@ _OPENER = urllib.request.build_opener(_OriginBoundAuth)
 
 
 class HFStore:
-    def __init__(self, repo: str, revision: str | None, subdir: str = "") -> None:
+    def __init__(
+        self,
+        repo: str,
+        revision: str | None,
+        subdir: str = "",
+        *,
+        token: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        """``token`` and ``endpoint`` default to HF_TOKEN and HF_ENDPOINT (the operator passes
+        a model's own credentials instead of its environment's)."""
         self._repo = repo
         self._revision = revision or "main"
         self._subdir = subdir.strip("/")
-        self._endpoint = os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+        self._token = token
+        self._endpoint = (endpoint or os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT)).rstrip("/")
         self._listing: dict[str, ObjectInfo] | None = None
 
     @property
@@ -68,7 +79,7 @@ class HFStore:
 
     def _request(self, url: str, headers: dict[str, str] | None = None) -> bytes:
         req = urllib.request.Request(url, headers=headers or {})
-        token = os.environ.get("HF_TOKEN")
+        token = self._token or os.environ.get("HF_TOKEN")
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:

@@ -67,6 +67,46 @@ def _lookup(values: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+ACCESS = [
+    "## What the operator can read, and what is exposed",
+    "",
+    "The operator's ClusterRole (`templates/rbac.yaml`) grants exactly what it uses:",
+    "",
+    "- InferenceModels: get, list, watch, patch (and their status); RayServices: get, list, "
+    "watch, create, patch (server-side apply); RayClusters: get, list, watch, and delete under "
+    "`serving.upgradeStrategy: Recreate`; Nodes: get, list, watch (GPU Feature Discovery "
+    "labels and allocatable); CRDs: get, list, watch (kopf's discovery); Events: create, patch; "
+    "NetworkPolicies: get, create, patch.",
+    "- Secrets: `get` and `create`, never list or watch. `get` reads the one Secret an "
+    "InferenceModel names in `spec.model.credentialsSecret`, when it reads that model's shape "
+    "(`config.json` and safetensors headers, ranged reads, no tensor data) with the model's own "
+    "credentials: the keys `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, "
+    "`AWS_ENDPOINT_URL`, `AWS_REGION`, `GCS_ENDPOINT_URL`, `HF_TOKEN`, `HF_ENDPOINT`. Values "
+    "are held for the read only: never cached, logged, written to status or copied. A model "
+    "without `credentialsSecret` is read with the operator's own environment, to which the "
+    "chart gives no credentials. `create` makes each model's Ray token Secret.",
+    "- A user who may create InferenceModels makes the operator read object storage at the "
+    "URI and endpoint they give, with their own Secret: give that right only to those you "
+    "would let run pods with those credentials.",
+    "",
+    "Each model runs a RayCluster (KubeRay) with, by default:",
+    "",
+    "- Ray token authentication (`serving.rayTokenAuth`): a Secret `<model>-ray-token` per "
+    "model, owned by the InferenceModel, with a random token; KubeRay gives it to every Ray "
+    "container, and Ray's GCS, dashboard and job submission refuse requests without it.",
+    "- A NetworkPolicy `<model>-ray` (`serving.networkPolicy`): from outside the model's own "
+    "pods, only the serve port (`serving.servePort`, the OpenAI-compatible API, Service "
+    "`<model>-serve-svc`) is open to every pod; the dashboard port 8265 to the KubeRay "
+    "operator; the metrics port 8080 to `serving.networkPolicy.metricsFrom` only. The GCS "
+    "(6379), client (10001) and every other Ray port are reachable from the model's own pods "
+    "only. It needs a CNI that enforces NetworkPolicy.",
+    "- Pods admitted under Pod Security `restricted` (non-root uid 1000, RuntimeDefault "
+    "seccomp, no privilege escalation, all capabilities dropped, an `emptyDir` weight cache), "
+    "except with `serving.weightsCacheVolume: hostPath`.",
+    "",
+]
+
+
 def render() -> str:
     text = (CHART / "values.yaml").read_text()
     values = yaml.safe_load(text)
@@ -103,6 +143,7 @@ def render() -> str:
             "deletes them; upgrade it yourself before `helm upgrade`: "
             "`kubectl apply --server-side -f charts/ridgeline/crds/`.",
             "",
+            *ACCESS,
             "## Values",
             "",
             *rows,

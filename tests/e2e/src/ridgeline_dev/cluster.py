@@ -23,7 +23,9 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ridgeline_dev import node
 from ridgeline_dev.s3server import minio_argv, minio_env
 from ridgeline_dev.s3server import ready as s3_ready
 from ridgeline_dev.toolchain import MODULES, cache_root, ensure_all, module_source_dir
@@ -31,7 +33,13 @@ from ridgeline_dev.toolchain import MODULES, cache_root, ensure_all, module_sour
 REPO = Path(__file__).resolve().parents[4]
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
 # The CRDs of the KubeRay operator the harness builds, from the same module (config/crd/bases).
-KUBERAY_CRD_FILES = ("ray.io_rayclusters.yaml", "ray.io_rayservices.yaml")
+# The operator waits for every kind it watches (RayJob and RayCronJob too) and exits without.
+KUBERAY_CRD_FILES = (
+    "ray.io_rayclusters.yaml",
+    "ray.io_rayservices.yaml",
+    "ray.io_rayjobs.yaml",
+    "ray.io_raycronjobs.yaml",
+)
 OUR_CRDS = REPO / "crds"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 OPERATOR_NAMESPACE = "ridgeline-system"
@@ -70,6 +78,8 @@ class ClusterState:
     s3_secret_key: str
     pids: dict[str, int] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
+    # What the real node changed on the machine (ridgeline_dev.node), to undo at ``down``.
+    node: dict[str, Any] = field(default_factory=dict)
 
     @property
     def operator_kubeconfig(self) -> str:
@@ -198,7 +208,9 @@ def kubectl(
     return result
 
 
-def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> ClusterState:
+def up(
+    workdir: Path, with_kuberay: bool = True, with_s3: bool = True, real_node: bool = False
+) -> ClusterState:
     started = time.monotonic()
     bins = ensure_all()
     if (workdir / "state.json").exists():
@@ -217,6 +229,10 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
             "kwok",
             "ray-metrics",
             "ray-probe",
+            "kubelet",
+            "kubelet-healthz",
+            "proxy-healthz",
+            "proxy-metrics",
         )
     }
     state = ClusterState(
@@ -289,7 +305,8 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
             "--bind-address",
             "127.0.0.1",
             "--advertise-address",
-            "127.0.0.1",
+            # The real node's pods reach the API server through the bridge gateway's relay.
+            node.GATEWAY if real_node else "127.0.0.1",
             "--secure-port",
             str(ports["api"]),
             "--cert-dir",
@@ -306,8 +323,8 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
             str(certs / "sa.pub"),
             "--service-account-signing-key-file",
             str(certs / "sa.key"),
-            "--disable-admission-plugins",
-            "ServiceAccount",
+            # Without real pods nothing mounts a ServiceAccount token: envtest's setting.
+            *(() if real_node else ("--disable-admission-plugins", "ServiceAccount")),
             "--allow-privileged=true",
             "--v=1",
         ],
@@ -332,6 +349,8 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
             "--service-account-private-key-file",
             str(certs / "sa.key"),
             "--use-service-account-credentials=false",
+            # The CA in every pod's kube-root-ca.crt: the API server's own self-signed cert.
+            *(("--root-ca-file", str(certs / "apiserver.crt")) if real_node else ()),
             "--v=1",
         ],
     )
@@ -367,6 +386,12 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
     # KubeRay's CRDs always (the operator applies RayServices); its controller on request.
     for path in kuberay_crds():
         kubectl(state, "apply", "--server-side", "-f", str(path))
+    crds = [
+        "inferencemodels.ridgeline.dev",
+        *(f"{p.name.split('_')[1][:-5]}.ray.io" for p in kuberay_crds()),
+    ]
+    for crd in crds:
+        _wait("CRD " + crd, lambda crd=crd: _established(state, crd), 60, state, "kube-apiserver")
     if with_kuberay:
         launcher.start(
             "kuberay-operator",
@@ -387,10 +412,9 @@ def up(workdir: Path, with_kuberay: bool = True, with_s3: bool = True) -> Cluste
             env=minio_env(state.s3_access_key, state.s3_secret_key),
         )
         _wait("minio", lambda: s3_ready(state.s3_endpoint), 60, state, "minio")
-    crds = ["inferencemodels.ridgeline.dev", "rayservices.ray.io", "rayclusters.ray.io"]
-    for crd in crds:
-        _wait("CRD " + crd, lambda crd=crd: _established(state, crd), 60, state, "kube-apiserver")
     kubectl(state, "create", "namespace", "ridgeline-e2e", check=False)
+    if real_node:
+        node.join(state, launcher, bins, ports)
     state.save()
     print(f"[cluster] up in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return state
@@ -417,20 +441,31 @@ def down(workdir: Path) -> list[str]:
         state = ClusterState.load(workdir)
     except FileNotFoundError:
         return []
-    stopped = []
-    for name, pid in reversed(list(state.pids.items())):
-        if _is_ours(pid, state.commands[name]):
-            os.kill(pid, signal.SIGTERM)
+    stopped: list[str] = []
+
+    def stop(name: str) -> None:
+        if name in state.pids and _stop(state.pids[name], state.commands[name]):
             stopped.append(name)
-    deadline = time.monotonic() + 15
-    for name in stopped:
-        pid = state.pids[name]
-        while _is_ours(pid, state.commands[name]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _is_ours(pid, state.commands[name]):
-            os.kill(pid, signal.SIGKILL)
+
+    node.leave(state, stop)
+    for name in reversed(list(state.pids)):
+        if name not in stopped:
+            stop(name)
     (workdir / "state.json").unlink()
     return stopped
+
+
+def _stop(pid: int, command: str) -> bool:
+    """SIGTERM, then SIGKILL after 15 s; False if the process was not running."""
+    if not _is_ours(pid, command):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _is_ours(pid, command) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _is_ours(pid, command):
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def dump_logs(state: ClusterState, lines: int = 40) -> str:
@@ -447,15 +482,44 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=default_workdir())
     parser.add_argument("--no-kuberay", action="store_true")
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="join a real node (containerd, kubelet, CNI, kube-proxy, CoreDNS): needs root",
+    )
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="with --real-node: build (or take cached) the operator and CPU serving images "
+        "and import them into the node",
+    )
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     if args.action == "up":
-        state = up(workdir, with_kuberay=not args.no_kuberay, with_s3=not args.no_s3)
+        state = up(
+            workdir,
+            with_kuberay=not args.no_kuberay,
+            with_s3=not args.no_s3,
+            real_node=args.real_node,
+        )
         print(f"# logs: {state.logs}   binaries: {cache_root() / 'bin'}")
         print(
             f"# S3: {state.s3_endpoint} (access key {state.s3_access_key}, secret in "
             f"{workdir / 'state.json'})"
         )
+        if state.node and args.images:
+            from ridgeline_dev import images  # here: only the real node needs buildah
+
+            for spec in (images.operator_image(), images.serving_image()):
+                node.import_image(state, images.build(spec))
+                print(f"# image {spec.name} (imagePullPolicy: Never)")
+        if state.node:
+            print(
+                f"# real node {node.NODE_NAME}: pods on {node.POD_CIDR} (bridge {node.BRIDGE}), "
+                f"DNS {node.GATEWAY}, Services through kube-proxy from this host; images: "
+                f"ctr --address {Path(state.workdir) / 'node/containerd/containerd.sock'} "
+                f"-n {node.NAMESPACE} images ls"
+            )
         print(f"export KUBECONFIG={state.kubeconfig}")
     elif args.action == "kuberay-crds":
         print("\n".join(str(path) for path in kuberay_crds()))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ridgeline.compat import max_cuda_for_driver
-from ridgeline.hardware import GIB, MIB
+from ridgeline.hardware import GIB, MIB, lookup
 from ridgeline.planner import NodePool, load_pools
 
 FAKE = {"kwok.x-k8s.io/node": "fake"}
@@ -27,7 +27,8 @@ FAMILIES = {
 
 
 def gfd_labels(pool: NodePool) -> dict[str, str]:
-    acc = pool.accelerator()
+    # GFD reports the physical GPU; a time-sliced one also says how many replicas share it.
+    acc = lookup(pool.gpu_product).accelerator
     labels = {
         "nvidia.com/gpu.present": "true",
         "nvidia.com/gpu.product": pool.gpu_product,
@@ -38,6 +39,11 @@ def gfd_labels(pool: NodePool) -> dict[str, str]:
         "nvidia.com/gpu.family": FAMILIES.get(acc.compute_capability, "unknown"),
         "nvidia.com/mig.capable": "false",
     }
+    if pool.shared_by:
+        labels |= {
+            "nvidia.com/gpu.replicas": str(pool.shared_by),
+            "nvidia.com/gpu.sharing-strategy": "time-slicing",
+        }
     if pool.driver_version:
         parts = [*pool.driver_version.split("."), "0"][:3]
         labels |= {
@@ -68,7 +74,12 @@ def node_manifests(pools: list[NodePool]) -> list[dict[str, Any]]:
     for pool in pools:
         cpus = pool.cpus or (8 if pool.is_cpu else 16 * max(1, pool.gpus_per_node))
         memory_gib = pool.memory_gib or (16 if pool.is_cpu else 128 * max(1, pool.gpus_per_node))
-        capacity = {"cpu": str(cpus), "memory": f"{int(memory_gib * GIB // MIB)}Mi", "pods": "110"}
+        capacity = {
+            "cpu": str(cpus),
+            "memory": f"{int(memory_gib * GIB // MIB)}Mi",
+            "ephemeral-storage": "2000Gi",
+            "pods": "110",
+        }
         labels = {POOL_LABEL: pool.name, "type": "kwok"}
         taints: list[dict[str, str]] = []
         if not pool.is_cpu:

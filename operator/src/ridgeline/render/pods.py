@@ -1,0 +1,136 @@
+"""What every rendered Ray pod carries: Pod Security "restricted" contexts, resources sized from
+the pool's nodes, the weight cache volume, tolerations and pull secrets."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ridgeline.api.inference_model import Quantization
+from ridgeline.api.plan import Plan
+from ridgeline.planner.pools import GIB, NodePool
+from ridgeline.platform_config import PlatformConfig
+
+RAY_UID = 1000  # the serving image's user
+CACHE_VOLUME = "weights-cache"
+# Beyond the checkpoint: tokenizer files, Ray's session directory and logs in /tmp/ray.
+CACHE_HEADROOM_BYTES = 2 * GIB
+# Checkpoint bytes per in-memory weight byte, where the checkpoint's own size is unknown: a
+# 16-bit checkpoint quantized at load time to int8 (1 byte) or NF4 (about half a byte).
+_CHECKPOINT_PER_WEIGHT_BYTE = {Quantization.NONE: 1, Quantization.INT8: 2, Quantization.NF4: 4}
+
+# Pod Security Standards, "restricted" profile (v1.25+): non-root, RuntimeDefault seccomp, no
+# privilege escalation, every capability dropped. fsGroup makes the cache volume the user's.
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RAY_UID,
+    "runAsGroup": RAY_UID,
+    "fsGroup": RAY_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": RAY_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def pod_spec_extras(config: PlatformConfig) -> dict[str, Any]:
+    """Fields every model pod shares (a fresh copy each call: the manifest stays a tree)."""
+    extras: dict[str, Any] = {"securityContext": _copy(POD_SECURITY_CONTEXT)}
+    if config.image_pull_secrets:
+        extras["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
+    return extras
+
+
+def container_security_context() -> dict[str, Any]:
+    return _copy(CONTAINER_SECURITY_CONTEXT)
+
+
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    return copy.deepcopy(value)
+
+
+def _share(pool: NodePool | None, gpus: int) -> float | None:
+    if pool is None or pool.is_cpu or pool.gpus_per_node <= 0:
+        return None
+    return gpus / pool.gpus_per_node
+
+
+def gpu_worker_resources(
+    gpus: int, pool: NodePool | None, config: PlatformConfig
+) -> dict[str, str]:
+    """CPU and memory in proportion to the node's GPUs the pod holds, capped by the per-GPU
+    figures of the config; the per-GPU figures alone where the pool's nodes are unknown."""
+    cpu = config.worker_cpu_per_gpu * gpus
+    memory_gib = config.worker_memory_gib_per_gpu * gpus
+    share = _share(pool, gpus)
+    if pool is not None and share is not None:
+        if pool.cpus:
+            cpu = max(1, min(cpu, math.floor(pool.cpus * config.allocatable_fraction * share)))
+        if pool.memory_gib:
+            fits = math.floor(pool.memory_gib * config.allocatable_fraction * share)
+            memory_gib = max(1, min(memory_gib, fits))
+    return {"cpu": str(cpu), "memory": f"{memory_gib}Gi", "nvidia.com/gpu": str(gpus)}
+
+
+def cpu_worker_resources(pool: NodePool | None, config: PlatformConfig) -> dict[str, str]:
+    """One replica per CPU node: most of the node where the pool says its size."""
+    out = {"cpu": config.cpu_worker_resources.cpu, "memory": config.cpu_worker_resources.memory}
+    if pool is not None and pool.cpus:
+        out["cpu"] = str(max(1, math.floor(pool.cpus * config.allocatable_fraction)))
+    if pool is not None and pool.memory_gib:
+        out["memory"] = f"{max(1, math.floor(pool.memory_gib * config.allocatable_fraction))}Gi"
+    return out
+
+
+def cache_bytes_estimate(plan: Plan) -> int:
+    return plan.weight_bytes * _CHECKPOINT_PER_WEIGHT_BYTE[Quantization(plan.quantization)]
+
+
+def ephemeral_storage_request(checkpoint_bytes: int) -> str:
+    """The scheduler places the pod where its download fits, and under disk pressure the kubelet
+    evicts pods using more than they asked for first: asking for the checkpoint keeps a big
+    model from being the one evicted. No limit: exceeding a limit would evict it outright."""
+    return f"{math.ceil((checkpoint_bytes + CACHE_HEADROOM_BYTES) / GIB)}Gi"
+
+
+def cache_volume(config: PlatformConfig) -> dict[str, Any]:
+    if config.weights_cache_volume == "emptyDir":
+        return {"name": CACHE_VOLUME, "emptyDir": {}}
+    # One download per node: replicas on a node share its cache (and its lock).
+    return {
+        "name": CACHE_VOLUME,
+        "hostPath": {"path": config.weights_cache_dir, "type": "DirectoryOrCreate"},
+    }
+
+
+def cache_init_containers(config: PlatformConfig, image: str) -> list[dict[str, Any]]:
+    """The kubelet creates a hostPath directory as root 0755; the replica runs as uid 1000 and
+    takes its download lock in the cache root. An init container hands the directory over
+    (hostPath needs the "privileged" Pod Security level anyway)."""
+    if config.weights_cache_volume != "hostPath":
+        return []
+    return [
+        {
+            "name": "cache-owner",
+            "image": image,
+            "command": ["chown", f"{RAY_UID}:{RAY_UID}", config.weights_cache_dir],
+            "securityContext": {
+                "runAsUser": 0,
+                "runAsNonRoot": False,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": config.weights_cache_dir}],
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"cpu": "100m", "memory": "64Mi"},
+            },
+        }
+    ]

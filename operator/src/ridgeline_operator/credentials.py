@@ -1,0 +1,106 @@
+"""A model's own credentials for reading its shape: the keys of ``spec.model.credentialsSecret``
+that the storage clients use, read from the API server when needed and held only for the read
+(never cached, logged or copied into another object)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from ridgeline.storage import ObjectStore, StorageError, open_store, parse_model_uri
+
+# The keys the serving pods read from the same Secret (as environment variables).
+KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "GCS_ENDPOINT_URL",
+    "HF_TOKEN",
+    "HF_ENDPOINT",
+)
+
+
+class CredentialsError(RuntimeError):
+    """The Secret cannot be used; the message names it and says why (never its values)."""
+
+
+def read_credentials(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    try:
+        secret: Any = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        why = {
+            404: "not found",
+            403: "the operator may not read it (RBAC: secrets get)",
+        }.get(exc.status or 0, f"HTTP {exc.status} {exc.reason}")
+        raise CredentialsError(f"credentialsSecret {namespace}/{name}: {why}") from None
+    data: Mapping[str, str] = secret.data or {}
+    out = {}
+    for key in KEYS:
+        if key in data:
+            try:
+                out[key] = base64.b64decode(data[key]).decode().strip()
+            except (ValueError, UnicodeDecodeError):
+                raise CredentialsError(
+                    f"credentialsSecret {namespace}/{name}: key {key} is not UTF-8 text"
+                ) from None
+    if not out:
+        raise CredentialsError(
+            f"credentialsSecret {namespace}/{name} has none of the keys {', '.join(KEYS)}"
+        )
+    return out
+
+
+def store_with(uri: str, creds: Mapping[str, str]) -> ObjectStore:
+    """The store for ``uri``, authenticated with ``creds`` instead of the process environment."""
+    parsed = parse_model_uri(uri)
+    if parsed.scheme in ("s3", "gs"):
+        from ridgeline.storage.s3 import S3Store
+
+        return S3Store(
+            parsed.scheme, parsed.authority, parsed.path, client=_s3_client(parsed.scheme, creds)
+        )
+    if parsed.scheme == "hf":
+        from ridgeline.storage.hf import HFStore
+
+        return HFStore(
+            parsed.authority,
+            parsed.revision,
+            parsed.path,
+            token=creds.get("HF_TOKEN"),
+            endpoint=creds.get("HF_ENDPOINT"),
+        )
+    return open_store(parsed)
+
+
+def _s3_client(scheme: str, creds: Mapping[str, str]) -> Any:
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as exc:
+        raise StorageError(f"{scheme}:// needs boto3: pip install 'ridgeline[storage]'") from exc
+    from ridgeline.storage.s3 import GCS_XML_ENDPOINT
+
+    endpoint = creds.get("AWS_ENDPOINT_URL")
+    if scheme == "gs":
+        endpoint = creds.get("GCS_ENDPOINT_URL", GCS_XML_ENDPOINT)
+    # A session of its own: nothing from the operator's environment or files mixes in.
+    session = boto3.session.Session(
+        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=creds.get("AWS_SESSION_TOKEN"),
+        region_name=creds.get("AWS_REGION", creds.get("AWS_DEFAULT_REGION", "us-east-1")),
+    )
+    return session.client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
+        ),
+    )

@@ -1,0 +1,162 @@
+"""The whole chain on the real node, as a platform team and a user would run it: ``helm install``
+the chart (the operator is a pod from the operator image, in a namespace enforcing Pod Security
+``restricted``), a tiny CPU model in MinIO behind a ``credentialsSecret``, ``kubectl apply`` of
+an InferenceModel, KubeRay's real head and worker pods from the CPU serving image passing
+KubeRay's own probes, READY 1, an OpenAI completion through the serve Service from the host
+(kube-proxy), and ``kubectl delete`` removing everything. Each stage's time is printed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ridgeline_dev import images, node
+from ridgeline_dev.cluster import ClusterState, down, dump_logs, kubectl, up
+from ridgeline_dev.tiny_model import upload_dir, write_tiny_model
+from ridgeline_dev.toolchain import ensure_all
+from tests.e2e.conftest import get_json, wait_for
+
+pytestmark = pytest.mark.cluster
+REPO = Path(__file__).resolve().parents[2]
+SYSTEM = "ridgeline-system"
+NS = "models"
+MODEL = "tiny-chat"
+
+
+def stage(what: str, started: float) -> float:
+    print(f"[chain] {what}: {time.monotonic() - started:.0f}s", flush=True)
+    return time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[ClusterState]:
+    lacks = node.missing()
+    if lacks:
+        pytest.skip("this machine cannot run containers; it lacks: " + "; ".join(lacks))
+    t = time.monotonic()
+    archives = [images.build(images.operator_image()), images.build(images.serving_image())]
+    t = stage("images (built or cached)", t)
+    workdir = node.test_workdir("chain")
+    try:
+        state = up(workdir, with_kuberay=True, real_node=True)
+        for archive in archives:
+            node.import_image(state, archive)
+    except Exception:
+        if (workdir / "state.json").exists():
+            print(dump_logs(ClusterState.load(workdir)))
+        down(workdir)
+        raise
+    stage("cluster with the real node, images imported", t)
+    yield state
+    down(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def helm(state: ClusterState, *args: str) -> str:
+    result = subprocess.run(
+        [str(ensure_all()["helm"]), "--kubeconfig", state.kubeconfig, *args],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def values(state: ClusterState) -> dict[str, Any]:
+    operator_ref, operator_tag = images.operator_image().name.rsplit(":", 1)
+    return {
+        "operator": {
+            "image": {"repository": operator_ref, "tag": operator_tag, "pullPolicy": "Never"}
+        },
+        "serving": {
+            "images": [{"image": images.serving_image().name, "torch": "2.15.0"}],
+            # Two cores for the whole machine: the head and one worker must both fit.
+            "headResources": {"cpu": "250m", "memory": "2Gi"},
+        },
+        "nodePools": [
+            {"name": "cpu", "gpuProduct": "cpu", "gpusPerNode": 0, "cpus": 1, "memoryGiB": 4}
+        ],
+    }
+
+
+def restricted_namespace(state: ClusterState, name: str) -> None:
+    kubectl(state, "create", "namespace", name)
+    kubectl(state, "label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+
+
+def ready_replicas(state: ClusterState) -> int:
+    obj = get_json(state, "-n", NS, "inferencemodel", MODEL)
+    return int(obj.get("status", {}).get("replicas", {}).get("ready") or 0)
+
+
+def test_helm_install_apply_serve_delete(chain: ClusterState, tmp_path: Path) -> None:
+    from openai import OpenAI
+
+    t = time.monotonic()
+    restricted_namespace(chain, SYSTEM)
+    restricted_namespace(chain, NS)
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values(chain)))
+    helm(chain, "install", "ridgeline", str(REPO / "charts" / "ridgeline"), "-n", SYSTEM,
+         "-f", str(values_file), "--wait", "--timeout", "180s")  # fmt: skip
+    t = stage("helm install (operator pod Ready)", t)
+
+    s3_port = chain.s3_endpoint.rsplit(":", 1)[1]
+    model_dir = write_tiny_model(tmp_path / "tiny")
+    upload_dir(model_dir, "private-models", MODEL, chain.s3_endpoint, chain.s3_access_key,
+               chain.s3_secret_key)  # fmt: skip
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "models-s3", "namespace": NS},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": chain.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": chain.s3_secret_key,
+            # MinIO listens on the host's loopback; pods reach it through the gateway relay.
+            "AWS_ENDPOINT_URL": f"http://{node.GATEWAY}:{s3_port}",
+        },
+    }
+    manifest = {
+        "apiVersion": "ridgeline.dev/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": MODEL, "namespace": NS},
+        "spec": {
+            "model": {"uri": f"s3://private-models/{MODEL}", "credentialsSecret": "models-s3"},
+            "accelerators": ["cpu"],
+            "workload": {"maxContextTokens": 512},
+        },
+    }
+    for obj in (secret, manifest):
+        kubectl(chain, "apply", "-f", "-", input_=json.dumps(obj))
+    t = stage("model uploaded, InferenceModel applied", t)
+
+    wait_for("READY 1", lambda: ready_replicas(chain) >= 1, 900)
+    t = stage("READY 1 (operator plan, KubeRay pods, weights pulled, model loaded)", t)
+    print(kubectl(chain, "get", "inferencemodels", "-n", NS).stdout)
+    for pod in get_json(chain, "-n", NS, "pods")["items"]:
+        assert all(c["ready"] for c in pod["status"]["containerStatuses"]), pod["metadata"]["name"]
+
+    ip = get_json(chain, "-n", NS, "service", f"{MODEL}-serve-svc")["spec"]["clusterIP"]
+    client = OpenAI(base_url=f"http://{ip}:8000/v1", api_key="unused", timeout=120)
+    answer = client.completions.create(model=MODEL, prompt="hello", max_tokens=8)
+    assert answer.choices[0].text
+    t = stage(f"OpenAI completion through kube-proxy: {answer.choices[0].text!r}", t)
+
+    # What KubeRay's probes run is in the serving image, and the dev harness is not.
+    head = get_json(chain, "-n", NS, "pods", "-l", "ray.io/node-type=head")["items"][0]
+    check = "command -v wget && ! python -c 'import ridgeline_dev' 2>/dev/null"
+    kubectl(chain, "exec", "-n", NS, head["metadata"]["name"], "-c", "ray-head", "--",
+            "sh", "-c", check)  # fmt: skip
+
+    kubectl(chain, "delete", "-n", NS, "inferencemodel", MODEL, "--wait=true", "--timeout=180s")
+    wait_for("the model's pods gone", lambda: not get_json(chain, "-n", NS, "pods")["items"], 180)
+    assert not get_json(chain, "-n", NS, "rayservices")["items"]
+    stage("kubectl delete removed the RayService and its pods", t)
