@@ -122,6 +122,8 @@ def main() -> int:
                 messages=[{"role": "user", "content": question}],
                 max_tokens=40,
                 temperature=0.0,
+                # A model this small loops on its favourite phrase; a penalty keeps it moving.
+                frequency_penalty=0.8,
             )
             choice = answer.choices[0]
             print(f"({choice.finish_reason}, {answer.usage})")

@@ -126,8 +126,11 @@ def write_trained_model(
     tok = write_tokenizer(out, vocab_size=vocab_size, texts=[training_text(pairs)])
     ids: list[int] = []
     for question, answer in pairs:
-        chat = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-        text = tok.apply_chat_template(chat, tokenize=False)
+        # The answer is left open (no end-of-turn token): a model this small learns to stop
+        # after a word or two where some sections are short; open answers run to max_tokens.
+        prompt = [{"role": "user", "content": question}]
+        text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        text += answer + "\n"
         ids += tok(text, add_special_tokens=False)["input_ids"]
     config = LlamaConfig(
         vocab_size=len(tok),
