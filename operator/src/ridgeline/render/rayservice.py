@@ -22,11 +22,9 @@ from ridgeline.platform_config import PlatformConfig
 from ridgeline.quantity import parse_quantity
 from ridgeline.render import pods
 from ridgeline.render.affinity import gpu_node_affinity
-from ridgeline.render.meta import MODEL_LABEL, labels, object_meta
+from ridgeline.render.meta import labels, object_meta
 from ridgeline.render.security import DASHBOARD_PORT, METRICS_PORT, auth_options
 from ridgeline_serving.args import IMPORT_PATH, ServingArgs
-
-__all__ = ["MODEL_LABEL", "labels"]
 
 SPEC_HASH = "ridgeline.dev/spec-hash"
 # Hash of what the RayCluster is made of (not its replica bounds): a change means new pods.
