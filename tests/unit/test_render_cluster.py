@@ -318,3 +318,22 @@ def test_network_policy_opens_only_the_serve_port_to_other_pods() -> None:
         update={"network_policy": config.network_policy.model_copy(update={"enabled": False})}
     )
     assert build_network_policy(_model(), off, "u1") is None
+
+
+def test_a_kept_plan_without_the_shape_leaves_the_running_service_alone(shape_of) -> None:
+    """After an operator restart with storage unreachable, the cache size would be a guess:
+    nothing is re-applied (and so nothing restarts)."""
+    shape = shape_of("tiny-llama")
+    config = default_config()
+    model = _model(workload={"maxContextTokens": 1024})
+    first = decide(_observe(model, shape, None), config, "t")
+    assert first.apply is not None
+    kept = model.model_copy(update={"status": first.status})
+    running = _running(first.apply)
+    running["metadata"]["annotations"] = {"ridgeline.dev/spec-hash": "from-an-older-operator"}
+    obs = _observe(kept, shape, running)
+    blind = Observed(**{**obs.__dict__, "shape": None, "shape_error": "storage down"})
+    again = decide(blind, config, "t")
+    assert again.apply is None
+    assert again.replace_clusters == []
+    assert decide(obs, config, "t").apply is not None  # with the shape, it is re-applied
