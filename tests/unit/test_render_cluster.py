@@ -337,3 +337,17 @@ def test_a_kept_plan_without_the_shape_leaves_the_running_service_alone(shape_of
     assert again.apply is None
     assert again.replace_clusters == []
     assert decide(obs, config, "t").apply is not None  # with the shape, it is re-applied
+
+
+@pytest.mark.parametrize("pool", [L4, CPU], ids=["l4-pool", "cpu-pool"])
+def test_serve_config_is_valid_for_ray_serve(shape_of, pool: NodePool) -> None:
+    """What KubeRay submits to Serve passes Serve's own schema (one replica per pod, the
+    deployment's bounded queue)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    spec = {"accelerators": ["cpu"]} if pool.is_cpu else {}
+    rs = _render(shape_of("tiny-llama"), pool, **spec)
+    parsed = ServeDeploySchema.model_validate(yaml.safe_load(rs["spec"]["serveConfigV2"]))
+    deployment = parsed.applications[0].deployments[0]
+    assert deployment.ray_actor_options.resources == {REPLICA_RESOURCE: 1}
+    assert deployment.max_queued_requests >= deployment.max_ongoing_requests
