@@ -79,6 +79,10 @@ def test_ridgeline_serve_plans_serves_and_stops_on_sigint(
             time.sleep(0.2)
         printed = (tmp_path / "serve.log").read_text()
         assert "local-tiny: 1 x cpu per replica on pool local" in printed
+        # No terminal here: the download reports as log lines, with its figures at the end.
+        assert f"weights {tiny_uri}: downloading" in printed
+        assert "(100.0%)" in printed
+        assert "done" in printed
         assert endpoint_line in printed
     finally:
         proc.send_signal(signal.SIGINT)

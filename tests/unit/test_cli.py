@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from ridgeline.cli import main
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, example_config
 
 REQUIRED = {
     "gpuProduct",
@@ -121,3 +122,110 @@ def test_products_match_case_insensitively(product: str) -> None:
     from ridgeline.hardware import lookup
 
     assert lookup(product).accelerator.name == "H100-SXM5"
+
+
+# ---- bad input: a one-line error naming the file, exit 1, never a traceback ------------------
+
+
+def _run(capsys, *argv: str) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    rc = main(list(argv))
+    _, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return rc, err
+
+
+def _pools_with(tmp_path: Path, old: str, new: str) -> Path:
+    path = tmp_path / "pools.yaml"
+    text = (EXAMPLES / "pools.yaml").read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (bytes(range(256)), r"not a text file \(invalid UTF-8 at byte 128\)"),
+        (b"a: " + b"[" * 20_000 + b"]" * 20_000, "not valid YAML: nested too deeply"),
+        (b"a: [\n\tb", r"not valid YAML: line 2, column 1: found character '\\t'"),
+    ],
+)
+def test_unreadable_manifest(capsys, tmp_path: Path, content: bytes, problem: str) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "model.yaml"
+    bad.write_bytes(content)
+    rc, err = _run(capsys, "plan", str(bad), "--pools", str(EXAMPLES / "pools.yaml"))
+    assert rc == 1
+    assert re.search(rf"^ridgeline plan: {re.escape(str(bad))}: {problem}", err)
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("memoryGiB: 16", "memoryGiB: .inf", "3.memoryGiB: Input should be a finite number"),
+        ("memoryGiB: 16", "memoryGiB: 1e300", "3.memoryGiB: Input should be less than or equal"),
+        (
+            "nodes: 4\n- name: cpu",
+            f"nodes: {10**400}\n- name: cpu",
+            "2.nodes: Input should be less",
+        ),
+        ("- name: h100", "- name: h100\n  x: " + "[" * 20_000, "not valid YAML: nested too deeply"),
+    ],
+    ids=["inf", "1e300", "huge-int", "deep"],
+)
+def test_pools_with_impossible_numbers(  # type: ignore[no-untyped-def]
+    capsys, tmp_path: Path, skeleton_dir, old: str, new: str, problem: str
+) -> None:
+    pools = _pools_with(tmp_path, old, new)
+    rc, err = _run(
+        capsys,
+        "plan",
+        str(EXAMPLES / "tiny-cpu.yaml"),
+        "--pools",
+        str(pools),
+        "--model-uri",
+        str(skeleton_dir("tiny-llama")),
+    )
+    assert rc == 1
+    assert problem in err
+
+
+@pytest.mark.parametrize("name", ['""', "Tiny_Model", "-x"])
+def test_invalid_name(capsys, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "model.yaml"
+    bad.write_text((EXAMPLES / "tiny-cpu.yaml").read_text().replace("name: tiny", f"name: {name}"))
+    rc, err = _run(capsys, "plan", str(bad), "--pools", str(EXAMPLES / "pools.yaml"))
+    assert rc == 1
+    assert "metadata.name:" in err
+
+
+def test_plot_into_a_missing_directory(capsys, skeleton_dir, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "no" / "such" / "dir" / "plot.png"
+    rc, _out, err = _plan(
+        capsys, skeleton_dir, "llama-8b.yaml", "llama-3.1-8b", "--plot", str(target)
+    )
+    assert rc == 1
+    assert "Traceback" not in err
+    assert f"ridgeline plan: cannot write the plot to {target}: No such file or directory" in err
+
+
+def test_model_that_cannot_be_sized(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "model"
+    root.mkdir()
+    (root / "config.json").write_text(
+        json.dumps({**example_config("tiny-llama"), "hidden_size": 3})
+    )
+    raw = json.dumps({"__metadata__": {}}).encode()
+    (root / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw)
+    rc, err = _run(
+        capsys,
+        "plan",
+        str(EXAMPLES / "tiny-cpu.yaml"),
+        "--pools",
+        str(EXAMPLES / "pools.yaml"),
+        "--model-uri",
+        str(root),
+    )
+    assert rc == 1
+    assert "is not a multiple of num_attention_heads" in err
+    assert err.count("\n") == 1

@@ -198,3 +198,83 @@ def test_missing_shard(tmp_path: Path) -> None:
     (root / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(ShapeError, match=r"model-00002-of-00002\.safetensors: no such file"):
         read_model_shape(str(root))
+
+
+# ---- hostile inputs (issue #15, item 10): one ShapeError with a one-line message -------------
+
+
+def _header_file(root: Path, header: object, data: bytes = b"") -> None:
+    raw = json.dumps(header).encode()
+    (root / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+def _one_line_shape_error(root: Path | str, pattern: str) -> str:
+    with pytest.raises(ShapeError, match=pattern) as exc:
+        read_model_shape(str(root))
+    assert "\n" not in str(exc.value)
+    return str(exc.value)
+
+
+def test_dtype_that_is_a_list(tmp_path: Path) -> None:
+    write_real(TINY, tmp_path)
+    _header_file(tmp_path, {"a": {"dtype": ["F16"], "shape": [1], "data_offsets": [0, 2]}}, b"xx")
+    _one_line_shape_error(tmp_path, r"model\.safetensors: tensor 'a': unknown dtype \['F16'\]")
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"dtype": "F16", "shape": [True], "data_offsets": [0, 2]}, "is not a list of sizes"),
+        ({"dtype": "F16", "shape": [1], "data_offsets": [-2, 0]}, "is not \\[begin, end\\]"),
+        ({"dtype": "F16", "shape": [1], "data_offsets": [0, 2.0]}, "is not \\[begin, end\\]"),
+        ({"dtype": {"F16": 1}, "shape": [1], "data_offsets": [0, 2]}, "unknown dtype"),
+    ],
+)
+def test_malformed_tensor_entries(tmp_path: Path, entry: dict[str, object], problem: str) -> None:
+    write_real(TINY, tmp_path)
+    _header_file(tmp_path, {"a": entry}, b"xx")
+    _one_line_shape_error(tmp_path, problem)
+
+
+def test_header_with_no_tensors_is_not_a_zero_parameter_model(tmp_path: Path) -> None:
+    write_real(TINY, tmp_path)
+    _header_file(tmp_path, {"__metadata__": {"format": "pt"}})
+    _one_line_shape_error(tmp_path, r"safetensors headers \(model\.safetensors\) list no tensors")
+
+
+def test_hidden_size_smaller_than_the_heads(tmp_path: Path) -> None:
+    write_real(TINY, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "hidden_size": 2}))
+    _one_line_shape_error(tmp_path, "hidden_size=2 is not a multiple of num_attention_heads=4")
+
+
+def test_implausibly_large_dimension(tmp_path: Path) -> None:
+    write_real(TINY, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "vocab_size": 10**400}))
+    message = _one_line_shape_error(tmp_path, "'vocab_size' must be a positive integer up to")
+    assert len(message) < 200  # the 400-digit number is not quoted whole
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_deeply_nested_json(tmp_path: Path, name: str) -> None:
+    write_real(TINY, tmp_path)
+    deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    if name == "config.json":
+        (tmp_path / name).write_bytes(deep)
+    else:
+        (tmp_path / name).write_bytes(struct.pack("<Q", len(deep)) + deep)
+    _one_line_shape_error(tmp_path, "nested too deeply")
+
+
+def test_store_errors_are_shape_errors_too() -> None:
+    _one_line_shape_error("ftp://host/model", "unsupported scheme 'ftp'")
+    _one_line_shape_error("hf://just-a-name", "hf URIs are hf://org/name")
+
+
+@pytest.mark.parametrize("shard", ["../other/model.safetensors", "/etc/passwd", ""])
+def test_index_cannot_point_outside_the_model_root(tmp_path: Path, shard: str) -> None:
+    root = write_real(TINY, tmp_path, shards=2)
+    index = json.loads((root / "model.safetensors.index.json").read_text())
+    index["weight_map"] = dict.fromkeys(index["weight_map"], shard)
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    _one_line_shape_error(root, "is outside the model root")

@@ -73,7 +73,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         from ridgeline.planner.plot import plot_plan
 
         pool = next(p for p in pools if p.name == plan.pool)
-        plot_plan(args.plot, name, shape, model.spec, plan, pool)
+        try:
+            plot_plan(args.plot, name, shape, model.spec, plan, pool)
+        except (OSError, ValueError) as exc:  # a missing directory, an unknown image format
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(
+                f"ridgeline plan: cannot write the plot to {args.plot}: {reason}", file=sys.stderr
+            )
+            return 1
         print(f"roofline plot written to {args.plot}", file=sys.stderr)
     return 0
 

@@ -16,6 +16,9 @@ from ridgeline.planner import NodePool, plan_model
 from ridgeline.planner.report import plan_text
 from ridgeline.render import serving_args_for
 from ridgeline.shape import read_model_shape
+from ridgeline.storage import open_store
+from ridgeline.storage.download import DownloadStats, download_model
+from ridgeline.storage.progress import human_bytes
 from ridgeline_serving.args import ServingArgs
 
 LOCAL_POOL = "local"
@@ -70,6 +73,29 @@ def serving_args(
     return args, plan_text(model.metadata.name, plan)
 
 
+def fetch_weights(args: ServingArgs) -> DownloadStats:
+    """Pull the weights into the cache here, before Ray starts: a replica's output does not
+    reach this terminal, so the download would be minutes of silence. Progress is a redrawn
+    line on a terminal and a line every 10 s or 10% otherwise; the replica then finds the
+    cache complete and loads from it."""
+    print(f"weights: {args.model_uri} -> {args.cache_dir}", flush=True)
+    stats = download_model(
+        open_store(args.model_uri),
+        Path(args.cache_dir).expanduser(),
+        manifest_key=args.sha256_manifest,
+        parallel=args.download_parallelism,
+    )
+    if stats.reused:
+        print(f"weights: cached copy is current ({human_bytes(stats.bytes_total)})", flush=True)
+    else:
+        print(
+            f"weights: {human_bytes(stats.bytes_downloaded)} in {stats.seconds:.1f} s "
+            f"({human_bytes(stats.bytes_downloaded / max(stats.seconds, 1e-9))}/s)",
+            flush=True,
+        )
+    return stats
+
+
 def serve_forever(
     model: InferenceModel,
     host: str,
@@ -80,7 +106,9 @@ def serve_forever(
 ) -> int:
     args, explanation = serving_args(model, model_uri)
     print(explanation, flush=True)
-    print(f"\nstarting Ray and loading {args.model_uri} ...", flush=True)
+    print()
+    fetch_weights(args)
+    print(f"starting Ray and loading {args.model_uri} ...", flush=True)
     import ray
     from ray import serve
 

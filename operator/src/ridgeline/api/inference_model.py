@@ -11,7 +11,7 @@ import enum
 import re
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from ridgeline.api.base import ApiModel
@@ -104,9 +104,11 @@ class ModelSource(ApiModel):
         default=None,
         max_length=253,
         pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
-        description="Name of a Secret in the same namespace with the store's credentials "
-        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_ENDPOINT_URL, "
-        "GOOGLE_APPLICATION_CREDENTIALS_JSON or HF_TOKEN). Referenced by the pods, never copied.",
+        description="Name of a Secret in the same namespace with the store's credentials as "
+        "environment variables: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and optionally "
+        "AWS_ENDPOINT_URL, AWS_REGION) for s3://; a GCS HMAC key in the same two variables for "
+        "gs:// (service-account JSON keys are not supported); HF_TOKEN for hf://. Referenced by "
+        "the pods, never copied.",
     )
     sha256_manifest: str | None = Field(
         default=None,
@@ -285,14 +287,22 @@ class InferenceModelStatus(ApiModel):
 class ObjectMeta(ApiModel):
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(description="Object name.")
+    # The API server requires a DNS-1123 subdomain of a custom resource's name; KubeRay, which
+    # names the RayService after it, a DNS-1035 label of at most 47 characters. The CRD refuses
+    # others (NAME_RULE), so `ridgeline plan`, `render` and `serve` do too.
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Object name: lower-case letters, digits and '-', at most 47 characters.",
+    )
     namespace: str | None = Field(default=None, description="Namespace.")
 
-    @model_validator(mode="after")
-    def _check(self) -> ObjectMeta:
-        if len(self.name) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, self.name):
-            raise ValueError(f"{NAME_MESSAGE} (got {self.name!r})")
-        return self
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if len(value) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, value):
+            raise ValueError(f"{NAME_MESSAGE} (got {value!r})")
+        return value
 
 
 class InferenceModel(ApiModel):

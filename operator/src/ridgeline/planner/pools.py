@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from ridgeline.errors import format_validation_error
+from ridgeline.errors import format_validation_error, yaml_error_line
 from ridgeline.hardware import CPU_PRODUCT, Accelerator, cpu_accelerator, lookup
 
 MIB = 2**20
@@ -34,21 +34,27 @@ class NodePool(BaseModel):
     driver_version: str | None = Field(
         default=None, description="NVIDIA driver, e.g. 550.54.15 (None for CPU pools)."
     )
-    nodes: int = Field(default=1, ge=0, description="Node count (the dev fleet creates these).")
+    # Upper bounds are past any real fleet; without them 10**400 overflows the float math.
+    nodes: int = Field(
+        default=1, ge=0, le=100_000, description="Node count (the dev fleet creates these)."
+    )
     gpu_memory_mib: int | None = Field(
         default=None,
         ge=1,
+        le=2**24,
         alias="gpuMemoryMiB",
         description="nvidia.com/gpu.memory; overrides the catalog's figure.",
     )
     memory_gib: float | None = Field(
         default=None,
         gt=0,
+        le=2**20,
+        allow_inf_nan=False,
         alias="memoryGiB",
         description="Allocatable memory per node: sizes the pods (CPU pools: default 16 GiB).",
     )
     cpus: int | None = Field(
-        default=None, ge=1, description="Allocatable cores per node: sizes the pods."
+        default=None, ge=1, le=65_536, description="Allocatable cores per node: sizes the pods."
     )
     shared_by: int | None = Field(
         default=None,
@@ -137,9 +143,15 @@ def parse_pools(doc: object, source: str = "pools") -> list[NodePool]:
 
 def load_pools(path: Path) -> list[NodePool]:
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except OSError as exc:
-        raise PoolsFileError(f"{path}: {exc.strerror}") from exc
+        raise PoolsFileError(f"{path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PoolsFileError(
+            f"{path}: not a text file (invalid UTF-8 at byte {exc.start})"
+        ) from exc
     except yaml.YAMLError as exc:
-        raise PoolsFileError(f"{path}: not valid YAML: {exc}") from exc
+        raise PoolsFileError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from exc
+    except RecursionError as exc:
+        raise PoolsFileError(f"{path}: not valid YAML: nested too deeply") from exc
     return parse_pools(doc, str(path))

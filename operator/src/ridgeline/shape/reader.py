@@ -1,5 +1,9 @@
 """Read a model's shape from its root: config.json plus every safetensors header, fetched with
-ranged reads so that no tensor data crosses the network."""
+ranged reads so that no tensor data crosses the network.
+
+Errors: every failure caused by the model root (unreachable store, missing or malformed file,
+implausible architecture, a checkpoint with no tensors) raises ``ShapeError`` and nothing else,
+with a one-line message that names the file. Callers need one except clause."""
 
 from __future__ import annotations
 
@@ -26,11 +30,21 @@ FIRST_READ_BYTES = 64 * 1024
 
 
 class ShapeError(ValueError):
-    """A model root that cannot be sized; the message names the file and the problem."""
+    """A model root that cannot be sized; the message, one line, names the file and the
+    problem."""
+
+    def __init__(self, message: str) -> None:
+        # Causes quoted from storage clients or parsers may span lines; a condition message and
+        # a CLI error are one line.
+        super().__init__(" ".join(message.split()))
 
 
 def read_model_shape(uri_or_store: str | ObjectStore) -> ModelShape:
-    store = open_store(uri_or_store) if isinstance(uri_or_store, str) else uri_or_store
+    """The model's shape; raises ShapeError (only) for anything wrong with the model root."""
+    try:
+        store = open_store(uri_or_store) if isinstance(uri_or_store, str) else uri_or_store
+    except StorageError as exc:
+        raise ShapeError(str(exc)) from exc
     config = _read_json(store, CONFIG)
     try:
         arch = architecture_fields(config)
@@ -40,6 +54,10 @@ def read_model_shape(uri_or_store: str | ObjectStore) -> ModelShape:
     with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
         per_file = list(pool.map(lambda key: _read_header(store, key), files))
     tensors = [t for file_tensors in per_file for t in file_tensors]
+    if not any(t.numel for t in tensors):
+        # Planning "0.0M parameters" would size nothing; an empty header is a broken checkpoint.
+        named = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise ShapeError(f"{store.root_uri}: the safetensors headers ({named}) list no tensors")
     expected = _index_map(store)
     if expected is not None:
         _check_index(store, expected, dict(zip(files, per_file, strict=True)))
@@ -62,6 +80,8 @@ def _read_json(store: ObjectStore, key: str) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ShapeError(f"{_where(store, key)}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise ShapeError(f"{_where(store, key)}: not valid JSON (nested too deeply)") from exc
 
 
 def _index_map(store: ObjectStore) -> dict[str, str] | None:
@@ -75,6 +95,12 @@ def _index_map(store: ObjectStore) -> dict[str, str] | None:
         raise ShapeError(f"{_where(store, INDEX)}: missing or empty 'weight_map'")
     if not all(isinstance(v, str) for v in weight_map.values()):
         raise ShapeError(f"{_where(store, INDEX)}: 'weight_map' values must be file names")
+    for value in weight_map.values():
+        # Shards live under the model root: no reads of other objects through the index.
+        if not value or value.startswith("/") or {".", ".."} & set(value.split("/")):
+            raise ShapeError(
+                f"{_where(store, INDEX)}: shard {value[:80]!r} is outside the model root"
+            )
     return weight_map
 
 

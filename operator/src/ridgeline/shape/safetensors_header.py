@@ -78,6 +78,8 @@ def parse_header(raw: bytes, file_size: int | None = None) -> list[TensorInfo]:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HeaderError(f"header is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise HeaderError("header is not valid JSON: nested too deeply") from exc
     if not isinstance(doc, dict):
         raise HeaderError("header is not a JSON object")
     data_bytes = None if file_size is None else file_size - PREFIX_BYTES - len(raw)
@@ -89,32 +91,41 @@ def parse_header(raw: bytes, file_size: int | None = None) -> list[TensorInfo]:
     return tensors
 
 
+def _is_size(value: object) -> bool:
+    # bool is an int to Python, not a size to safetensors.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _short(value: object) -> str:
+    """A value for an error message: a hostile header can hold megabytes in one field."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _tensor(name: str, entry: object, data_bytes: int | None) -> TensorInfo:
     if not isinstance(entry, dict):
-        raise HeaderError(f"tensor {name!r}: entry is not an object")
+        raise HeaderError(f"tensor {_short(name)}: entry is not an object")
     dtype = entry.get("dtype")
     shape = entry.get("shape")
     offsets = entry.get("data_offsets")
-    if dtype not in DTYPE_BYTES:
-        raise HeaderError(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise HeaderError(f"tensor {name!r}: shape {shape!r} is not a list of sizes")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise HeaderError(f"tensor {_short(name)}: unknown dtype {_short(dtype)}")
+    if not isinstance(shape, list) or not all(_is_size(d) for d in shape):
+        raise HeaderError(f"tensor {_short(name)}: shape {_short(shape)} is not a list of sizes")
     info = TensorInfo(name=name, dtype=dtype, shape=tuple(shape))
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(isinstance(o, int) for o in offsets)
-    ):
-        raise HeaderError(f"tensor {name!r}: data_offsets {offsets!r} is not [begin, end]")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_size, offsets)):
+        raise HeaderError(
+            f"tensor {_short(name)}: data_offsets {_short(offsets)} is not [begin, end]"
+        )
     begin, end = offsets
     if end - begin != info.nbytes:
         raise HeaderError(
-            f"tensor {name!r}: {dtype}{list(shape)} needs {info.nbytes} bytes but data_offsets "
-            f"span {end - begin}"
+            f"tensor {_short(name)}: {dtype}{_short(shape)} needs {info.nbytes} bytes but "
+            f"data_offsets span {end - begin}"
         )
     if data_bytes is not None and end > data_bytes:
         raise HeaderError(
-            f"tensor {name!r}: data ends at byte {end} but the file holds {data_bytes} data bytes "
-            "(truncated?)"
+            f"tensor {_short(name)}: data ends at byte {end} but the file holds {data_bytes} "
+            "data bytes (truncated?)"
         )
     return info

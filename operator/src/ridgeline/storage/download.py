@@ -8,6 +8,9 @@ read of an S3 object is conditional on the ETag seen at listing (If-Match), so b
 versions are never mixed. The MD5 of a single-part ETag is not recomputed: that pass alone ran
 at 0.6 GB/s on this machine (docs/benchmarks.md), a cap on every download. A mismatch removes
 the partial file and raises, naming the URI and both digests.
+
+What the directory may hold (keys proven to stay inside it, exactly the current listing, an
+atomically written completion marker) is ``cache_state``'s job; progress is ``progress``'s.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,13 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ridgeline.storage import cache_state
 from ridgeline.storage.base import ObjectInfo, ObjectStore, StorageError
+from ridgeline.storage.cache_state import COMPLETE
+from ridgeline.storage.progress import Progress
 
 log = logging.getLogger("ridgeline.download")
 
 PART_BYTES = 32 * 2**20
 PARALLEL = 8
-COMPLETE = ".ridgeline-complete.json"
 # Weights in other formats beside safetensors are skipped: transformers loads safetensors.
 SKIP_WHEN_SAFETENSORS = re.compile(r"(\.bin|\.pt|\.pth|\.gguf|\.msgpack|\.h5|\.ckpt)$|^original/")
 
@@ -86,33 +90,6 @@ def select_files(objects: list[ObjectInfo], manifest_key: str | None) -> list[Ob
     return chosen
 
 
-class _Progress:
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total = total
-        self.done = 0
-        self._lock = threading.Lock()
-        self._enabled = enabled
-        self._last = 0.0
-        self._start = time.monotonic()
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.done += n
-            now = time.monotonic()
-            if self._enabled and (now - self._last > 0.25 or self.done >= self.total):
-                self._last = now
-                frac = self.done / self.total if self.total else 1.0
-                rate = self.done / 1e9 / max(now - self._start, 1e-6)
-                bar = "#" * int(frac * 30)
-                sys.stderr.write(
-                    f"\r  weights [{bar:<30}] {frac:6.1%} {self.done / 1e9:.2f}/"
-                    f"{self.total / 1e9:.2f} GB {rate:.2f} GB/s"
-                )
-                if self.done >= self.total:
-                    sys.stderr.write("\n")
-                sys.stderr.flush()
-
-
 @contextlib.contextmanager
 def _node_lock(path: Path) -> Iterator[None]:
     """One download per node: other replicas on the node wait here, then reuse the cache."""
@@ -135,6 +112,7 @@ class _FileJob:
     """One object: its parts, the partial file, the record of parts already written."""
 
     def __init__(self, info: ObjectInfo, dest: Path, part_bytes: int) -> None:
+        # dest comes from cache_state.target_path: proven to lie inside the model's directory.
         self.info = info
         self.dest = dest
         self.partial = dest.with_name(dest.name + ".partial")
@@ -173,7 +151,7 @@ class _FileJob:
     def pending(self) -> list[int]:
         return [i for i in range(len(self.parts)) if i not in self.done]
 
-    def write_part(self, store: ObjectStore, index: int, progress: _Progress) -> None:
+    def write_part(self, store: ObjectStore, index: int, progress: Progress) -> None:
         start, length = self.parts[index]
         version = self.info.version or None
         written = 0
@@ -239,44 +217,77 @@ def download_model(
     part_bytes: int = PART_BYTES,
     progress: bool | None = None,
 ) -> DownloadStats:
-    """Download (or reuse) the model under ``cache_root``; returns where and how fast."""
+    """Download (or reuse) the model under ``cache_root``; returns where and how fast.
+
+    ``progress``: None shows it (a redrawn line on a terminal, log lines otherwise), False
+    keeps quiet. The directory ends up holding exactly the current listing: files no longer
+    listed are removed before the cache is marked complete."""
+    try:
+        return _download(store, cache_root, manifest_key, parallel, part_bytes, progress)
+    except OSError as exc:  # the cache's disk, not the store: full, read-only, no permission
+        where = exc.filename or cache_root
+        raise StorageError(
+            f"{store.root_uri}: cannot write the weight cache ({where}: {exc.strerror or exc})"
+        ) from exc
+
+
+def _download(
+    store: ObjectStore,
+    cache_root: Path,
+    manifest_key: str | None,
+    parallel: int,
+    part_bytes: int,
+    progress: bool | None,
+) -> DownloadStats:
     started = time.monotonic()
     dest = cache_root / cache_key(store.root_uri)
     with _node_lock(cache_root / f"{dest.name}.lock"):
         objects = store.list()
-        manifest = parse_manifest(store.read(manifest_key).decode()) if manifest_key else {}
+        manifest = (
+            parse_manifest(store.read(manifest_key).decode(errors="replace"))
+            if manifest_key
+            else {}
+        )
         files = select_files(objects, manifest_key)
+        if not files:
+            raise StorageError(f"{store.root_uri}: no model files to download")
+        targets = cache_state.target_paths(dest, files, store.root_uri)
         if manifest:
             missing = sorted(set(manifest) - {f.key for f in files})
             if missing:
                 raise StorageError(f"{store.root_uri}: manifest lists missing files: {missing}")
         versions = {f.key: f.version for f in files}
-        marker = dest / COMPLETE
         total = sum(f.size_bytes for f in files)
-        if marker.exists() and json.loads(marker.read_text()).get("versions") == versions:
+        if cache_state.complete_versions(dest) == versions:
             return DownloadStats(dest, len(files), total, 0, time.monotonic() - started, True)
-        marker.unlink(missing_ok=True)
+        cache_state.mark_incomplete(dest)
         jobs = []
         for info in files:
-            target = dest / info.key
+            target = targets[info.key]
             if (
-                target.exists()
+                target.is_file()
                 and target.stat().st_size == info.size_bytes
-                and _recorded(dest, info)
+                and cache_state.recorded(dest, info)
             ):
                 continue
             jobs.append(_FileJob(info, target, part_bytes))
         todo = sum(j.parts[i][1] for j in jobs for i in j.pending())
-        bar = _Progress(todo, sys.stderr.isatty() if progress is None else progress)
+        bar = Progress.auto(f"weights {store.root_uri}", todo, progress)
         tasks = [(job, i) for job in jobs for i in job.pending()]
-        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            futures = [pool.submit(job.write_part, store, i, bar) for job, i in tasks]
-            for future in futures:
-                future.result()
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+                futures = [pool.submit(job.write_part, store, i, bar) for job, i in tasks]
+                for future in futures:
+                    future.result()
+        finally:
+            bar.close()
         for job in jobs:
             job.finish(store, manifest.get(job.info.key))
-            _record(dest, job.info)
-        marker.write_text(json.dumps({"uri": store.root_uri, "versions": versions}, indent=1))
+            cache_state.record(dest, [job.info])
+        removed = cache_state.keep_only(dest, files)
+        if removed:
+            log.info("%s: removed files no longer listed: %s", store.root_uri, removed)
+        cache_state.mark_complete(dest, store.root_uri, versions)
     seconds = time.monotonic() - started
     stats = DownloadStats(dest, len(files), total, todo, seconds, False)
     log.info(
@@ -288,26 +299,3 @@ def download_model(
         stats.gb_per_s,
     )
     return stats
-
-
-def _versions_file(dest: Path) -> Path:
-    return dest / ".ridgeline-versions.json"
-
-
-def _recorded(dest: Path, info: ObjectInfo) -> bool:
-    try:
-        return bool(json.loads(_versions_file(dest).read_text()).get(info.key) == info.version)
-    except (OSError, ValueError):
-        return False
-
-
-def _record(dest: Path, info: ObjectInfo) -> None:
-    path = _versions_file(dest)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data[info.key] = info.version
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)

@@ -2,7 +2,9 @@
 
 Listing uses ``/api/models/{repo}/tree/{revision}?recursive=true``, which also gives each LFS
 file's sha256; reads use ``/{repo}/resolve/{revision}/{path}`` with a Range header. HF_TOKEN,
-when set, is sent as a bearer token.
+when set, is sent as a bearer token to the endpoint's own origin only: the Hub answers a read of
+an LFS file with a redirect to a CDN on another host, and like ``requests`` and
+``huggingface_hub`` the token is dropped on any redirect that changes scheme, host or port.
 """
 
 from __future__ import annotations
@@ -13,10 +15,42 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 from ridgeline.storage.base import ObjectInfo, StorageError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+class _OriginBoundAuth(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, minus the credentials when the origin changes.
+
+    urllib copies every header but the body's onto the redirected request, Authorization
+    included, whatever the new host; this handler removes it there."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in [h for h in new.headers if h.lower() in ("authorization", "cookie")]:
+                del new.headers[name]
+        return new
+
+
+_OPENER = urllib.request.build_opener(_OriginBoundAuth)
 
 
 class HFStore:
@@ -49,7 +83,7 @@ class HFStore:
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with _OPENER.open(req, timeout=60) as resp:
                 data: bytes = resp.read()
                 return data
         except urllib.error.HTTPError as exc:
@@ -70,18 +104,10 @@ class HFStore:
             rev = urllib.parse.quote(self._revision, safe="")
             sub = f"/{self._subdir}" if self._subdir else ""
             url = f"{self._endpoint}/api/models/{self._repo}/tree/{rev}{sub}?recursive=true"
-            entries = json.loads(self._request(url))
-            listing = {}
-            prefix = f"{self._subdir}/" if self._subdir else ""
-            for entry in entries:
-                if entry.get("type") != "file":
-                    continue
-                lfs = entry.get("lfs") or {}
-                key = entry["path"][len(prefix) :]
-                # LFS files carry their sha256; "sha256:" tells the downloader it can verify it.
-                version = f"sha256:{lfs['oid']}" if lfs.get("oid") else str(entry.get("oid", ""))
-                listing[key] = ObjectInfo(key=key, size_bytes=int(entry["size"]), version=version)
-            self._listing = listing
+            try:
+                self._listing = _parse_tree(json.loads(self._request(url)), self._subdir)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                raise StorageError(f"{url}: not a Hub file listing ({type(exc).__name__})") from exc
         return sorted(self._listing.values(), key=lambda o: o.key)
 
     def stat(self, key: str) -> ObjectInfo:
@@ -108,3 +134,17 @@ class HFStore:
 
     def read(self, key: str) -> bytes:
         return self._request(self._url(key))
+
+
+def _parse_tree(entries: list[dict[str, Any]], subdir: str) -> dict[str, ObjectInfo]:
+    listing = {}
+    prefix = f"{subdir}/" if subdir else ""
+    for entry in entries:
+        if entry.get("type") != "file":
+            continue
+        lfs = entry.get("lfs") or {}
+        key = str(entry["path"])[len(prefix) :]
+        # LFS files carry their sha256; "sha256:" tells the downloader it can verify it.
+        version = f"sha256:{lfs['oid']}" if lfs.get("oid") else str(entry.get("oid", ""))
+        listing[key] = ObjectInfo(key=key, size_bytes=int(entry["size"]), version=version)
+    return listing

@@ -3,7 +3,9 @@ Storage's S3-compatible XML API (HMAC keys).
 
 Credentials come from the environment the way boto3 reads them (AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION); the operator mounts the InferenceModel's
-``credentialsSecret`` as such variables.
+``credentialsSecret`` as such variables. For ``gs://`` they are a GCS HMAC key (Cloud Storage >
+Settings > Interoperability); a service-account JSON key is not read, and a Secret that offers
+only one gets an error that says so rather than an anonymous request.
 """
 
 from __future__ import annotations
@@ -102,7 +104,22 @@ class S3Store:
         return data
 
 
+SERVICE_ACCOUNT_VARS = ("GOOGLE_APPLICATION_CREDENTIALS_JSON", "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+def _check_gcs_credentials() -> None:
+    offered = [v for v in SERVICE_ACCOUNT_VARS if os.environ.get(v)]
+    if offered and not os.environ.get("AWS_ACCESS_KEY_ID"):
+        raise StorageError(
+            f"gs:// reads use a GCS HMAC key as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; "
+            f"{offered[0]} (a service-account key) is not supported: create an HMAC key for the "
+            "service account and put it in the credentials Secret"
+        )
+
+
 def _client(scheme: str) -> Any:
+    if scheme == "gs":
+        _check_gcs_credentials()
     try:
         import boto3
         from botocore.config import Config
