@@ -351,3 +351,22 @@ def test_serve_config_is_valid_for_ray_serve(shape_of, pool: NodePool) -> None:
     deployment = parsed.applications[0].deployments[0]
     assert deployment.ray_actor_options.resources == {REPLICA_RESOURCE: 1}
     assert deployment.max_queued_requests >= deployment.max_ongoing_requests
+
+
+def test_a_network_policy_change_alone_is_applied(shape_of) -> None:
+    shape = shape_of("tiny-llama")
+    config = default_config()
+    model = _model(workload={"maxContextTokens": 1024})
+    first = decide(_observe(model, shape, None), config, "t")
+    assert first.apply is not None
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    policy = config.network_policy.model_validate(
+        {**config.network_policy.model_dump(by_alias=True), "metricsFrom": [scraper]}
+    )
+    scraped = config.model_copy(update={"network_policy": policy})
+    again = decide(_observe(model, shape, _running(first.apply)), scraped, "t")
+    assert again.apply is not None
+    assert again.apply["spec"] == first.apply["spec"]
+    assert again.replace_clusters == []
+    [applied] = again.owned
+    assert applied["spec"]["ingress"][-1]["ports"] == [{"protocol": "TCP", "port": 8080}]
