@@ -64,7 +64,22 @@ def test_templates_are_accepted_by_the_api_server(
     out = template(cluster, *(["-f", str(values)] if values else []))
     assert out.returncode == 0, out.stderr
     kubectl(cluster, "create", "namespace", NS, check=False)
+    kubectl(cluster, "create", "namespace", "models", check=False)  # ci-values watches it
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    # Secrets: cluster-wide only when every namespace is watched, else per watched namespace
+    cluster_rules = next(d for d in docs if d["kind"] == "ClusterRole")["rules"]
+    secret_rules = [r for r in cluster_rules if "secrets" in r["resources"]]
+    roles = [d for d in docs if d["kind"] == "Role"]
+    if values is None:
+        assert secret_rules == [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}
+        ]
+        assert roles == []
+    else:
+        assert secret_rules == []
+        assert [(r["metadata"]["namespace"], r["rules"][0]["verbs"]) for r in roles] == [
+            ("models", ["get", "create"])
+        ]
     kinds = sorted(d["kind"] for d in docs)
     assert {
         "ClusterRole",
@@ -135,6 +150,7 @@ def test_bad_values_are_refused(cluster: ClusterState, setting: str, complaint: 
 def test_install_reaches_available_and_helm_test_passes(
     cluster: ClusterState, fake_fleet: list[str]
 ) -> None:
+    kubectl(cluster, "create", "namespace", "models", check=False)  # ci-values watches it
     run_helm(
         cluster,
         "install",

@@ -323,3 +323,55 @@ def test_network_policy_opens_only_the_serve_port_to_other_pods() -> None:
         update={"network_policy": config.network_policy.model_copy(update={"enabled": False})}
     )
     assert build_network_policy(_model(), off, "u1") is None
+
+
+def test_a_kept_plan_without_the_shape_leaves_the_running_service_alone(shape_of) -> None:
+    """After an operator restart with storage unreachable, the cache size would be a guess:
+    nothing is re-applied (and so nothing restarts)."""
+    shape = shape_of("tiny-llama")
+    config = default_config()
+    model = _model(workload={"maxContextTokens": 1024})
+    first = decide(_observe(model, shape, None), config, "t")
+    assert first.apply is not None
+    kept = model.model_copy(update={"status": first.status})
+    running = _running(first.apply)
+    running["metadata"]["annotations"] = {"ridgeline.dev/spec-hash": "from-an-older-operator"}
+    obs = _observe(kept, shape, running)
+    blind = Observed(**{**obs.__dict__, "shape": None, "shape_error": "storage down"})
+    again = decide(blind, config, "t")
+    assert again.apply is None
+    assert again.replace_clusters == []
+    assert decide(obs, config, "t").apply is not None  # with the shape, it is re-applied
+
+
+@pytest.mark.parametrize("pool", [L4, CPU], ids=["l4-pool", "cpu-pool"])
+def test_serve_config_is_valid_for_ray_serve(shape_of, pool: NodePool) -> None:
+    """What KubeRay submits to Serve passes Serve's own schema (one replica per pod, the
+    deployment's bounded queue)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    spec = {"accelerators": ["cpu"]} if pool.is_cpu else {}
+    rs = _render(shape_of("tiny-llama"), pool, **spec)
+    parsed = ServeDeploySchema.model_validate(yaml.safe_load(rs["spec"]["serveConfigV2"]))
+    deployment = parsed.applications[0].deployments[0]
+    assert deployment.ray_actor_options.resources == {REPLICA_RESOURCE: 1}
+    assert deployment.max_queued_requests >= deployment.max_ongoing_requests
+
+
+def test_a_network_policy_change_alone_is_applied(shape_of) -> None:
+    shape = shape_of("tiny-llama")
+    config = default_config()
+    model = _model(workload={"maxContextTokens": 1024})
+    first = decide(_observe(model, shape, None), config, "t")
+    assert first.apply is not None
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    policy = config.network_policy.model_validate(
+        {**config.network_policy.model_dump(by_alias=True), "metricsFrom": [scraper]}
+    )
+    scraped = config.model_copy(update={"network_policy": policy})
+    again = decide(_observe(model, shape, _running(first.apply)), scraped, "t")
+    assert again.apply is not None
+    assert again.apply["spec"] == first.apply["spec"]
+    assert again.replace_clusters == []
+    [applied] = again.owned
+    assert applied["spec"]["ingress"][-1]["ports"] == [{"protocol": "TCP", "port": 8080}]

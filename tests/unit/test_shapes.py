@@ -68,7 +68,8 @@ def test_every_failure_is_a_message_remembered_briefly(
     cache = ShapeCache(failure_ttl_s=60)
     shape, error = cache.get("s3://models/m")
     assert shape is None
-    assert error == str(failure)
+    assert error is not None
+    assert str(failure) in error
     cache.get("s3://models/m")
     assert calls == ["read"]  # not re-read at every resync
 

@@ -14,8 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from ridgeline.shape import ModelShape, read_model_shape
-from ridgeline_operator.credentials import store_with
+from ridgeline.shape import ModelShape, ShapeError, read_model_shape
+from ridgeline.storage import StorageError
+from ridgeline_operator.credentials import CredentialsError, store_with
 
 TTL_S = 600.0
 FAILURE_TTL_S = 30.0
@@ -71,6 +72,8 @@ class ShapeCache:
                 store = store_with(uri, self._credentials(namespace, credentials_secret))
                 return read_model_shape(store), None
             return read_model_shape(uri), None
-        except Exception as exc:  # every failure is reported in status, none retried hot
-            message = str(exc) or type(exc).__name__
-            return None, message
+        except (ShapeError, StorageError, CredentialsError) as exc:
+            return None, str(exc)
+        except Exception as exc:  # a failure nobody foresaw is reported too, not retried hot
+            log.exception("reading the shape of %s failed unexpectedly", uri)
+            return None, f"{type(exc).__name__}: {exc}"

@@ -328,19 +328,22 @@ class InferenceModelStatus(ApiModel):
 class ObjectMeta(ApiModel):
     model_config = ConfigDict(extra="allow")
 
-    # KubeRay's rule (checked by _check_name below) is stricter than the API server's DNS-1123
-    # subdomain, so `ridgeline plan` and `serve` refuse what `kubectl apply` would.
+    # The API server requires a DNS-1123 subdomain of a custom resource's name; KubeRay, which
+    # names the RayService after it, a DNS-1035 label of at most 47 characters. The CRD refuses
+    # others (NAME_RULE), so `ridgeline plan`, `render` and `serve` do too.
     name: str = Field(
-        description="Object name: a DNS-1035 label of at most 47 characters (KubeRay's limit)."
+        min_length=1,
+        max_length=253,
+        description="Object name: lower-case letters, digits and '-', at most 47 characters.",
     )
     namespace: str | None = Field(default=None, description="Namespace.")
 
     @field_validator("name")
     @classmethod
-    def _check_name(cls, name: str) -> str:
-        if len(name) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, name):
-            raise ValueError(f"{NAME_MESSAGE} (got {name!r})")
-        return name
+    def _name(cls, value: str) -> str:
+        if len(value) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, value):
+            raise ValueError(f"{NAME_MESSAGE} (got {value!r})")
+        return value
 
 
 class InferenceModel(ApiModel):

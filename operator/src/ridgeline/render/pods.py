@@ -3,6 +3,7 @@ the pool's nodes, the weight cache volume, tolerations and pull secrets."""
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -39,20 +40,14 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
 
 def pod_spec_extras(config: PlatformConfig) -> dict[str, Any]:
     """Fields every model pod shares (a fresh copy each call: the manifest stays a tree)."""
-    extras: dict[str, Any] = {"securityContext": _copy(POD_SECURITY_CONTEXT)}
+    extras: dict[str, Any] = {"securityContext": copy.deepcopy(POD_SECURITY_CONTEXT)}
     if config.image_pull_secrets:
         extras["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
     return extras
 
 
 def container_security_context() -> dict[str, Any]:
-    return _copy(CONTAINER_SECURITY_CONTEXT)
-
-
-def _copy(value: dict[str, Any]) -> dict[str, Any]:
-    import copy
-
-    return copy.deepcopy(value)
+    return copy.deepcopy(CONTAINER_SECURITY_CONTEXT)
 
 
 def _share(pool: NodePool | None, gpus: int) -> float | None:

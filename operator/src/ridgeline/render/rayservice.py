@@ -23,11 +23,14 @@ from ridgeline.platform_config import PlatformConfig
 from ridgeline.quantity import parse_quantity
 from ridgeline.render import pods
 from ridgeline.render.affinity import gpu_node_affinity
-from ridgeline.render.meta import MODEL_LABEL, labels, object_meta
-from ridgeline.render.security import DASHBOARD_PORT, METRICS_PORT, auth_options
+from ridgeline.render.meta import labels, object_meta
+from ridgeline.render.security import (
+    DASHBOARD_PORT,
+    METRICS_PORT,
+    auth_options,
+    build_network_policy,
+)
 from ridgeline_serving.args import IMPORT_PATH, SCHEMA_VERSION, ServingArgs
-
-__all__ = ["MODEL_LABEL", "labels"]
 
 SPEC_HASH = "ridgeline.dev/spec-hash"
 # Hash of what the RayCluster is made of (not its replica bounds): a change means new pods.
@@ -289,7 +292,13 @@ def build_rayservice(
         "rayClusterConfig": cluster,
     }
     metadata = object_meta(model, model.metadata.name, uid)
-    metadata["annotations"] = {SPEC_HASH: spec_hash(spec), CLUSTER_HASH: _cluster_hash(cluster)}
+    # The spec hash covers the NetworkPolicy applied beside the RayService, so that a change
+    # to it alone (the chart's networkPolicy values) is applied too.
+    applied = {"spec": spec, "networkPolicy": build_network_policy(model, config, uid)}
+    metadata["annotations"] = {
+        SPEC_HASH: spec_hash(applied),
+        CLUSTER_HASH: _cluster_hash(cluster),
+    }
     manifest = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": metadata, "spec": spec}
     # A plain tree (no shared sub-objects), so YAML dumps carry no anchors.
     tree: dict[str, Any] = json.loads(json.dumps(manifest))

@@ -84,7 +84,9 @@ ACCESS = [
     "`AWS_ENDPOINT_URL`, `AWS_REGION`, `GCS_ENDPOINT_URL`, `HF_TOKEN`, `HF_ENDPOINT`. Values "
     "are held for the read only: never cached, logged, written to status or copied. A model "
     "without `credentialsSecret` is read with the operator's own environment, to which the "
-    "chart gives no credentials. `create` makes each model's Ray token Secret.",
+    "chart gives no credentials. `create` makes each model's Ray token Secret. With "
+    "`operator.watchNamespaces` set, these two verbs are granted by a Role in each watched "
+    "namespace instead of the ClusterRole.",
     "- A user who may create InferenceModels makes the operator read object storage at the "
     "URI and endpoint they give, with their own Secret: give that right only to those you "
     "would let run pods with those credentials.",
