@@ -108,7 +108,9 @@ class Operator:
         env = {
             **os.environ,
             "KUBECONFIG": self.cluster.operator_kubeconfig,
-            "RIDGELINE_RESYNC_SECONDS": "1",
+            # Longer than the whole module: every change below reaches the models through
+            # what triggers a reconcile (spec, RayService, RayCluster, pools), not the resync.
+            "RIDGELINE_RESYNC_SECONDS": "3600",
         }
         self.proc = subprocess.Popen(
             [
@@ -294,7 +296,7 @@ def test_kuberay_puts_workers_with_the_planned_gpus_on_the_planned_pool(
 
 
 def test_events_on_transitions_only(cluster: ClusterState, operator: Operator) -> None:
-    time.sleep(3)  # several resyncs
+    time.sleep(3)  # KubeRay's status updates wake the model in the meantime
     reasons = [
         e["reason"]
         for e in events(cluster, "llama")
@@ -514,6 +516,62 @@ def test_scale_from_zero_pool_is_planned_from_the_config(
     obj = wait_condition(cluster, "h200", "Applied", "True")
     assert obj["status"]["plan"]["pool"] == "h200-scale-from-zero"
     assert obj["status"]["placement"]["image"] == "example.invalid/serving:cu128"
+
+
+def _planned_pool(obj: dict[str, Any]) -> str | None:
+    planned = condition(obj, "Planned")
+    if planned is None or planned["status"] != "True":
+        return None
+    return str(obj["status"]["plan"]["pool"])
+
+
+def _pool_wakes(operator: Operator) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in operator.metrics().splitlines()
+        if line.startswith('ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
+    )
+
+
+def test_a_node_change_wakes_only_the_models_on_its_pool(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    models = get_json(cluster, "-n", NS, "im")["items"]
+    llama = next(m for m in models if m["metadata"]["name"] == "llama")
+    pool = _planned_pool(llama)
+    assert pool is not None
+    # the models planned on that pool, and those without a plan (a new pool may suit them)
+    expected = sum(1 for m in models if _planned_pool(m) in (pool, None))
+    others = [m["metadata"]["name"] for m in models if _planned_pool(m) not in (pool, None)]
+    assert others, "models on other pools, which must not be woken"
+    before = rayservice(cluster, "llama")
+    assert before is not None
+    for step, action in enumerate(("cordon", "uncordon"), start=1):
+        wakes = _pool_wakes(operator)
+        kubectl(cluster, action, _node_of(cluster, pool))
+        wait_for(
+            f"{expected} models woken by the {action}",
+            lambda w=wakes: _pool_wakes(operator) >= w + expected,
+            30,
+        )
+        time.sleep(2)
+        assert _pool_wakes(operator) == wakes + expected, step
+    # the pool shrank and grew back: the running service stays where it is, not re-applied
+    after = rayservice(cluster, "llama")
+    assert after is not None
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+    assert _planned_pool(get_json(cluster, "-n", NS, "im", "llama")) == pool
+
+
+def _node_of(cluster: ClusterState, pool: str) -> str:
+    from ridgeline.discovery import discover_pools
+
+    for node in get_json(cluster, "nodes")["items"]:
+        labels = node["metadata"].get("labels") or {}
+        found = discover_pools([(labels, node["status"].get("allocatable") or {}, True)])
+        if found and found[0].name == pool:
+            return str(node["metadata"]["name"])
+    raise AssertionError(f"no node in pool {pool}")
 
 
 # ---- invalid input, delete, metrics ------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,7 @@ async def raycluster_changed(
 def on_change(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     """The spec changed (or the operator restarted): kopf writes the status from ``patch``."""
     with STATE.exclusive((body["metadata"]["namespace"], body["metadata"]["name"])):
-        decision = reconcile(body, kwargs, Trigger.SPEC)  # kwargs: kopf's indexes by name
+        decision = reconcile(body, kwargs, [Trigger.SPEC])  # kwargs: kopf's indexes by name
     new = status_change(body, decision)
     if new is not None:
         patch.setdefault("status", {}).update(new)
@@ -225,10 +226,10 @@ async def follow(*, body: kopf.Body, namespace: str | None, name: str, **kwargs:
     delay = first_resync_s(RESYNC_S)
     try:
         while True:
-            trigger = await waker.wait(delay)
+            triggers = await waker.wait(delay)
             delay = next_resync_s(RESYNC_S)
             try:
-                await asyncio.to_thread(_follow_once, body, kwargs, key, trigger)
+                await asyncio.to_thread(_follow_once, body, kwargs, key, triggers)
             except _SpecInFlightError:
                 waker.waiting_for_status = True
                 status = body.get("status") or {}
@@ -246,7 +247,9 @@ class _SpecInFlightError(Exception):
     """The status is behind the spec: the change handler owns this generation."""
 
 
-def _follow_once(body: kopf.Body, indexes: Any, key: tuple[str, str], trigger: Trigger) -> None:
+def _follow_once(
+    body: kopf.Body, indexes: Any, key: tuple[str, str], triggers: Iterable[Trigger]
+) -> None:
     with STATE.exclusive(key):
         snapshot = {
             "metadata": dict(body["metadata"]),
@@ -255,7 +258,7 @@ def _follow_once(body: kopf.Body, indexes: Any, key: tuple[str, str], trigger: T
         }
         if snapshot["status"].get("observedGeneration") != snapshot["metadata"].get("generation"):
             raise _SpecInFlightError()
-        decision = reconcile(snapshot, indexes, trigger)
+        decision = reconcile(snapshot, indexes, triggers)
         new = status_change(snapshot, decision)
         if new is not None:
             meta = snapshot["metadata"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -100,11 +100,14 @@ def observe(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Observed:
     )
 
 
-def reconcile(body: Mapping[str, Any], indexes: Mapping[str, Any], trigger: Trigger) -> Decision:
+def reconcile(
+    body: Mapping[str, Any], indexes: Mapping[str, Any], triggers: Iterable[Trigger]
+) -> Decision:
     """Observe, decide, apply. An apply the API server refuses is the decision's own refused
     outcome; transient API errors raise kopf.TemporaryError for the caller to retry."""
     started = time.monotonic()
-    metrics.TRIGGERS.labels(trigger).inc()
+    for trigger in triggers:
+        metrics.TRIGGERS.labels(trigger).inc()
     obs = observe(body, indexes)
     decision = decide(obs, STATE.config, now())
     if decision.apply is not None:

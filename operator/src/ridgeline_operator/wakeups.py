@@ -37,27 +37,27 @@ def next_resync_s(period_s: float) -> float:
 
 
 class Waker:
-    """One model's wake-up call: the first trigger since the model last woke, and a flag for a
-    wake that must wait until the model's status catches up with its spec."""
+    """One model's wake-up call: what woke it since it last woke (several wakes before it
+    runs make one pass), and a flag for a wake that must wait until the model's status
+    catches up with its spec."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
-        self._trigger: Trigger | None = None
+        self._triggers: set[Trigger] = set()
         self.waiting_for_status = False
 
     def wake(self, trigger: Trigger) -> None:
-        if self._trigger is None:
-            self._trigger = trigger
+        self._triggers.add(trigger)
         self._event.set()
 
-    async def wait(self, timeout_s: float) -> Trigger:
+    async def wait(self, timeout_s: float) -> frozenset[Trigger]:
         try:
             await asyncio.wait_for(self._event.wait(), timeout_s)
         except TimeoutError:
-            return Trigger.RESYNC
+            return frozenset({Trigger.RESYNC})
         self._event.clear()
-        trigger, self._trigger = self._trigger or Trigger.RESYNC, None
-        return trigger
+        triggers, self._triggers = frozenset(self._triggers), set()
+        return triggers
 
 
 class Wakeups:
