@@ -49,7 +49,9 @@ def _indexes() -> dict[str, Any]:
     return {"rayservice_index": {}, "raycluster_index": {}}
 
 
-def _body(uri: str, status: dict[str, Any] | None = None, generation: int = 1) -> kopf.Body:
+def _body(
+    uri: str, status: dict[str, Any] | None = None, generation: int = 1, resource_version: str = "7"
+) -> kopf.Body:
     raw = {
         "apiVersion": "ridgeline.dev/v1alpha1",
         "kind": "InferenceModel",
@@ -58,7 +60,7 @@ def _body(uri: str, status: dict[str, Any] | None = None, generation: int = 1) -
             "namespace": "ns",
             "uid": "u1",
             "generation": generation,
-            "resourceVersion": "7",
+            "resourceVersion": resource_version,
         },
         "spec": {"model": {"uri": uri}, "workload": {"maxContextTokens": 512}},
     }
@@ -210,15 +212,26 @@ def test_a_wake_waits_while_the_change_handler_owns_a_newer_spec(
     handlers.on_change(body=_body(uri), patch=first, **_indexes())
     newer = _body(uri, dict(first["status"]), generation=2)
     with pytest.raises(handlers._SpecInFlightError):
-        handlers._follow_once(newer, _indexes(), ("ns", "m"), [Trigger.RAYSERVICE])
+        handlers._follow_once(
+            newer, handlers._snapshot(newer), _indexes(), ("ns", "m"), [Trigger.RAYSERVICE]
+        )
     assert writes == []
     current = _body(uri, dict(first["status"]))
-    handlers._follow_once(current, _indexes(), ("ns", "m"), [Trigger.RESYNC])
+    handlers._follow_once(
+        current, handlers._snapshot(current), _indexes(), ("ns", "m"), [Trigger.RESYNC]
+    )
     assert writes == []  # nothing changed: nothing written
     indexes = _indexes()
     rs = handlers._rayservice_view(kopf.Meta(kopf.Body(applied[0])), kopf.Status(kopf.Body({})))
     indexes["rayservice_index"] = {("ns", "m"): [rs]}
-    handlers._follow_once(current, indexes, ("ns", "m"), [Trigger.RAYSERVICE])
+    snapshot = handlers._snapshot(current)
+    current = _body(uri, dict(first["status"]), resource_version="8")  # kopf swapped it meanwhile
+    with pytest.raises(handlers._StaleError):
+        handlers._follow_once(current, snapshot, indexes, ("ns", "m"), [Trigger.RAYSERVICE])
+    assert writes == []
+    handlers._follow_once(
+        current, handlers._snapshot(current), indexes, ("ns", "m"), [Trigger.RAYSERVICE]
+    )
     [(resource_version, status)] = writes  # only if the object is still the one it read
-    assert resource_version == "7"
+    assert resource_version == "8"
     assert status["conditions"][3]["reason"] == "RayServiceStarting"

@@ -28,6 +28,7 @@ CONFIG_ENV = "RIDGELINE_CONFIG"
 RESYNC_S = float(os.environ.get("RIDGELINE_RESYNC_SECONDS", "300"))
 # Node events come in bursts (a node pool scaling up): pools are derived once the burst passed.
 POOLS_SETTLE_S = 0.5
+ERROR_S = 10.0  # a wake-up pass that failed unexpectedly is tried again after this
 GPU_PRODUCT = f"{GFD}gpu.product"
 OWNED = {"app.kubernetes.io/managed-by": "ridgeline"}  # on every RayService and its RayClusters
 OWNED_SELECTOR = ",".join(f"{k}={v}" for k, v in OWNED.items())
@@ -218,7 +219,9 @@ def on_change(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
-async def follow(*, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+async def follow(
+    *, body: kopf.Body, namespace: str | None, name: str, logger: Any, **kwargs: Any
+) -> None:
     """Sleeps until woken (RayService, RayCluster, pool) or its resync is due, then reconciles.
     A wake while the change handler has a newer spec in hand waits for its status to land."""
     key = (namespace or "", name)
@@ -228,17 +231,27 @@ async def follow(*, body: kopf.Body, namespace: str | None, name: str, **kwargs:
         while True:
             triggers = await waker.wait(delay)
             delay = next_resync_s(RESYNC_S)
+            # The snapshot is taken here, on the event loop, where kopf swaps the live body:
+            # never half of one version and half of the next.
+            snapshot = _snapshot(body)
             try:
-                await asyncio.to_thread(_follow_once, body, kwargs, key, triggers)
+                await asyncio.to_thread(_follow_once, body, snapshot, kwargs, key, triggers)
             except _SpecInFlightError:
                 waker.waiting_for_status = True
-                status = body.get("status") or {}
-                if status.get("observedGeneration") == body["metadata"].get("generation"):
+                if _snapshot(body)["status"].get("observedGeneration") == body.meta.get(
+                    "generation"
+                ):
                     STATE.wakeups.wake_if_waiting(key)  # it landed while this pass looked
+            except _StaleError:
+                for trigger in triggers:
+                    waker.wake(trigger)  # again, from the newer object
             except kopf.TemporaryError as exc:
-                delay = float(exc.delay or 1.0)
                 waker.wake(Trigger.RETRY)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(float(exc.delay or 1.0))
+            except Exception:
+                logger.exception("reconcile of %s/%s failed; retrying in %.0f s", *key, ERROR_S)
+                waker.wake(Trigger.RETRY)
+                await asyncio.sleep(ERROR_S)
     finally:
         STATE.wakeups.unregister(key, waker)
 
@@ -247,21 +260,34 @@ class _SpecInFlightError(Exception):
     """The status is behind the spec: the change handler owns this generation."""
 
 
+class _StaleError(Exception):
+    """The object changed between the snapshot and the pass: take a new snapshot."""
+
+
+def _snapshot(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "metadata": dict(body.get("metadata") or {}),
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
 def _follow_once(
-    body: kopf.Body, indexes: Any, key: tuple[str, str], triggers: Iterable[Trigger]
+    body: kopf.Body,
+    snapshot: dict[str, Any],
+    indexes: Any,
+    key: tuple[str, str],
+    triggers: Iterable[Trigger],
 ) -> None:
+    meta = snapshot["metadata"]
+    if snapshot["status"].get("observedGeneration") != meta.get("generation"):
+        raise _SpecInFlightError()
     with STATE.exclusive(key):
-        snapshot = {
-            "metadata": dict(body["metadata"]),
-            "spec": dict(body.get("spec") or {}),
-            "status": dict(body.get("status") or {}),
-        }
-        if snapshot["status"].get("observedGeneration") != snapshot["metadata"].get("generation"):
-            raise _SpecInFlightError()
+        if body.meta.get("resourceVersion") != meta.get("resourceVersion"):
+            raise _StaleError()  # e.g. a spec change whose handler ran while this one waited
         decision = reconcile(snapshot, indexes, triggers)
         new = status_change(snapshot, decision)
         if new is not None:
-            meta = snapshot["metadata"]
             kube.patch_status(
                 STATE.api, GROUP, VERSION, PLURAL, key[0], key[1], meta["resourceVersion"], new
             )
