@@ -226,11 +226,15 @@ async def follow(
     A wake while the change handler has a newer spec in hand waits for its status to land."""
     key = (namespace or "", name)
     waker = STATE.wakeups.register(key)
-    delay = first_resync_s(RESYNC_S)
+    clock = asyncio.get_running_loop().time
+    # The resync keeps its own schedule: a wake-up does not postpone it, or the models that
+    # were all woken together (created together, say) would all resync together.
+    resync_at = clock() + first_resync_s(RESYNC_S)
     try:
         while True:
-            triggers = await waker.wait(delay)
-            delay = next_resync_s(RESYNC_S)
+            triggers = await waker.wait(max(0.0, resync_at - clock()))
+            if clock() >= resync_at:
+                resync_at = clock() + next_resync_s(RESYNC_S)
             # The snapshot is taken here, on the event loop, where kopf swaps the live body:
             # never half of one version and half of the next.
             snapshot = _snapshot(body)

@@ -13,12 +13,18 @@ from kubernetes.client.exceptions import ApiException
 FIELD_MANAGER = "ridgeline-operator"
 
 
+# Reconciles run in kopf's and asyncio's thread pools at once: one connection each.
+CONNECTIONS = 32
+
+
 def load_client() -> client.ApiClient:
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return client.ApiClient(configuration)
 
 
 def apply_rayservice(api: client.ApiClient, manifest: dict[str, Any]) -> None:
