@@ -519,10 +519,13 @@ def test_scale_from_zero_pool_is_planned_from_the_config(
 
 
 def _planned_pool(obj: dict[str, Any]) -> str | None:
+    """The pool a model runs on; None while it has no plan it can run (infeasible, or no image
+    for the pool's driver): a new or changed pool may change that."""
     planned = condition(obj, "Planned")
-    if planned is None or planned["status"] != "True":
+    plan = (obj.get("status") or {}).get("plan")
+    if planned is None or planned["status"] != "True" or not plan:
         return None
-    return str(obj["status"]["plan"]["pool"])
+    return str(plan["pool"])
 
 
 def _pool_wakes(operator: Operator) -> float:
