@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +94,35 @@ def _settled(read: Callable[[], float], quiet_s: float, timeout_s: float) -> flo
     return last
 
 
-def _fleet(core: client.CoreV1Api, pools: list[NodePool]) -> None:
+def _fleet(api: client.ApiClient, pools: list[NodePool]) -> None:
     """The fake GPU nodes, created and given capacity through the API (kwok makes them Ready)."""
-    for node in node_manifests(pools):
-        core.create_node({k: v for k, v in node.items() if k != "status"}, _request_timeout=30)
+    core = client.CoreV1Api(api)
+
+    def create(node: dict[str, Any]) -> None:
+        core.create_node({k: v for k, v in node.items() if k != "status"})
         core.patch_node_status(
             node["metadata"]["name"],
             {"status": node["status"]},
             _content_type="application/merge-patch+json",
         )
+
+    _parallel(create, node_manifests(pools))
+
+
+def _create_models(api: client.ApiClient, items: list[dict[str, Any]]) -> None:
+    custom = client.CustomObjectsApi(api)
+    _parallel(
+        lambda obj: custom.create_namespaced_custom_object(
+            "ridgeline.dev", "v1alpha1", "bench", "inferencemodels", obj
+        ),
+        items,
+    )
+
+
+def _parallel(fn: Callable[[Any], Any], items: list[Any]) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        for _ in pool.map(fn, items):
+            pass
 
 
 def _applied(state: ClusterState) -> list[dict[str, Any]]:
@@ -145,13 +166,12 @@ def run(n_models: int, work: Path) -> dict[str, float]:
             for n, p, g, d in POOLS
         ]
         api = config.new_client_from_config(state.kubeconfig)
-        _fleet(client.CoreV1Api(api), pools)
+        _fleet(api, pools)
         uris = {m: write_skeleton(_config(m), work / "models" / m).as_uri() for m in MODELS}
         kubectl(state, "create", "namespace", "bench")
         # The models exist before the operator starts (as after an upgrade of the operator,
         # or a backlog): the time is the operator's, not kubectl's pace at creating them.
-        doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": _models(n_models, uris)})
-        kubectl(state, "apply", "--server-side", "-f", "-", input_=doc)
+        _create_models(api, _models(n_models, uris))
         port = free_port()
         log = (work / f"operator-{n_models}.log").open("w")
         start = time.monotonic()

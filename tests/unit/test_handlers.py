@@ -5,6 +5,7 @@ the node set, and a pool change wakes only the models planned on that pool."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import kopf
@@ -235,3 +236,20 @@ def test_a_wake_waits_while_the_change_handler_owns_a_newer_spec(
     [(resource_version, status)] = writes  # only if the object is still the one it read
     assert resource_version == "8"
     assert status["conditions"][3]["reason"] == "RayServiceStarting"
+
+
+def test_a_waiting_daemon_exits_when_asked_and_resyncs_when_nothing_woke_it() -> None:
+    async def scenario() -> list[frozenset[Trigger]]:
+        waker = Wakeups().register(("ns", "m"))
+        stopping: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        got = [await waker.wait(0.01, stopping)]
+        waker.wake(Trigger.RAYCLUSTER)
+        got.append(await waker.wait(5, stopping))
+        stopping.set_result(None)
+        got.append(await waker.wait(5, stopping))  # returns at once, not after 5 s
+        return got
+
+    started = time.monotonic()
+    got = asyncio.run(scenario())
+    assert got == [frozenset({Trigger.RESYNC}), frozenset({Trigger.RAYCLUSTER}), frozenset()]
+    assert time.monotonic() - started < 2

@@ -218,9 +218,15 @@ def on_change(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     post_events(body, decision)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=2.0, cancellation_timeout=5.0)
 async def follow(
-    *, body: kopf.Body, namespace: str | None, name: str, logger: Any, **kwargs: Any
+    *,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    logger: Any,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
 ) -> None:
     """Sleeps until woken (RayService, RayCluster, pool) or its resync is due, then reconciles.
     A wake while the change handler has a newer spec in hand waits for its status to land."""
@@ -230,9 +236,12 @@ async def follow(
     # The resync keeps its own schedule: a wake-up does not postpone it, or the models that
     # were all woken together (created together, say) would all resync together.
     resync_at = clock() + first_resync_s(RESYNC_S)
+    stopping = asyncio.ensure_future(stopped.wait())  # the model is gone, or the operator exits
     try:
-        while True:
-            triggers = await waker.wait(max(0.0, resync_at - clock()))
+        while not stopped:
+            triggers = await waker.wait(max(0.0, resync_at - clock()), stopping)
+            if not triggers:
+                break
             if clock() >= resync_at:
                 resync_at = clock() + next_resync_s(RESYNC_S)
             # The snapshot is taken here, on the event loop, where kopf swaps the live body:
@@ -257,6 +266,7 @@ async def follow(
                 waker.wake(Trigger.RETRY)
                 await asyncio.sleep(ERROR_S)
     finally:
+        stopping.cancel()
         STATE.wakeups.unregister(key, waker)
 
 

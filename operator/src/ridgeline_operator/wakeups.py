@@ -12,6 +12,7 @@ import enum
 import random
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 Key = tuple[str, str]  # namespace, name
 
@@ -50,10 +51,20 @@ class Waker:
         self._triggers.add(trigger)
         self._event.set()
 
-    async def wait(self, timeout_s: float) -> frozenset[Trigger]:
+    async def wait(
+        self, timeout_s: float, stopping: asyncio.Future[Any] | None = None
+    ) -> frozenset[Trigger]:
+        """What woke it; RESYNC when the timeout passed first; nothing when ``stopping``
+        completed first (the daemon is asked to exit)."""
+        woken = asyncio.ensure_future(self._event.wait())
+        waits: set[asyncio.Future[Any]] = {woken} if stopping is None else {woken, stopping}
         try:
-            await asyncio.wait_for(self._event.wait(), timeout_s)
-        except TimeoutError:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        if stopping is not None and stopping.done():
+            return frozenset()
+        if not self._event.is_set():
             return frozenset({Trigger.RESYNC})
         self._event.clear()
         triggers, self._triggers = frozenset(self._triggers), set()
