@@ -528,42 +528,107 @@ def _planned_pool(obj: dict[str, Any]) -> str | None:
     return str(plan["pool"])
 
 
-def _pool_wakes(operator: Operator) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in operator.metrics().splitlines()
-        if line.startswith('ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
-    )
-
-
-def test_a_node_change_wakes_only_the_models_on_its_pool(
-    cluster: ClusterState, operator: Operator
-) -> None:
-    models = get_json(cluster, "-n", NS, "im")["items"]
-    llama = next(m for m in models if m["metadata"]["name"] == "llama")
-    pool = _planned_pool(llama)
+def test_a_pool_that_only_shrinks_wakes_no_model(cluster: ClusterState, operator: Operator) -> None:
+    pool = _planned_pool(get_json(cluster, "-n", NS, "im", "llama"))
     assert pool is not None
-    # the models planned on that pool, and those without a plan (a new pool may suit them)
-    expected = sum(1 for m in models if _planned_pool(m) in (pool, None))
-    others = [m["metadata"]["name"] for m in models if _planned_pool(m) not in (pool, None)]
-    assert others, "models on other pools, which must not be woken"
     before = rayservice(cluster, "llama")
     assert before is not None
-    for step, action in enumerate(("cordon", "uncordon"), start=1):
-        wakes = _pool_wakes(operator)
-        kubectl(cluster, action, _node_of(cluster, pool))
+    node = _node_of(cluster, pool)
+    for action in ("cordon", "uncordon"):
+        derivations = _metric(operator, "ridgeline_operator_pool_derivations_total")
+        wakes = _metric(operator, 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
+        kubectl(cluster, action, node)
         wait_for(
-            f"{expected} models woken by the {action}",
-            lambda w=wakes: _pool_wakes(operator) >= w + expected,
+            f"pools derived after the {action}",
+            lambda d=derivations: (
+                _metric(operator, "ridgeline_operator_pool_derivations_total") > d
+            ),
             30,
         )
         time.sleep(2)
-        assert _pool_wakes(operator) == wakes + expected, step
-    # the pool shrank and grew back: the running service stays where it is, not re-applied
+        assert (
+            _metric(operator, 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
+            == wakes
+        )
     after = rayservice(cluster, "llama")
     assert after is not None
     assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
-    assert _planned_pool(get_json(cluster, "-n", NS, "im", "llama")) == pool
+
+
+def test_a_pool_that_changes_wakes_only_its_models(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    """The only A100 node gets a newer driver: its pool goes, a new one comes. The models on
+    the old pool and those without a plan are woken; llama, on the H100 pool, is not."""
+    models = get_json(cluster, "-n", NS, "im")["items"]
+    old_pool = _planned_pool(next(m for m in models if m["metadata"]["name"] == "a100"))
+    assert old_pool is not None
+    expected = sum(1 for m in models if _planned_pool(m) in (old_pool, None))
+    assert any(_planned_pool(m) not in (old_pool, None) for m in models)
+    llama = rayservice(cluster, "llama")
+    assert llama is not None
+    node = _node_of(cluster, old_pool)
+    original = get_json(cluster, "node", node)["metadata"]["labels"]
+    wakes = _metric(operator, 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
+    kubectl(cluster, "label", "node", node, "--overwrite", *_driver_labels("570.124.06"))
+    wait_for(
+        f"{expected} models woken",
+        lambda: (
+            _metric(operator, 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
+            >= wakes + expected
+        ),
+        30,
+    )
+    time.sleep(2)
+    key = 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}'
+    assert _metric(operator, key) == wakes + expected
+    obj = wait_for(
+        "a100 re-planned on the new pool",
+        lambda: (
+            o
+            if (o := get_json(cluster, "-n", NS, "im", "a100"))["status"]["placement"]["nodePool"]
+            != old_pool
+            else None
+        ),
+        30,
+    )
+    # CUDA 12.8 runs on 570: the newest image, now that the pool's driver allows it
+    assert obj["status"]["placement"]["image"] == "example.invalid/serving:cu128"
+    after = rayservice(cluster, "llama")
+    assert after is not None
+    assert after["metadata"]["annotations"] == llama["metadata"]["annotations"]
+    # put the node back as it was, and wait for the model to follow it
+    restore = [f"{k}={v}" for k, v in original.items() if k.startswith("nvidia.com/cuda.driver")]
+    kubectl(cluster, "label", "node", node, "--overwrite", *restore)
+    wait_for(
+        "a100 back on its pool",
+        lambda: (
+            get_json(cluster, "-n", NS, "im", "a100")["status"]["placement"]["nodePool"] == old_pool
+        ),
+        30,
+    )
+
+
+def _metric(operator: Operator, series: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in operator.metrics().splitlines()
+        if line.split(" ")[0] == series
+    )
+
+
+def _driver_labels(driver: str) -> list[str]:
+    major, minor, rev = driver.split(".")
+    new = "nvidia.com/cuda.driver-version"
+    return [
+        f"{new}.full={driver}",
+        f"{new}.major={major}",
+        f"{new}.minor={minor}",
+        f"{new}.revision={rev}",
+        f"nvidia.com/cuda.driver.major={major}",
+        f"nvidia.com/cuda.driver.minor={minor}",
+        f"nvidia.com/cuda.driver.rev={rev}",
+    ]
 
 
 def _node_of(cluster: ClusterState, pool: str) -> str:

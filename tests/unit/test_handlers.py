@@ -131,19 +131,24 @@ def test_pools_are_derived_once_per_change_of_the_node_set() -> None:
     assert not cache.node(first["metadata"]["name"], same)
     assert cache.derive() == set()
     assert cache.derivations == 1
-    # one H100 node upgrades its driver: the H100 pool shrinks, a new pool appears, L4 untouched
+    # one H100 node upgrades its driver: a pool of its own appears; the H100 pool only shrinks,
+    # which changes no decision (its models keep their plans), so it is not a change
+    h100 = next(p.name for p in cache.pools if p.gpu_product == "NVIDIA-H100-80GB-HBM3")
     labels = {**first["metadata"]["labels"], "nvidia.com/cuda.driver-version.full": "570.124.06"}
     assert cache.node(first["metadata"]["name"], node_facts(labels, {}, first["status"]))
     changed = cache.derive()
-    l4 = next(p.name for p in cache.pools if p.gpu_product == "NVIDIA-L4")
-    assert len(changed) == 2
-    assert l4 not in changed
-    # a cordoned node leaves its pool
-    assert cache.node(
-        nodes[1]["metadata"]["name"],
-        node_facts(nodes[1]["metadata"]["labels"], {"unschedulable": True}, nodes[1]["status"]),
-    )
-    assert len(cache.derive()) == 1
+    assert [(p.name, p.nodes) for p in cache.pools if p.name == h100] == [(h100, 2)]
+    assert len(changed) == 1
+    assert h100 not in changed
+    assert next(p for p in cache.pools if p.name in changed).driver_version == "570.124.06"
+    # a cordoned node leaves its pool: smaller, not changed; the last one takes the pool away
+    for n in nodes[1:3]:
+        assert cache.node(
+            n["metadata"]["name"],
+            node_facts(n["metadata"]["labels"], {"unschedulable": True}, n["status"]),
+        )
+        assert cache.derive() == (set() if n is nodes[1] else {h100})
+    assert h100 not in {p.name for p in cache.pools}
 
 
 def test_declared_pools_stand_in_until_nodes_appear() -> None:

@@ -62,13 +62,21 @@ class PoolCache:
         return changed
 
     def derive(self) -> set[str]:
-        """Derive the pools again if stale; the names of the pools that came, went or changed."""
+        """Derive the pools again if stale; the names of the pools that came, went or changed.
+
+        A pool that only grew or shrank has not changed: no decision depends on its node count
+        (a running plan stays where it is, and Ray's autoscaler places the replicas), and
+        nodes join and leave a pool one by one, which would wake its models again and again."""
         if not self._stale:
             return set()
         self._stale = False
         self.derivations += 1
-        before = {p.name: p for p in self._pools}
+        before = {p.name: _sans_count(p) for p in self._pools}
         pools = merge_pools(discover_pools(self._nodes.values()), self._declared)
-        after = {p.name: p for p in pools}
+        after = {p.name: _sans_count(p) for p in pools}
         self._pools = pools
         return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+
+
+def _sans_count(pool: NodePool) -> NodePool:
+    return pool.model_copy(update={"nodes": 0})
