@@ -110,7 +110,9 @@ class Operator:
         env = {
             **os.environ,
             "KUBECONFIG": self.cluster.operator_kubeconfig,
-            "RIDGELINE_RESYNC_SECONDS": "1",
+            # Longer than the whole module: every change below reaches the models through
+            # what triggers a reconcile (spec, RayService, RayCluster, pools), not the resync.
+            "RIDGELINE_RESYNC_SECONDS": "3600",
         }
         self.proc = subprocess.Popen(
             [
@@ -313,7 +315,7 @@ def test_kuberay_puts_workers_with_the_planned_gpus_on_the_planned_pool(
 
 
 def test_events_on_transitions_only(cluster: ClusterState, operator: Operator) -> None:
-    time.sleep(3)  # several resyncs
+    time.sleep(3)  # KubeRay's status updates wake the model in the meantime
     reasons = [
         e["reason"]
         for e in events(cluster, "llama")
@@ -536,6 +538,130 @@ def test_scale_from_zero_pool_is_planned_from_the_config(
     obj = wait_condition(cluster, "h200", "Applied", "True")
     assert obj["status"]["plan"]["pool"] == "h200-scale-from-zero"
     assert obj["status"]["placement"]["image"] == "example.invalid/serving:cu128"
+
+
+def _planned_pool(obj: dict[str, Any]) -> str | None:
+    """The pool a model runs on; None while it has no plan it can run (infeasible, or no image
+    for the pool's driver): a new or changed pool may change that."""
+    planned = condition(obj, "Planned")
+    plan = (obj.get("status") or {}).get("plan")
+    if planned is None or planned["status"] != "True" or not plan:
+        return None
+    return str(plan["pool"])
+
+
+def test_a_pool_that_only_shrinks_wakes_no_model(cluster: ClusterState, operator: Operator) -> None:
+    pool = _planned_pool(get_json(cluster, "-n", NS, "im", "llama"))
+    assert pool is not None
+    before = rayservice(cluster, "llama")
+    assert before is not None
+    node = _node_of(cluster, pool)
+    for action in ("cordon", "uncordon"):
+        derivations = _metric(operator, "ridgeline_operator_pool_derivations_total")
+        wakes = _metric(operator, 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
+        kubectl(cluster, action, node)
+        wait_for(
+            f"pools derived after the {action}",
+            lambda d=derivations: (
+                _metric(operator, "ridgeline_operator_pool_derivations_total") > d
+            ),
+            30,
+        )
+        time.sleep(2)
+        assert (
+            _metric(operator, 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
+            == wakes
+        )
+    after = rayservice(cluster, "llama")
+    assert after is not None
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+
+
+def test_a_pool_that_changes_wakes_only_its_models(
+    cluster: ClusterState, operator: Operator
+) -> None:
+    """The only A100 node gets a newer driver: its pool goes, a new one comes. The models on
+    the old pool and those without a plan are woken; llama, on the H100 pool, is not."""
+    models = get_json(cluster, "-n", NS, "im")["items"]
+    old_pool = _planned_pool(next(m for m in models if m["metadata"]["name"] == "a100"))
+    assert old_pool is not None
+    expected = sum(1 for m in models if _planned_pool(m) in (old_pool, None))
+    assert any(_planned_pool(m) not in (old_pool, None) for m in models)
+    llama = rayservice(cluster, "llama")
+    assert llama is not None
+    node = _node_of(cluster, old_pool)
+    original = get_json(cluster, "node", node)["metadata"]["labels"]
+    wakes = _metric(operator, 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
+    kubectl(cluster, "label", "node", node, "--overwrite", *_driver_labels("570.124.06"))
+    wait_for(
+        f"{expected} models woken",
+        lambda: (
+            _metric(operator, 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}')
+            >= wakes + expected
+        ),
+        30,
+    )
+    time.sleep(2)
+    key = 'ridgeline_operator_reconcile_triggers_total{trigger="pools"}'
+    assert _metric(operator, key) == wakes + expected
+    obj = wait_for(
+        "a100 re-planned on the new pool",
+        lambda: (
+            o
+            if (o := get_json(cluster, "-n", NS, "im", "a100"))["status"]["placement"]["nodePool"]
+            != old_pool
+            else None
+        ),
+        30,
+    )
+    # CUDA 12.8 runs on 570: the newest image, now that the pool's driver allows it
+    assert obj["status"]["placement"]["image"] == "example.invalid/serving:cu128"
+    after = rayservice(cluster, "llama")
+    assert after is not None
+    assert after["metadata"]["annotations"] == llama["metadata"]["annotations"]
+    # put the node back as it was, and wait for the model to follow it
+    restore = [f"{k}={v}" for k, v in original.items() if k.startswith("nvidia.com/cuda.driver")]
+    kubectl(cluster, "label", "node", node, "--overwrite", *restore)
+    wait_for(
+        "a100 back on its pool",
+        lambda: (
+            get_json(cluster, "-n", NS, "im", "a100")["status"]["placement"]["nodePool"] == old_pool
+        ),
+        30,
+    )
+
+
+def _metric(operator: Operator, series: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in operator.metrics().splitlines()
+        if line.split(" ")[0] == series
+    )
+
+
+def _driver_labels(driver: str) -> list[str]:
+    major, minor, rev = driver.split(".")
+    new = "nvidia.com/cuda.driver-version"
+    return [
+        f"{new}.full={driver}",
+        f"{new}.major={major}",
+        f"{new}.minor={minor}",
+        f"{new}.revision={rev}",
+        f"nvidia.com/cuda.driver.major={major}",
+        f"nvidia.com/cuda.driver.minor={minor}",
+        f"nvidia.com/cuda.driver.rev={rev}",
+    ]
+
+
+def _node_of(cluster: ClusterState, pool: str) -> str:
+    from ridgeline.discovery import discover_pools
+
+    for node in get_json(cluster, "nodes")["items"]:
+        labels = node["metadata"].get("labels") or {}
+        found = discover_pools([(labels, node["status"].get("allocatable") or {}, True)])
+        if found and found[0].name == pool:
+            return str(node["metadata"]["name"])
+    raise AssertionError(f"no node in pool {pool}")
 
 
 # ---- invalid input, delete, metrics ------------------------------------------------------------

@@ -4,6 +4,7 @@ random token (an existing one is kept), the NetworkPolicy applied, replaced RayC
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -11,7 +12,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from ridgeline.api.inference_model import InferenceModelStatus
-from ridgeline.controller import Decision
+from ridgeline.controller import Decision, Result
 from ridgeline_operator import children
 
 SECRET = {
@@ -56,6 +57,8 @@ def _patch(monkeypatch: pytest.MonkeyPatch, api: _Api) -> None:
 def _decision() -> Decision:
     return Decision(
         status=InferenceModelStatus(),
+        result=Result.APPLIED,
+        apply={},
         token_secret=dict(SECRET),
         owned=[dict(POLICY)],
         replace_clusters=["m-abcde"],
@@ -82,9 +85,7 @@ def test_token_secret_gets_a_fresh_random_token_then_the_policy(
 def test_an_existing_token_secret_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     api = _Api(status=409)
     _patch(monkeypatch, api)
-    decision = _decision()
-    decision.owned = []
-    children.before_apply(None, decision)  # type: ignore[arg-type]
+    children.before_apply(None, replace(_decision(), owned=[]))  # type: ignore[arg-type]
 
 
 def test_a_replaced_cluster_already_gone_is_fine_and_a_refusal_is_permanent(

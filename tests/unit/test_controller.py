@@ -310,3 +310,55 @@ def test_api_errors_retry_with_backoff_or_stop(
     if temporary:
         assert err.delay == delay
     assert "apply RayService ns/m" in str(err)
+
+
+def test_decide_says_what_a_refused_apply_becomes(shape_of) -> None:
+    from ridgeline.conditions import ConditionType, Reason
+    from ridgeline.controller import Result
+
+    model = _model(workload={"maxContextTokens": 1024})
+    decision = decide(_observed(model, shape_of("tiny-llama"), [H100]), default_config(), "t0")
+    assert (decision.result, decision.apply is not None) == (Result.APPLIED, True)
+    assert decision.status.endpoint is not None
+    refused = decision.refused("apply RayService ns/m: HTTP 403 Forbidden: " + "x" * 2000)
+    assert (refused.result, refused.apply) == (Result.REFUSED, None)
+    applied = next(c for c in refused.status.conditions if c.type == ConditionType.APPLIED)
+    assert (applied.status, applied.reason) == ("False", Reason.APPLY_REFUSED)
+    assert applied.message.startswith("apply RayService ns/m: HTTP 403")
+    assert len(applied.message) == 1000
+    assert refused.status.observed_generation == 1  # the resync tries again
+    assert refused.status.endpoint is None  # nothing serves there yet
+    # the Events are the transitions from before this pass, not from the optimistic outcome
+    assert [(e.type, e.new.reason) for e in refused.events] == [
+        ("Planned", Reason.batch_target(decision.status.plan.bound)),  # type: ignore[union-attr]
+        ("Compatible", "ImageSelected"),
+        ("Applied", "ApplyRefused"),
+        ("Ready", "RayServiceMissing"),
+    ]
+    # the decision itself is untouched: a caller that got through keeps the applied outcome
+    assert decision.result == Result.APPLIED
+
+
+def test_every_condition_type_and_reason_written_is_an_enum_member(shape_of) -> None:
+    from ridgeline.conditions import ConditionType, Reason
+
+    model = _model(workload={"maxContextTokens": 1024})
+    first = decide(_observed(model, shape_of("tiny-llama"), [H100]), default_config(), "t0")
+    kuberay = {
+        "metadata": first.apply["metadata"] if first.apply else {},
+        "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Pending"}]},
+    }
+    seen = list(first.status.conditions)
+    for rs in (None, kuberay):
+        obs = _observed(model.model_copy(update={"status": first.status}), None, [OLD], rs)
+        seen += decide(obs, default_config(), "t1").status.conditions
+    seen += decide(
+        _observed(_model(accelerators=["NVIDIA-L4"]), shape_of("tiny-llama"), [OLD]),
+        default_config(),
+        "t2",
+    ).status.conditions
+    assert {c.type for c in seen} <= set(ConditionType)
+    assert {c.reason for c in seen} <= set(Reason)
+    ready = [c for c in seen if c.type == "Ready" and c.reason == Reason.NOT_READY]
+    assert ready
+    assert ready[0].message == "KubeRay: Pending"  # KubeRay's reason, in the message

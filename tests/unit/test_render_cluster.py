@@ -282,6 +282,8 @@ def test_recreate_replaces_the_cluster_only_when_its_pods_change(shape_of) -> No
     newer = config.model_copy(update={"head_image": "registry.example/ray:2"})
     upgraded = decide(_observe(model, shape, _running(first.apply)), newer, "t")
     assert upgraded.replace_clusters == ["m-abcde", "m-fghij"]
+    refused = upgraded.refused("HTTP 403 Forbidden")  # nothing beside a refused RayService
+    assert (refused.token_secret, refused.owned, refused.replace_clusters) == (None, [], [])
 
     blue_green = newer.model_copy(update={"upgrade_strategy": "NewCluster"})
     kuberay = decide(_observe(model, shape, _running(first.apply)), blue_green, "t")

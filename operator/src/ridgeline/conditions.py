@@ -1,14 +1,54 @@
 """Conditions in the Kubernetes convention: recomputed each pass, lastTransitionTime kept
-unless the status flips."""
+unless the status flips. Every type and reason the operator writes is a member of one enum."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Literal
 
 from ridgeline.api.inference_model import Condition
+from ridgeline.api.plan import Bound
 
-ORDER = ("Planned", "Compatible", "Applied", "Ready")
+
+class ConditionType(enum.StrEnum):
+    PLANNED = "Planned"
+    COMPATIBLE = "Compatible"
+    APPLIED = "Applied"
+    READY = "Ready"
+
+
+class Reason(enum.StrEnum):
+    # Planned
+    BATCH_TARGET_COMPUTE = "BatchTargetCompute"
+    BATCH_TARGET_BANDWIDTH = "BatchTargetBandwidth"
+    BATCH_TARGET_LATENCY = "BatchTargetLatency"
+    BATCH_TARGET_MEMORY = "BatchTargetMemory"
+    MODEL_UNREADABLE = "ModelUnreadable"
+    INFEASIBLE = "Infeasible"
+    # Compatible
+    IMAGE_SELECTED = "ImageSelected"
+    NO_COMPATIBLE_IMAGE = "NoCompatibleImage"
+    # Applied
+    APPLIED = "Applied"
+    APPLY_REFUSED = "ApplyRefused"
+    # Ready (KubeRay's own reason, when it gives one, goes into the message)
+    READY = "Ready"
+    NOT_READY = "NotReady"
+    RAYSERVICE_MISSING = "RayServiceMissing"
+    RAYSERVICE_STARTING = "RayServiceStarting"
+
+    @classmethod
+    def batch_target(cls, bound: Bound) -> Reason:
+        return {
+            Bound.COMPUTE: cls.BATCH_TARGET_COMPUTE,
+            Bound.BANDWIDTH: cls.BATCH_TARGET_BANDWIDTH,
+            Bound.LATENCY: cls.BATCH_TARGET_LATENCY,
+            Bound.MEMORY: cls.BATCH_TARGET_MEMORY,
+        }[bound]
+
+
+_RANK = {str(t): i for i, t in enumerate(ConditionType)}
 Status = Literal["True", "False", "Unknown"]
 
 
@@ -21,9 +61,9 @@ class Transition:
 
 def set_condition(
     conditions: list[Condition],
-    type_: str,
+    type_: ConditionType,
     status: Status,
-    reason: str,
+    reason: Reason,
     message: str,
     generation: int | None,
     now: str,
@@ -31,15 +71,19 @@ def set_condition(
     old = next((c for c in conditions if c.type == type_), None)
     since = old.last_transition_time if old is not None and old.status == status else now
     new = Condition(
-        type=type_,
+        type=str(type_),
         status=status,
-        reason=reason,
+        reason=str(reason),
         message=message,
         observed_generation=generation,
         last_transition_time=since,
     )
     out = [c for c in conditions if c.type != type_] + [new]
-    return sorted(out, key=lambda c: ORDER.index(c.type) if c.type in ORDER else len(ORDER))
+    return sorted(out, key=lambda c: _RANK.get(c.type, len(_RANK)))
+
+
+def is_true(conditions: list[Condition], type_: ConditionType) -> bool:
+    return any(c.type == type_ and c.status == "True" for c in conditions)
 
 
 def transitions(old: list[Condition], new: list[Condition]) -> list[Transition]:

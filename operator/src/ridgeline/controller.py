@@ -1,13 +1,16 @@
 """The reconcile decision, pure: from what the operator observed (the InferenceModel, the node
 pools, the model's shape, the RayService now running) to the status to write, the RayService
-to apply (if any) and the Events to post. The operator package does the I/O around it."""
+to apply (if any) and the Events to post, and what all of that becomes if the API server
+refuses the apply. The operator package does the I/O around it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ridgeline.api.inference_model import (
+    Condition,
     InferenceModel,
     InferenceModelStatus,
     Placement,
@@ -15,7 +18,15 @@ from ridgeline.api.inference_model import (
 )
 from ridgeline.api.plan import Plan
 from ridgeline.compat import IncompatibleError, choose_image
-from ridgeline.conditions import Transition, set_condition, transitions
+from ridgeline.conditions import (
+    ConditionType,
+    Reason,
+    Status,
+    Transition,
+    is_true,
+    set_condition,
+    transitions,
+)
 from ridgeline.planner import InfeasiblePlanError, NodePool, plan_model
 from ridgeline.planner.report import options_table
 from ridgeline.platform_config import PlatformConfig
@@ -27,6 +38,19 @@ from ridgeline.render.rayservice import (
 )
 from ridgeline.render.security import build_network_policy, build_ray_token_secret
 from ridgeline.shape import ModelShape
+
+MESSAGE_LIMIT = 1000
+
+
+class Result(enum.StrEnum):
+    """What a reconcile came to (the operator's reconcile metric counts these)."""
+
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    INFEASIBLE = "infeasible"
+    INCOMPATIBLE = "incompatible"
+    UNREADABLE = "unreadable"
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -42,9 +66,13 @@ class Observed:
     rayclusters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Decision:
+    """The whole outcome of one pass. ``status`` and ``events`` hold if ``apply`` is None or the
+    API server takes it; ``refused(error)`` is the outcome when it does not."""
+
     status: InferenceModelStatus
+    result: Result
     apply: dict[str, Any] | None = None
     events: list[Transition] = field(default_factory=list)
     # With `apply`: the Ray token Secret to create if missing (without its data), the objects
@@ -53,6 +81,36 @@ class Decision:
     token_secret: dict[str, Any] | None = None
     owned: list[dict[str, Any]] = field(default_factory=list)
     replace_clusters: list[str] = field(default_factory=list)
+    # for refused(): the conditions before this pass, and whether a RayService already runs
+    previous: list[Condition] = field(default_factory=list)
+    running: bool = False
+    now: str = ""
+
+    def refused(self, error: str) -> Decision:
+        """Applied=False (ApplyRefused) with the API server's answer; observedGeneration stays
+        current, so the next resync tries again instead of waiting for a spec change."""
+        conds = set_condition(
+            self.status.conditions,
+            ConditionType.APPLIED,
+            "False",
+            Reason.APPLY_REFUSED,
+            error[:MESSAGE_LIMIT],
+            self.status.observed_generation,
+            self.now,
+        )
+        status = self.status.model_copy(update={"conditions": conds})
+        if not self.running:
+            status.endpoint = None  # nothing serves there
+        return replace(
+            self,
+            status=status,
+            result=Result.REFUSED,
+            apply=None,
+            events=transitions(self.previous, conds),
+            token_secret=None,
+            owned=[],
+            replace_clusters=[],
+        )
 
 
 def _plan_still_holds(plan: Plan, pools: list[NodePool]) -> bool:
@@ -67,9 +125,9 @@ def _plan_still_holds(plan: Plan, pools: list[NodePool]) -> bool:
 
 def _ready(
     rs: dict[str, Any] | None, clusters: dict[str, dict[str, Any]]
-) -> tuple[str, str, str, ReplicaStatus | None]:
+) -> tuple[Status, Reason, str, ReplicaStatus | None]:
     if rs is None:
-        return "False", "RayServiceMissing", "no RayService yet", None
+        return "False", Reason.RAYSERVICE_MISSING, "no RayService yet", None
     status = rs.get("status") or {}
     cluster: dict[str, Any] = {}
     for key in ("activeServiceStatus", "pendingServiceStatus"):
@@ -85,25 +143,32 @@ def _ready(
     )
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
     if ready is None:
-        return "False", "RayServiceStarting", "waiting for KubeRay to report", replicas
-    state = "True" if ready.get("status") == "True" else "False"
-    reason = ready.get("reason") or ("Ready" if state == "True" else "NotReady")
-    return state, reason, ready.get("message") or "", replicas
+        return "False", Reason.RAYSERVICE_STARTING, "waiting for KubeRay to report", replicas
+    said = ": ".join(p for p in (ready.get("reason"), ready.get("message")) if p)
+    message = f"KubeRay: {said}" if said else ""
+    if ready.get("status") == "True":
+        return "True", Reason.READY, message, replicas
+    return "False", Reason.NOT_READY, message, replicas
+
+
+@dataclass(frozen=True)
+class _Children:
+    token_secret: dict[str, Any] | None = None
+    owned: list[dict[str, Any]] = field(default_factory=list)
+    replace_clusters: list[str] = field(default_factory=list)
 
 
 def _children(
-    decision: Decision,
     obs: Observed,
     config: PlatformConfig,
     manifest: dict[str, Any],
     current: dict[str, Any],
-) -> None:
+) -> _Children:
     model = obs.model
-    if config.ray_token_auth:
-        decision.token_secret = build_ray_token_secret(model, obs.uid)
+    token_secret = build_ray_token_secret(model, obs.uid) if config.ray_token_auth else None
     policy = build_network_policy(model, config, obs.uid)
-    if policy is not None:
-        decision.owned.append(policy)
+    owned = [policy] if policy is not None else []
+    replace_clusters: list[str] = []
     new_cluster = manifest["metadata"]["annotations"][CLUSTER_HASH]
     if (
         config.upgrade_strategy == "Recreate"
@@ -114,7 +179,8 @@ def _children(
         for side in ("activeServiceStatus", "pendingServiceStatus"):
             name = (status.get(side) or {}).get("rayClusterName")
             if name:
-                decision.replace_clusters.append(name)
+                replace_clusters.append(name)
+    return _Children(token_secret, owned, replace_clusters)
 
 
 def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
@@ -123,24 +189,39 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
     conds = list(old.conditions)
     status = old.model_copy(deep=True)
     status.observed_generation = gen
-    decision = Decision(status=status)
+    running = obs.rayservice is not None
+    left_alone = " The running service is left as it was." if running else ""
 
-    def finish() -> Decision:
+    def finish(
+        result: Result, apply: dict[str, Any] | None = None, children: _Children | None = None
+    ) -> Decision:
+        kids = children or _Children()
         ready, reason, message, replicas = _ready(obs.rayservice, obs.rayclusters)
-        status.conditions = set_condition(conds, "Ready", ready, reason, message, gen, now)  # type: ignore[arg-type]
+        status.conditions = set_condition(
+            conds, ConditionType.READY, ready, reason, message, gen, now
+        )
         if replicas is not None:
             status.replicas = replicas
-        if obs.rayservice is not None or decision.apply is not None:
+        if running or apply is not None:
             status.endpoint = serve_endpoint(model, config)
-        decision.events = transitions(old.conditions, status.conditions)
-        return decision
+        return Decision(
+            status=status,
+            result=result,
+            apply=apply,
+            events=transitions(old.conditions, status.conditions),
+            token_secret=kids.token_secret,
+            owned=kids.owned,
+            replace_clusters=kids.replace_clusters,
+            previous=list(old.conditions),
+            running=running,
+            now=now,
+        )
 
     # 1. plan (kept while it holds for an unchanged spec)
     plan = old.plan
-    planned_ok = any(c.type == "Planned" and c.status == "True" for c in old.conditions)
     keep = (
         plan is not None
-        and planned_ok
+        and is_true(old.conditions, ConditionType.PLANNED)
         and old.observed_generation == gen
         and _plan_still_holds(plan, obs.pools)
     )
@@ -148,32 +229,37 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
         if obs.shape is None:
             conds = set_condition(
                 conds,
-                "Planned",
+                ConditionType.PLANNED,
                 "False",
-                "ModelUnreadable",
+                Reason.MODEL_UNREADABLE,
                 obs.shape_error or "model shape unknown",
                 gen,
                 now,
             )
-            return finish()
+            return finish(Result.UNREADABLE)
         try:
             plan = plan_model(obs.shape, model.spec, obs.pools)
         except InfeasiblePlanError as exc:
             table = f"\n{options_table(exc.options)}" if exc.options else ""
-            running = " The running service is left as it was." if obs.rayservice else ""
             conds = set_condition(
-                conds, "Planned", "False", "Infeasible", f"{exc}.{running}{table}", gen, now
+                conds,
+                ConditionType.PLANNED,
+                "False",
+                Reason.INFEASIBLE,
+                f"{exc}.{left_alone}{table}",
+                gen,
+                now,
             )
-            return finish()
+            return finish(Result.INFEASIBLE)
     assert plan is not None
     pool = next(p for p in obs.pools if p.name == plan.pool)
     conds = set_condition(
         conds,
-        "Planned",
+        ConditionType.PLANNED,
         "True",
         # The same reason and message whether the plan was kept or made anew: a resync that
         # keeps the plan changes nothing in the status.
-        f"BatchTarget{plan.bound.value.title()}",
+        Reason.batch_target(plan.bound),
         f"{plan.gpus_per_replica} x {plan.gpu_product} on pool {plan.pool}, batch "
         f"{plan.batch_target} ({plan.bound.value}-bound), "
         f"{plan.predicted.tokens_per_second:.0f} tokens/s predicted",
@@ -185,16 +271,21 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
     try:
         placement: Placement = choose_image(config, pool, model.spec.quantization)
     except IncompatibleError as exc:
-        running = " The running service is left as it was." if obs.rayservice else ""
         conds = set_condition(
-            conds, "Compatible", "False", "NoCompatibleImage", f"{exc}.{running}", gen, now
+            conds,
+            ConditionType.COMPATIBLE,
+            "False",
+            Reason.NO_COMPATIBLE_IMAGE,
+            f"{exc}.{left_alone}",
+            gen,
+            now,
         )
-        return finish()
+        return finish(Result.INCOMPATIBLE)
     conds = set_condition(
         conds,
-        "Compatible",
+        ConditionType.COMPATIBLE,
         "True",
-        "ImageSelected",
+        Reason.IMAGE_SELECTED,
         f"{placement.image} (CUDA {placement.cuda_version or 'none'}) for "
         f"driver {pool.driver_version or 'n/a'}",
         gen,
@@ -215,18 +306,17 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
     )
     current = ((obs.rayservice or {}).get("metadata") or {}).get("annotations") or {}
     wanted = manifest["metadata"]["annotations"][SPEC_HASH]
-    # Without the shape (a kept plan, storage unreachable) the cache size would be a guess:
-    # leave a running service as it is rather than restart it for that.
-    if current.get(SPEC_HASH) != wanted and (obs.shape is not None or obs.rayservice is None):
-        decision.apply = manifest
-        _children(decision, obs, config, manifest, current)
     conds = set_condition(
         conds,
-        "Applied",
+        ConditionType.APPLIED,
         "True",
-        "Applied",
+        Reason.APPLIED,
         f"RayService {model.metadata.name} at spec hash {wanted}",
         gen,
         now,
     )
-    return finish()
+    # Without the shape (a kept plan, storage unreachable) the cache size would be a guess:
+    # leave a running service as it is rather than restart it for that.
+    if current.get(SPEC_HASH) != wanted and (obs.shape is not None or not running):
+        return finish(Result.APPLIED, manifest, _children(obs, config, manifest, current))
+    return finish(Result.UNCHANGED)

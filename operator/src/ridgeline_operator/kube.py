@@ -1,5 +1,6 @@
-"""The operator's writes to the API server: server-side apply of RayServices with one field
-manager. Reads come from kopf's indexes; status and Events go through kopf."""
+"""The operator's own calls to the API server: server-side apply of RayServices with one field
+manager, status writes from the wake-up path (conditional on resourceVersion), and one list of
+GPU nodes at start-up. Everything else is read from kopf's watches; Events go through kopf."""
 
 from __future__ import annotations
 
@@ -12,12 +13,18 @@ from kubernetes.client.exceptions import ApiException
 FIELD_MANAGER = "ridgeline-operator"
 
 
+# Reconciles run in kopf's and asyncio's thread pools at once: one connection each.
+CONNECTIONS = 32
+
+
 def load_client() -> client.ApiClient:
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return client.ApiClient(configuration)
 
 
 def apply_rayservice(api: client.ApiClient, manifest: dict[str, Any]) -> None:
@@ -48,3 +55,35 @@ def as_kopf_error(exc: ApiException, what: str) -> Exception:
         delay = {409: 1, 429: 5}.get(status, 10)
         return kopf.TemporaryError(f"{what}: HTTP {status} {exc.reason}; retrying", delay=delay)
     return kopf.PermanentError(f"{what}: HTTP {status} {exc.reason}: {exc.body}")
+
+
+def patch_status(
+    api: client.ApiClient,
+    group: str,
+    version: str,
+    plural: str,
+    namespace: str,
+    name: str,
+    resource_version: str,
+    status: dict[str, Any],
+) -> None:
+    """Merge-patch the status subresource, only if the object is still at ``resource_version``:
+    a status computed from an object that has changed since is stale (409, retried)."""
+    try:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            group=group,
+            version=version,
+            plural=plural,
+            namespace=namespace,
+            name=name,
+            body={"metadata": {"resourceVersion": resource_version}, "status": status},
+            _content_type="application/merge-patch+json",
+        )
+    except ApiException as exc:
+        raise as_kopf_error(exc, f"write status of {namespace}/{name}") from exc
+
+
+def list_nodes(api: client.ApiClient, label_selector: str) -> list[dict[str, Any]]:
+    """One list at start-up, so that the first reconciles see the pools (as API dicts)."""
+    nodes = client.CoreV1Api(api).list_node(label_selector=label_selector).items
+    return [api.sanitize_for_serialization(n) for n in nodes]

@@ -15,6 +15,14 @@ DURATION = Histogram(
     "Time per reconcile.",
     buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
 )
+TRIGGERS = Counter(
+    f"{P}reconcile_triggers",
+    "Reconciles by what woke them (spec, rayservice, raycluster, pools, resync, retry, status).",
+    ["trigger"],
+)
+POOL_DERIVATIONS = Counter(
+    f"{P}pool_derivations", "Times the node pools were derived again after nodes changed."
+)
 MODELS = Gauge(f"{P}models", "InferenceModels by condition and status.", ["condition", "status"])
 GPUS = Gauge(f"{P}planned_gpus_per_replica", "Planned GPUs per replica.", ["namespace", "model"])
 REPLICAS = Gauge(
@@ -28,8 +36,7 @@ _conditions: dict[tuple[str, str], dict[str, str]] = {}
 
 
 def observe(namespace: str, name: str, status: InferenceModelStatus) -> None:
-    _conditions[(namespace, name)] = {c.type: c.status for c in status.conditions}
-    _recount()
+    _count((namespace, name), {c.type: c.status for c in status.conditions})
     if status.plan is not None:
         GPUS.labels(namespace, name).set(status.plan.gpus_per_replica)
         TOKENS.labels(namespace, name).set(status.plan.predicted.tokens_per_second)
@@ -39,8 +46,7 @@ def observe(namespace: str, name: str, status: InferenceModelStatus) -> None:
 
 
 def forget(namespace: str, name: str) -> None:
-    _conditions.pop((namespace, name), None)
-    _recount()
+    _count((namespace, name), None)
     for gauge in (GPUS, TOKENS):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
@@ -49,11 +55,15 @@ def forget(namespace: str, name: str) -> None:
             REPLICAS.remove(namespace, name, kind)
 
 
-def _recount() -> None:
-    counts: dict[tuple[str, str], int] = {}
-    for conds in _conditions.values():
-        for ctype, cstatus in conds.items():
-            counts[(ctype, cstatus)] = counts.get((ctype, cstatus), 0) + 1
-    MODELS.clear()
-    for (ctype, cstatus), n in counts.items():
-        MODELS.labels(ctype, cstatus).set(n)
+def _count(key: tuple[str, str], conds: dict[str, str] | None) -> None:
+    """Move one model's conditions between the per-condition counts (constant work per call:
+    a reconcile must not cost more with more models)."""
+    old = _conditions.pop(key, {}) if conds is None else _conditions.get(key, {})
+    if conds is not None:
+        _conditions[key] = conds
+    for ctype, cstatus in old.items():
+        if (conds or {}).get(ctype) != cstatus:
+            MODELS.labels(ctype, cstatus).dec()
+    for ctype, cstatus in (conds or {}).items():
+        if old.get(ctype) != cstatus:
+            MODELS.labels(ctype, cstatus).inc()

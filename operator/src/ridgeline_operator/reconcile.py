@@ -1,0 +1,153 @@
+"""One reconcile pass around the pure decision: observe (kopf's indexes, the pool cache, the
+shape cache), decide, apply what changed. The change handlers and the wake-up daemon both run
+it; they differ only in how they write the status the decision holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from ridgeline.api.inference_model import InferenceModel, InferenceModelStatus
+from ridgeline.conditions import ConditionType, is_true
+from ridgeline.controller import Decision, Observed, decide
+from ridgeline.platform_config import PlatformConfig, default_config
+from ridgeline_operator import children, kube, metrics
+from ridgeline_operator.credentials import read_credentials
+from ridgeline_operator.node_pools import PoolCache
+from ridgeline_operator.shapes import ShapeCache
+from ridgeline_operator.wakeups import Key, Trigger, Wakeups
+
+
+class State:
+    """What the operator keeps in memory between passes."""
+
+    def __init__(self) -> None:
+        self.config: PlatformConfig = default_config()
+        # A model's storage credentials are read from its namespace when its shape is read.
+        self.shapes = ShapeCache(credentials=self._credentials)
+        self.api: Any = None
+        self.pools = PoolCache()
+        self.wakeups = Wakeups()
+        self._locks: dict[Key, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _credentials(self, namespace: str, name: str) -> dict[str, str]:
+        return read_credentials(self.api, namespace, name)
+
+    @contextmanager
+    def exclusive(self, key: Key) -> Iterator[None]:
+        """One pass per model at a time (a change handler and a wake-up may overlap)."""
+        with self._locks_lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def forget(self, key: Key) -> None:
+        self.wakeups.forget(key)
+        with self._locks_lock:
+            self._locks.pop(key, None)
+
+
+STATE = State()
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_of(body: Mapping[str, Any]) -> InferenceModelStatus | None:
+    raw = dict(body.get("status") or {})
+    if not raw:
+        return None
+    try:
+        return InferenceModelStatus.model_validate(raw)
+    except ValidationError:
+        return None  # written by something else: recomputed from scratch
+
+
+def observe(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Observed:
+    """What the decision needs, all from memory: kopf's indexes and the operator's caches."""
+    rayservices: Mapping[Any, Any] = indexes["rayservice_index"]
+    rayclusters: Mapping[Any, Any] = indexes["raycluster_index"]
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    model = InferenceModel.model_validate(
+        {
+            "metadata": {"name": name, "namespace": ns},
+            "spec": dict(body["spec"]),
+            "status": _status_of(body),
+        }
+    )
+    source = model.spec.model
+    shape, shape_error = STATE.shapes.get(source.uri, ns, source.credentials_secret)
+    running: dict[str, Any] | None = next(iter(rayservices.get((ns, name), [])), None)
+    clusters: dict[str, dict[str, Any]] = {}
+    rs_status: dict[str, Any] = (running or {}).get("status") or {}
+    for side in ("activeServiceStatus", "pendingServiceStatus"):
+        cname = (rs_status.get(side) or {}).get("rayClusterName")
+        if cname and (ns, cname) in rayclusters:
+            clusters[cname] = next(iter(rayclusters[(ns, cname)]), {})
+    return Observed(
+        model=model,
+        generation=int(meta.get("generation") or 0),
+        uid=meta["uid"],
+        pools=STATE.pools.pools,
+        shape=shape,
+        shape_error=shape_error,
+        rayservice=running,
+        rayclusters=clusters,
+    )
+
+
+def reconcile(
+    body: Mapping[str, Any], indexes: Mapping[str, Any], triggers: Iterable[Trigger]
+) -> Decision:
+    """Observe, decide, apply. An apply the API server refuses is the decision's own refused
+    outcome; transient API errors raise kopf.TemporaryError for the caller to retry."""
+    started = time.monotonic()
+    for trigger in triggers:
+        metrics.TRIGGERS.labels(trigger).inc()
+    obs = observe(body, indexes)
+    decision = decide(obs, STATE.config, now())
+    if decision.apply is not None:
+        try:
+            children.before_apply(STATE.api, decision)  # token Secret, NetworkPolicy
+            kube.apply_rayservice(STATE.api, decision.apply)
+            children.after_apply(STATE.api, decision, obs.model.metadata.namespace or "")
+        except kopf.PermanentError as exc:
+            decision = decision.refused(str(exc))
+        except kopf.TemporaryError:
+            metrics.RECONCILES.labels("retry").inc()
+            raise
+    key = (obs.model.metadata.namespace or "", obs.model.metadata.name)
+    status = decision.status
+    planned = is_true(status.conditions, ConditionType.PLANNED) and status.plan is not None
+    STATE.wakeups.planned_on(key, status.plan.pool if planned and status.plan else None)
+    metrics.observe(key[0], key[1], status)
+    metrics.RECONCILES.labels(decision.result).inc()
+    metrics.DURATION.observe(time.monotonic() - started)
+    return decision
+
+
+def status_change(body: Mapping[str, Any], decision: Decision) -> dict[str, Any] | None:
+    """The status to write, or None when it is what the object already says."""
+    new = decision.status.to_api()
+    return None if new == dict(body.get("status") or {}) else new
+
+
+def post_events(body: kopf.Body, decision: Decision) -> None:
+    """One Event per condition transition, once its status is written."""
+    for event in decision.events:
+        kopf.event(
+            body,
+            type="Normal" if event.new.status == "True" else "Warning",
+            reason=event.new.reason,
+            message=f"{event.type}={event.new.status}: {event.new.message[:900]}",
+        )

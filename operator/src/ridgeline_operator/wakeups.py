@@ -1,0 +1,120 @@
+"""Who to reconcile when something other than an InferenceModel's spec changes.
+
+Each InferenceModel has one waiting daemon; a RayService or RayCluster event wakes its owner, a
+pool change wakes the models planned on that pool (and those with no plan yet), and a slow
+resync, spread at random over its period, wakes each on its own. All in memory: nothing is
+written to the API server to trigger a reconcile."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+Key = tuple[str, str]  # namespace, name
+
+
+class Trigger(enum.StrEnum):
+    SPEC = "spec"  # the InferenceModel itself changed (kopf's change handlers)
+    RAYSERVICE = "rayservice"
+    RAYCLUSTER = "raycluster"
+    POOLS = "pools"
+    RESYNC = "resync"
+    RETRY = "retry"
+    STATUS = "status"  # a wake that waited for the change handler's status to land
+
+
+def first_resync_s(period_s: float) -> float:
+    """The first resync lands anywhere in the period, so a thousand models that started
+    together never resync together."""
+    return random.uniform(0.0, period_s)
+
+
+def next_resync_s(period_s: float) -> float:
+    return period_s * random.uniform(0.9, 1.1)
+
+
+class Waker:
+    """One model's wake-up call: what woke it since it last woke (several wakes before it
+    runs make one pass), and a flag for a wake that must wait until the model's status
+    catches up with its spec."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._triggers: set[Trigger] = set()
+        self.waiting_for_status = False
+
+    def wake(self, trigger: Trigger) -> None:
+        self._triggers.add(trigger)
+        self._event.set()
+
+    async def wait(
+        self, timeout_s: float, stopping: asyncio.Future[Any] | None = None
+    ) -> frozenset[Trigger]:
+        """What woke it; RESYNC when the timeout passed first; nothing when ``stopping``
+        completed first (the daemon is asked to exit)."""
+        woken = asyncio.ensure_future(self._event.wait())
+        waits: set[asyncio.Future[Any]] = {woken} if stopping is None else {woken, stopping}
+        try:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        if stopping is not None and stopping.done():
+            return frozenset()
+        if not self._event.is_set():
+            return frozenset({Trigger.RESYNC})
+        self._event.clear()
+        triggers, self._triggers = frozenset(self._triggers), set()
+        return triggers
+
+
+class Wakeups:
+    """The wakers of the models this operator follows, and the pool each is planned on.
+    ``planned_on`` is called from reconcile threads; everything else runs on the event loop."""
+
+    def __init__(self) -> None:
+        self._wakers: dict[Key, Waker] = {}
+        self._pools: dict[Key, str | None] = {}
+        self._lock = threading.Lock()
+
+    def register(self, key: Key) -> Waker:
+        waker = self._wakers[key] = Waker()
+        return waker
+
+    def unregister(self, key: Key, waker: Waker) -> None:
+        if self._wakers.get(key) is waker:
+            del self._wakers[key]
+
+    def forget(self, key: Key) -> None:
+        with self._lock:
+            self._pools.pop(key, None)
+
+    def planned_on(self, key: Key, pool: str | None) -> None:
+        with self._lock:
+            self._pools[key] = pool
+
+    def wake(self, key: Key, trigger: Trigger) -> bool:
+        waker = self._wakers.get(key)
+        if waker is None:
+            return False
+        waker.wake(trigger)
+        return True
+
+    def wake_if_waiting(self, key: Key) -> None:
+        waker = self._wakers.get(key)
+        if waker is not None and waker.waiting_for_status:
+            waker.waiting_for_status = False
+            waker.wake(Trigger.STATUS)
+
+    def wake_pools(self, changed: Iterable[str]) -> int:
+        """Wake the models planned on a changed pool, and those without a plan (a new pool may
+        make them feasible). Returns how many were woken."""
+        changed = set(changed)
+        if not changed:
+            return 0
+        with self._lock:
+            keys = [k for k, pool in self._pools.items() if pool is None or pool in changed]
+        return sum(self.wake(k, Trigger.POOLS) for k in keys)
