@@ -287,7 +287,14 @@ def join(
     ports_out = [state.api_url.rsplit(":", 1)[1], state.s3_endpoint.rsplit(":", 1)[1]]
     launcher.start(
         "gateway",
-        [os.path.realpath(sys.executable), "-m", "ridgeline_dev.gateway", GATEWAY, *ports_out],
+        # The interpreter's real path (the launcher knows its processes by /proc/PID/exe), so
+        # the relay runs as a script: a venv's site-packages are not on that interpreter's path.
+        [
+            os.path.realpath(sys.executable),
+            str(Path(__file__).with_name("gateway.py")),
+            GATEWAY,
+            *ports_out,
+        ],
     )
 
     (p["config"] / "containerd.toml").write_text(_containerd_config(state))
