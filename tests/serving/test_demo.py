@@ -36,7 +36,7 @@ def test_make_demo_answers_in_words_from_the_docs() -> None:
     assert len(lines) == 1, out
     answer = ast.literal_eval(lines[0].removeprefix(ANSWER_PREFIX))
     assert isinstance(answer, str)
-    assert answer.isprintable(), answer
+    assert answer.replace("\n", " ").isprintable(), answer  # an answer may run over lines
     words = WORD.findall(answer)
     assert len(words) >= 3, answer
     known = {w.lower() for w in WORD.findall(training_text(chat_examples(doc_sources(REPO))))}
