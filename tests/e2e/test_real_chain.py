@@ -196,15 +196,16 @@ def cold_start(state: ClusterState, client: Any) -> None:
     print(f"[chain] cold start from zero, request sent -> first token: {first - sent:.0f}s")
     pod = workers(state)[0]
     created = _seconds(pod["metadata"]["creationTimestamp"])
-    started = _seconds(pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"])
+    worker = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "ray-worker")
+    started = _seconds(worker["state"]["running"]["startedAt"])
     ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
     print(
-        f"[chain]   pod created {created - sent:.0f}s after the request, container started "
-        f"{started - created:.0f}s later, pod Ready {_seconds(ready['lastTransitionTime']) - started:.0f}s "
-        f"after that",
+        f"[chain]   pod created {created - sent:.0f}s after the request, ray-worker started "
+        f"{started - created:.0f}s later (restarts {worker['restartCount']}), pod Ready at "
+        f"{_seconds(ready['lastTransitionTime']) - sent:.0f}s",
         flush=True,
     )
-    grep = "grep -h 'replica ready in' /tmp/ray/session_latest/logs/serve/*.log | tail -1"
+    grep = "grep -rh 'replica ready in' /tmp/ray/session_latest/logs | tail -1"
     log = kubectl(state, "exec", "-n", NS, pod["metadata"]["name"], "-c", "ray-worker", "--",
                   "sh", "-c", grep, check=False)  # fmt: skip
     print(f"[chain]   replica: {log.stdout.strip() or log.stderr.strip()}", flush=True)
