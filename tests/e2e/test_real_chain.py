@@ -3,7 +3,9 @@ the chart (the operator is a pod from the operator image, in a namespace enforci
 ``restricted``), a tiny CPU model in MinIO behind a ``credentialsSecret``, ``kubectl apply`` of
 an InferenceModel, KubeRay's real head and worker pods from the CPU serving image passing
 KubeRay's own probes, READY 1, an OpenAI completion through the serve Service from the host
-(kube-proxy), and ``kubectl delete`` removing everything. Each stage's time is printed."""
+(kube-proxy), scale to zero once idle (``replicas.min: 0``, a short ``scaleDownDelaySeconds``)
+and back on the next request, whose cold start is measured, and ``kubectl delete`` removing
+everything. Each stage's time is printed."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 SYSTEM = "ridgeline-system"
 NS = "models"
 MODEL = "tiny-chat"
+# Serve removes the idle replica after this; the worker pod goes POD_IDLE_S (60 s) later.
+SCALE_DOWN_DELAY_S = 10
 
 
 def stage(what: str, started: float) -> float:
@@ -132,6 +137,7 @@ def test_helm_install_apply_serve_delete(chain: ClusterState, tmp_path: Path) ->
             "model": {"uri": f"s3://private-models/{MODEL}", "credentialsSecret": "models-s3"},
             "accelerators": ["cpu"],
             "workload": {"maxContextTokens": 512},
+            "replicas": {"min": 0, "max": 1, "scaleDownDelaySeconds": SCALE_DOWN_DELAY_S},
         },
     }
     for obj in (secret, manifest):
@@ -145,7 +151,7 @@ def test_helm_install_apply_serve_delete(chain: ClusterState, tmp_path: Path) ->
         assert all(c["ready"] for c in pod["status"]["containerStatuses"]), pod["metadata"]["name"]
 
     ip = get_json(chain, "-n", NS, "service", f"{MODEL}-serve-svc")["spec"]["clusterIP"]
-    client = OpenAI(base_url=f"http://{ip}:8000/v1", api_key="unused", timeout=120)
+    client = OpenAI(base_url=f"http://{ip}:8000/v1", api_key="unused", timeout=600)
     answer = client.completions.create(model=MODEL, prompt="hello", max_tokens=8)
     assert answer.choices[0].text
     t = stage(f"OpenAI completion through kube-proxy: {answer.choices[0].text!r}", t)
@@ -156,7 +162,54 @@ def test_helm_install_apply_serve_delete(chain: ClusterState, tmp_path: Path) ->
     kubectl(chain, "exec", "-n", NS, head["metadata"]["name"], "-c", "ray-head", "--",
             "sh", "-c", check)  # fmt: skip
 
+    wait_for("the idle worker pod gone", lambda: not workers(chain), 240)
+    t = stage(f"scaled to zero (idle {SCALE_DOWN_DELAY_S} s, then the pod's idle timeout)", t)
+    cold_start(chain, client)
+    t = time.monotonic()
+
     kubectl(chain, "delete", "-n", NS, "inferencemodel", MODEL, "--wait=true", "--timeout=180s")
     wait_for("the model's pods gone", lambda: not get_json(chain, "-n", NS, "pods")["items"], 180)
     assert not get_json(chain, "-n", NS, "rayservices")["items"]
     stage("kubectl delete removed the RayService and its pods", t)
+
+
+def workers(state: ClusterState) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(
+        state, "-n", NS, "pods", "-l", "ray.io/node-type=worker"
+    )["items"]
+    return items
+
+
+def cold_start(state: ClusterState, client: Any) -> None:
+    """A request to a model at zero replicas: time to its first token, and the parts the pod
+    and the replica's start-up log show."""
+    sent = time.time()
+    stream = client.completions.create(model=MODEL, prompt="hello", max_tokens=8, stream=True)
+    first = None
+    text = ""
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].text:
+            first = first or time.time()
+            text += chunk.choices[0].text
+    assert first is not None
+    assert text
+    print(f"[chain] cold start from zero, request sent -> first token: {first - sent:.0f}s")
+    pod = workers(state)[0]
+    created = _seconds(pod["metadata"]["creationTimestamp"])
+    worker = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "ray-worker")
+    started = _seconds(worker["state"]["running"]["startedAt"])
+    ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+    print(
+        f"[chain]   pod created {created - sent:.0f}s after the request, ray-worker started "
+        f"{started - created:.0f}s later (restarts {worker['restartCount']}), pod Ready at "
+        f"{_seconds(ready['lastTransitionTime']) - sent:.0f}s",
+        flush=True,
+    )
+    grep = "grep -rh 'replica ready in' /tmp/ray/session_latest/logs | tail -1"
+    log = kubectl(state, "exec", "-n", NS, pod["metadata"]["name"], "-c", "ray-worker", "--",
+                  "sh", "-c", grep, check=False)  # fmt: skip
+    print(f"[chain]   replica: {log.stdout.strip() or log.stderr.strip()}", flush=True)
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -59,7 +59,7 @@ def test_defaults_and_status_subresource() -> None:
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["quantization"]["default"] == "none"
     assert spec["workload"]["default"] == {"mode": "online", "maxContextTokens": 4096}
-    assert spec["replicas"]["default"] == {"min": 1, "max": 1}
+    assert spec["replicas"]["default"] == {"min": 1, "max": 1, "scaleDownDelaySeconds": 300}
     assert spec["workload"]["properties"]["maxContextTokens"]["default"] == 4096
     assert spec["replicas"]["properties"]["min"]["default"] == 1
     cols = [c["name"] for c in version["additionalPrinterColumns"]]

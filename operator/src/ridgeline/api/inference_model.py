@@ -216,6 +216,12 @@ class Workload(ApiModel):
         return max(1, min(self.max_context_tokens // 2, room))
 
 
+# Idle time before Serve removes a replica; then Ray's autoscaler removes the worker pod left
+# without replicas after POD_IDLE_S (KubeRay's idleTimeoutSeconds).
+DEFAULT_SCALE_DOWN_DELAY_S = 300
+POD_IDLE_S = 60
+
+
 class Replicas(ApiModel):
     """Ray Serve autoscaling of the model's replicas (one replica = one worker pod)."""
 
@@ -237,6 +243,14 @@ class Replicas(ApiModel):
         le=100_000,
         description="Ongoing requests per replica that autoscaling aims for. Defaults to the "
         "planned batch target, the batch one replica serves efficiently.",
+    )
+    scale_down_delay_seconds: int = Field(
+        default=DEFAULT_SCALE_DOWN_DELAY_S,
+        ge=0,
+        le=86_400,
+        description="Seconds a replica stays idle before Ray Serve removes it (to min, and with "
+        f"min 0 to zero); its worker pod goes {POD_IDLE_S} s later. A request brings a "
+        "replica back from zero (a cold start: pod start, weight pull, load).",
     )
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ridgeline.api.inference_model import InferenceModel, Placement
+from ridgeline.api.inference_model import POD_IDLE_S, InferenceModel, Placement
 from ridgeline.api.plan import Plan
 from ridgeline.planner import memory
 from ridgeline.planner.pools import NodePool
@@ -111,6 +111,8 @@ def serve_config(
                             "initial_replicas": max(replicas.min, 1),
                             "max_replicas": replicas.max,
                             "target_ongoing_requests": target,
+                            # Idle this long before a replica goes (to zero as well).
+                            "downscale_delay_s": replicas.scale_down_delay_seconds,
                         },
                     }
                 ],
@@ -270,7 +272,9 @@ def build_rayservice(
         "rayVersion": config.ray_version,
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": {
-            "idleTimeoutSeconds": 60,
+            # A worker pod whose replica Serve removed goes after this; fixed so that changing
+            # spec.replicas (scaleDownDelaySeconds included) leaves the cluster's spec alone.
+            "idleTimeoutSeconds": POD_IDLE_S,
             "upscalingMode": "Default",
             "securityContext": pods.container_security_context(),
         },
