@@ -29,7 +29,7 @@ def test_crd_defaults_and_explain(cluster: ClusterState) -> None:
     obj = get_json(cluster, "-n", NS, "inferencemodel", "defaults")
     assert obj["spec"]["quantization"] == "none"
     assert obj["spec"]["workload"]["maxContextTokens"] == 4096
-    assert obj["spec"]["replicas"] == {"min": 1, "max": 1}
+    assert obj["spec"]["replicas"] == {"min": 1, "max": 1, "scaleDownDelaySeconds": 300}
     explained = kubectl(cluster, "explain", "inferencemodel.spec.workload.maxContextTokens").stdout
     assert "Sizes the KV cache" in explained
     printed = kubectl(cluster, "get", "-n", NS, "im", "defaults").stdout
