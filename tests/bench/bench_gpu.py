@@ -161,6 +161,7 @@ def planner_terms(
     # the sweep decodes a static batch: every row at the prompt plus half the output, on average
     terms = StepTerms.of(
         s.row,
+        shape.num_layers,
         shape.num_params,
         s.weight_bytes,
         PROMPT_TOKENS + NEW_TOKENS / 2,

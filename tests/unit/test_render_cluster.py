@@ -5,7 +5,6 @@ Recreate upgrade, and names KubeRay accepts."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
