@@ -193,6 +193,41 @@ def format_rows(q: str, curve: dict[int, Point], b_star: int, terms: StepTerms) 
     return [*rows, ""]
 
 
+def depth_check(
+    config: dict,  # type: ignore[type-arg]
+    tmp: Path,
+    dtype: str,
+    gpus: int,
+    product: str,
+    mem: int,
+    batches: list[int],
+) -> list[str]:
+    """The step model charges host time per layer: the same model at half the depth should
+    take about half the host time. bf16, small batches, where the host time is the step."""
+    from ridgeline.api import Quantization
+    from ridgeline.planner.step_model import Engine, step_model
+
+    fixed_s = step_model(Engine.TRANSFORMERS, Quantization.NONE, on_cpu=False).overhead_s
+    rows = [
+        "Host time per layer (bf16): the decode step minus the planner's device terms and fixed "
+        "overhead, over the layers.",
+        "",
+        "| layers | batch | decode step (ms) | host ms per layer |",
+        "|---|---|---|---|",
+    ]
+    for layers in (config["num_hidden_layers"], config["num_hidden_layers"] // 2):
+        model_dir = random_checkpoint({**config, "num_hidden_layers": layers}, tmp / f"d{layers}")
+        curve = sweep(model_dir, "none", dtype, gpus, batches)
+        _, terms = planner_terms(model_dir, product, mem, "none")
+        for b, p in curve.items():
+            device_s = terms.step_seconds(b) - terms.overhead_s
+            per_layer_s = (p.decode_step_s - device_s - fixed_s) / layers
+            rows.append(
+                f"| {layers} | {b} | {p.decode_step_s * 1e3:.2f} | {per_layer_s * 1e3:.3f} |"
+            )
+    return [*rows, ""]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU")
@@ -234,6 +269,7 @@ def main() -> int:
             curve = sweep(model_dir, q, dtype, gpus, batches)
             b_star, terms = planner_terms(model_dir, product, mem, q)
             lines += format_rows(q, curve, b_star, terms)
+        lines += depth_check(config, Path(tmp), dtype, gpus, product, mem, batches[:3])
     text = "\n".join(lines)
     print(text)
     if not args.smoke:
