@@ -201,8 +201,8 @@ def cold_start(state: ClusterState, client: Any) -> None:
     ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
     print(
         f"[chain]   pod created {created - sent:.0f}s after the request, ray-worker started "
-        f"{started - created:.0f}s later (restarts {worker['restartCount']}), pod Ready at "
-        f"{_seconds(ready['lastTransitionTime']) - sent:.0f}s",
+        f"{started - created:.0f}s later (restarts {worker['restartCount']}), pod Ready "
+        f"{ready['status']} since {_seconds(ready['lastTransitionTime']) - sent:.0f}s",
         flush=True,
     )
     # The replica's start-up breakdown reaches `kubectl logs` (RAY_LOG_TO_STDERR), where an
