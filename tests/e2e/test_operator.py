@@ -248,7 +248,7 @@ def test_create_plans_pins_and_applies(
             "llama",
             skeletons["llama-3.1-8b"],
             accelerators=["NVIDIA-H100-80GB-HBM3"],
-            workload={"maxContextTokens": 2048, "slo": {"timePerOutputTokenMs": 40}},
+            workload={"maxContextTokens": 2048, "slo": {"timePerOutputTokenMs": 60}},
             replicas={"min": 1, "max": 2},
         ),
     )
