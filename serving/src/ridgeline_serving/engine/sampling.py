@@ -1,16 +1,19 @@
 """Sampling on the model's device, batched over rows: per-row temperature, top_p, top_k,
 presence and frequency penalties and seed, in a fixed number of kernels whatever the batch.
 
-Each row draws its token by inverting its cumulative distribution at one uniform number. That
-number is a hash (splitmix64) of the row's seed and its token index: a seeded row gives the
-same tokens alone or in any batch, on any device, and the per-step randomness is one number
-per row instead of one per vocabulary entry. Rows without a seed get a random one.
+Each row draws its token by inverting its cumulative distribution, in vocabulary order, at one
+uniform number. That number is a hash (splitmix64) of the row's seed and its token index: a
+seeded row gives the same tokens alone or in any batch, and the per-step randomness is one
+number per row instead of one per vocabulary entry. Rows without a seed get a random one.
+top_k and top_p come down to one cut value per row (the least logit kept), found from the
+row's largest values only; the vocabulary is never ranked.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -63,30 +66,27 @@ def _draw(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
     device = logits.device
     temps = torch.tensor([r.temperature for r in rows], device=device)
     greedy = temps == 0
-    scaled = logits / torch.where(greedy, torch.ones_like(temps), temps).unsqueeze(1)
+    scaled = logits / torch.where(greedy, 1.0, temps).unsqueeze(1)
     u = torch.tensor([uniform(r.seed, len(r.output_ids)) for r in rows], device=device)
-    filtering = [r.top_k > 0 or r.top_p < 1.0 for r in rows]
-    if any(filtering):
-        values, order = _top_k_top_p(scaled, rows)
-        drawn = order.gather(1, _invert_cdf(values, u).unsqueeze(1)).squeeze(1)
-        plain = [not f and r.temperature > 0 for f, r in zip(filtering, rows, strict=True)]
-        if any(plain):
-            # a row's draw must not depend on its neighbours: unfiltered rows invert their
-            # distribution in vocabulary order, as they do in a batch without filtering
-            mask = torch.tensor(plain, device=device)
-            drawn = torch.where(mask, _invert_cdf(scaled, u), drawn)
-    else:
-        drawn = _invert_cdf(scaled, u)
+    ids, values, cut = None, scaled, None
+    if any(r.top_k > 0 or r.top_p < 1.0 for r in rows):
+        width = _width(rows, scaled.shape[-1])
+        if device.type == "cpu" and width < scaled.shape[-1]:
+            ids, values = _candidates(scaled, width)
+        cut = _cut(values, rows, width)
+    # every row inverts its distribution in vocabulary order (with weights that do not depend
+    # on how many tokens are looked at), filtered or not: a row's draw never depends on its
+    # neighbours
+    weights = torch.exp(values - values.amax(dim=-1, keepdim=True))
+    if cut is not None:
+        weights.masked_fill_(values < cut, 0.0)
+    cdf = weights.cumsum_(dim=-1)
+    drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
+    drawn = drawn.clamp_(max=values.shape[-1] - 1)
+    drawn = (drawn if ids is None else ids.gather(1, drawn)).squeeze(1)
     if any(r.temperature == 0 for r in rows):
         return torch.where(greedy, logits.argmax(dim=-1), drawn)
     return drawn
-
-
-def _invert_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Per row, the first index whose cumulative probability reaches u."""
-    cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)
-    index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
-    return index.clamp_(max=logits.shape[-1] - 1)
 
 
 MASK64 = (1 << 64) - 1
@@ -101,28 +101,55 @@ def uniform(seed: int, counter: int) -> float:
     return (x >> 11) / float(1 << 53)
 
 
-def _top_k_top_p(logits: torch.Tensor, rows: list[RowParams]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's logits ranked (values, vocabulary ids), those outside its top_k or beyond its
-    top_p mass set to -inf. When every row has a top_k, only the largest k are ranked
-    (``topk``), not the whole vocabulary."""
-    device = logits.device
-    vocab = logits.shape[-1]
-    width = vocab
+def _width(rows: list[RowParams], vocab: int) -> int:
+    """How many of a row's best tokens the filters can keep: the largest top_k when every row
+    has one, else the whole vocabulary."""
     if all(r.top_k > 0 for r in rows):
-        width = min(vocab, max(r.top_k for r in rows))
+        return min(vocab, max(r.top_k for r in rows))
+    return vocab
+
+
+def _candidates(logits: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """On the CPU, each row's ``width`` best tokens (ids in vocabulary order, their logits):
+    numpy's partition is several times faster than torch's topk there (measured)."""
+    array = logits.numpy()
+    ids = np.sort(np.argpartition(array, array.shape[-1] - width, axis=-1)[:, -width:], axis=-1)
+    return torch.from_numpy(ids), torch.from_numpy(np.take_along_axis(array, ids, axis=-1))
+
+
+def _cut(logits: torch.Tensor, rows: list[RowParams], width: int) -> torch.Tensor:
+    """Per row (rows x 1), the least logit a token needs to stay within the row's top_k and
+    its top_p mass (top_p over the top_k, renormalized); -inf for rows that filter nothing.
+    Tokens tied at the cut all stay, as in transformers' and vLLM's filters. Only the ranked
+    values are computed, never a ranking of the vocabulary ids."""
+    device = logits.device
+    values = _largest(logits, width)
     top_k = torch.tensor([r.top_k if 0 < r.top_k < width else width for r in rows], device=device)
     top_p = torch.tensor([r.top_p for r in rows], device=device)
-    if width < vocab:
-        values, order = logits.topk(width, dim=-1)
-    else:
-        values, order = logits.sort(dim=-1, descending=True)
     rank = torch.arange(width, device=device).expand_as(values)
     drop = rank >= top_k.unsqueeze(1)
     probs = torch.softmax(values.masked_fill(drop, float("-inf")), dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above this one
     drop |= before >= top_p.unsqueeze(1)
     drop[:, 0] = False  # the most likely token always stays
-    return values.masked_fill(drop, float("-inf")), order
+    cut = values.gather(1, (~drop).sum(dim=-1, keepdim=True) - 1)
+    filtering = torch.tensor([r.top_k > 0 or r.top_p < 1.0 for r in rows], device=device)
+    return cut.masked_fill_(~filtering.unsqueeze(1), float("-inf"))
+
+
+def _largest(logits: torch.Tensor, width: int) -> torch.Tensor:
+    """Each row's ``width`` largest values, in descending order. On the CPU through numpy,
+    whose vectorized partition and sort are 10-20x faster than torch's topk and sort there
+    (values only; measured on this machine); elsewhere torch's own."""
+    vocab = logits.shape[-1]
+    if logits.device.type == "cpu":
+        array = logits.numpy()
+        if width < vocab:
+            array = np.partition(array, vocab - width, axis=-1)[:, vocab - width :]
+        return torch.from_numpy(np.ascontiguousarray(np.sort(array, axis=-1)[:, ::-1]))
+    if width < vocab:
+        return logits.topk(width, dim=-1).values
+    return logits.sort(dim=-1, descending=True).values
 
 
 def _penalize(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
