@@ -98,3 +98,22 @@ def test_seeded_filtered_rows_do_not_depend_on_their_neighbours() -> None:
     alone = sample(logits[1:2], [row(seed=5, top_k=10, top_p=0.9)]).tokens[0]
     batch = sample(logits, [row(top_k=40), row(seed=5, top_k=10, top_p=0.9), row()]).tokens
     assert batch[1] == alone
+
+
+def test_detokenizer_flushes_invalid_bytes_instead_of_holding_them(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from ridgeline_serving.engine.detokenize import MAX_PENDING_TOKENS
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    lead = tok.convert_tokens_to_ids("â")  # a UTF-8 lead byte that no continuation follows
+    detok = Detokenizer(tok, [])
+    parts, pending = [], []
+    for _ in range(100):
+        parts.append(detok.add(lead, False)[0])
+        pending.append(len(detok.ids) - detok.read)
+    # held back at most MAX_PENDING_TOKENS tokens at a time, then emitted as decode does
+    assert max(pending) == MAX_PENDING_TOKENS
+    assert set("".join(parts)) == {"\ufffd"}
+    after = [detok.add(t, False)[0] for t in tok("ridge", add_special_tokens=False)["input_ids"]]
+    assert "".join(after).endswith("ridge")
