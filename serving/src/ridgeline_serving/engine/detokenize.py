@@ -50,7 +50,8 @@ class Detokenizer:
         return self._advance(final)
 
     def _step_stream(self, token: int) -> str | None:
-        assert self.stream is not None and self.backend is not None
+        assert self.stream is not None
+        assert self.backend is not None
         piece: str | None = self.stream.step(self.backend, token)
         if piece is None and len(self.ids) - self.read > MAX_PENDING_TOKENS:
             # invalid bytes: emit them as decode does (replacement characters), start afresh

@@ -68,22 +68,14 @@ def _draw(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
     greedy = temps == 0
     scaled = logits / torch.where(greedy, 1.0, temps).unsqueeze(1)
     u = torch.tensor([uniform(r.seed, len(r.output_ids)) for r in rows], device=device)
-    ids, values, cut = None, scaled, None
     if any(r.top_k > 0 or r.top_p < 1.0 for r in rows):
-        width = _width(rows, scaled.shape[-1])
-        if device.type == "cpu" and width < scaled.shape[-1]:
-            ids, values = _candidates(scaled, width)
-        cut = _cut(values, rows, width)
-    # every row inverts its distribution in vocabulary order (with weights that do not depend
-    # on how many tokens are looked at), filtered or not: a row's draw never depends on its
-    # neighbours
-    weights = torch.exp(values - values.amax(dim=-1, keepdim=True))
-    if cut is not None:
-        weights.masked_fill_(values < cut, 0.0)
-    cdf = weights.cumsum_(dim=-1)
-    drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
-    drawn = drawn.clamp_(max=values.shape[-1] - 1)
-    drawn = (drawn if ids is None else ids.gather(1, drawn)).squeeze(1)
+        cut = _cut(scaled, rows, _width(rows, scaled.shape[-1]))
+        scaled.masked_fill_(scaled < cut, float("-inf"))
+    # every row inverts its distribution over the tokens it keeps, in vocabulary order,
+    # filtered or not: a row's draw does not depend on its neighbours
+    cdf = torch.softmax(scaled, dim=-1).cumsum_(dim=-1)
+    drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    drawn = drawn.clamp_(max=scaled.shape[-1] - 1)
     if any(r.temperature == 0 for r in rows):
         return torch.where(greedy, logits.argmax(dim=-1), drawn)
     return drawn
@@ -107,14 +99,6 @@ def _width(rows: list[RowParams], vocab: int) -> int:
     if all(r.top_k > 0 for r in rows):
         return min(vocab, max(r.top_k for r in rows))
     return vocab
-
-
-def _candidates(logits: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """On the CPU, each row's ``width`` best tokens (ids in vocabulary order, their logits):
-    numpy's partition is several times faster than torch's topk there (measured)."""
-    array = logits.numpy()
-    ids = np.sort(np.argpartition(array, array.shape[-1] - width, axis=-1)[:, -width:], axis=-1)
-    return torch.from_numpy(ids), torch.from_numpy(np.take_along_axis(array, ids, axis=-1))
 
 
 def _cut(logits: torch.Tensor, rows: list[RowParams], width: int) -> torch.Tensor:
