@@ -1,12 +1,11 @@
 """Sampling on the model's device, batched over rows: per-row temperature, top_p, top_k,
 presence and frequency penalties and seed, in a fixed number of kernels whatever the batch.
 
-Each row draws its token by inverting its cumulative distribution, in vocabulary order, at one
-uniform number. That number is a hash (splitmix64) of the row's seed and its token index: a
+Each row draws its token by inverting its cumulative distribution at one uniform number (in
+vocabulary order, or in rank order over its best tokens when it filters). That number is a hash (splitmix64) of the row's seed and its token index: a
 seeded row gives the same tokens alone or in any batch, and the per-step randomness is one
 number per row instead of one per vocabulary entry. Rows without a seed get a random one.
-top_k and top_p come down to one cut value per row (the least logit kept), found from the
-row's largest values only; the vocabulary is never ranked.
+top_k and top_p rank the row's largest values only; the vocabulary is never ranked.
 """
 
 from __future__ import annotations
@@ -68,14 +67,19 @@ def _draw(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
     greedy = temps == 0
     scaled = logits / torch.where(greedy, 1.0, temps).unsqueeze(1)
     u = torch.tensor([uniform(r.seed, len(r.output_ids)) for r in rows], device=device)
-    if any(r.top_k > 0 or r.top_p < 1.0 for r in rows):
-        cut = _cut(scaled, rows, _width(rows, scaled.shape[-1]))
-        scaled.masked_fill_(scaled < cut, float("-inf"))
-    # every row inverts its distribution over the tokens it keeps, in vocabulary order,
-    # filtered or not: a row's draw does not depend on its neighbours
-    cdf = torch.softmax(scaled, dim=-1).cumsum_(dim=-1)
-    drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
-    drawn = drawn.clamp_(max=scaled.shape[-1] - 1)
+    filtering = [r.top_k > 0 or r.top_p < 1.0 for r in rows]
+    drawn = None
+    if not all(filtering):
+        # unfiltered rows invert their distribution in vocabulary order
+        cdf = torch.softmax(scaled, dim=-1).cumsum_(dim=-1)
+        drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+        drawn = drawn.clamp_(max=scaled.shape[-1] - 1)
+    if any(filtering):
+        ranked = _draw_ranked(scaled, rows, u)
+        if drawn is None:
+            drawn = ranked
+        else:
+            drawn = torch.where(torch.tensor(filtering, device=device), ranked, drawn)
     if any(r.temperature == 0 for r in rows):
         return torch.where(greedy, logits.argmax(dim=-1), drawn)
     return drawn
@@ -101,12 +105,13 @@ def _width(rows: list[RowParams], vocab: int) -> int:
     return vocab
 
 
-def _cut(logits: torch.Tensor, rows: list[RowParams], width: int) -> torch.Tensor:
-    """Per row (rows x 1), the least logit a token needs to stay within the row's top_k and
-    its top_p mass (top_p over the top_k, renormalized); -inf for rows that filter nothing.
-    Tokens tied at the cut all stay, as in transformers' and vLLM's filters. Only the ranked
-    values are computed, never a ranking of the vocabulary ids."""
+def _draw_ranked(logits: torch.Tensor, rows: list[RowParams], u: torch.Tensor) -> torch.Tensor:
+    """Filtered rows: each inverts the distribution of its best tokens, in rank order, within
+    its top_k and its top_p mass (top_p over the top_k, renormalized). Only the ranked values
+    are computed (when every row has a top_k, only the largest k), never a ranking of the
+    vocabulary ids: the drawn value is found in the row (of tokens tied at it, the first)."""
     device = logits.device
+    width = _width(rows, logits.shape[-1])
     values = _largest(logits, width)
     top_k = torch.tensor([r.top_k if 0 < r.top_k < width else width for r in rows], device=device)
     top_p = torch.tensor([r.top_p for r in rows], device=device)
@@ -116,9 +121,10 @@ def _cut(logits: torch.Tensor, rows: list[RowParams], width: int) -> torch.Tenso
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above this one
     drop |= before >= top_p.unsqueeze(1)
     drop[:, 0] = False  # the most likely token always stays
-    cut = values.gather(1, (~drop).sum(dim=-1, keepdim=True) - 1)
-    filtering = torch.tensor([r.top_k > 0 or r.top_p < 1.0 for r in rows], device=device)
-    return cut.masked_fill_(~filtering.unsqueeze(1), float("-inf"))
+    cdf = probs.masked_fill_(drop, 0.0).cumsum_(dim=-1)
+    chosen = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
+    value = values.gather(1, chosen.clamp_(max=width - 1))
+    return (logits == value).to(torch.uint8).argmax(dim=-1)
 
 
 def _largest(logits: torch.Tensor, width: int) -> torch.Tensor:
