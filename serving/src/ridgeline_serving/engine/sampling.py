@@ -2,10 +2,11 @@
 presence and frequency penalties and seed, in a fixed number of kernels whatever the batch.
 
 Each row draws its token by inverting its cumulative distribution at one uniform number (in
-vocabulary order, or in rank order over its best tokens when it filters). That number is a hash (splitmix64) of the row's seed and its token index: a
-seeded row gives the same tokens alone or in any batch, and the per-step randomness is one
-number per row instead of one per vocabulary entry. Rows without a seed get a random one.
-top_k and top_p rank the row's largest values only; the vocabulary is never ranked.
+vocabulary order, or in rank order over its best tokens when it filters). That number is a
+hash (splitmix64) of the row's seed and its token index: a seeded row gives the same tokens
+alone or in any batch, and the per-step randomness is one number per row instead of one per
+vocabulary entry. Rows without a seed get a random one. top_k and top_p rank the row's largest
+values only; the vocabulary is never ranked.
 """
 
 from __future__ import annotations
