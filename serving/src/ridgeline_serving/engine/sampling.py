@@ -81,6 +81,7 @@ def _draw(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
             drawn = ranked
         else:
             drawn = torch.where(torch.tensor(filtering, device=device), ranked, drawn)
+    assert drawn is not None
     if any(r.temperature == 0 for r in rows):
         return torch.where(greedy, logits.argmax(dim=-1), drawn)
     return drawn
