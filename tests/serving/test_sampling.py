@@ -117,3 +117,16 @@ def test_detokenizer_flushes_invalid_bytes_instead_of_holding_them(tiny_dir: Pat
     assert set("".join(parts)) == {"\ufffd"}
     after = [detok.add(t, False)[0] for t in tok("ridge", add_special_tokens=False)["input_ids"]]
     assert "".join(after).endswith("ridge")
+
+
+def test_filtered_rows_follow_their_renormalized_distribution() -> None:
+    # top_k 3 keeps 0.4, 0.3, 0.2 (renormalized 4/9, 3/9, 2/9); top_p 0.6 of those keeps the
+    # first two (the second starts at mass 4/9 < 0.6), renormalized 4/7, 3/7
+    probs = torch.tensor([0.05, 0.4, 0.05, 0.3, 0.2])
+    logits = probs.log().repeat(6000, 1)
+    rows = [row(top_k=3) if i % 2 == 0 else row(top_k=3, top_p=0.6) for i in range(6000)]
+    tokens = torch.tensor(sample(logits, rows).tokens)
+    top_k = torch.bincount(tokens[0::2], minlength=5).float() / 3000
+    both = torch.bincount(tokens[1::2], minlength=5).float() / 3000
+    assert torch.allclose(top_k, torch.tensor([0, 4 / 9, 0, 3 / 9, 2 / 9]), atol=0.03)
+    assert torch.allclose(both, torch.tensor([0, 4 / 7, 0, 3 / 7, 0]), atol=0.03)
