@@ -31,6 +31,7 @@ from ridgeline_serving.engine import (
     StepStats,
     TokenLogprob,
 )
+from ridgeline_serving.logs import configure_replica_logging
 from ridgeline_serving.metrics import ServingMetrics
 
 log = logging.getLogger("ridgeline.serving")
@@ -108,6 +109,7 @@ class Job:
 @serve.ingress(api)
 class ModelServer:
     def __init__(self, args: dict[str, Any] | ServingArgs, engine: Engine | None = None) -> None:
+        configure_replica_logging()
         self.args = args if isinstance(args, ServingArgs) else ServingArgs.model_validate(args)
         self.metrics = ServingMetrics(self.args.model_name)
         self.startup = StartupTimes()
