@@ -6,6 +6,7 @@ blocking, and the engine's own work per step with a stub model. Writes docs/benc
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -22,7 +23,7 @@ from static_engine import StaticEngine
 
 from ridgeline.api import Quantization
 from ridgeline_dev.tiny_model import write_tiny_model
-from ridgeline_serving.engine import GenerationRequest, SequenceEvent
+from ridgeline_serving.engine import GenerationRequest, SequenceEvent, StepStats
 from ridgeline_serving.engine.scheduler import Limits, Scheduler
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
@@ -287,10 +288,12 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
     tokenizer = engine.tokenizer
     lines = [
         "Engine work outside the forward (scheduling, sampling, detokenization, events), stub "
-        "model with vocabulary 1,024, batch 256, median step:",
+        "model with vocabulary 1,024, batch 256, median decode step: wall clock, and CPU time of "
+        "the engine's thread (the work itself; on this shared 2-core machine the wall clock also "
+        "counts the time other processes hold the cores):",
         "",
-        "| sampling | ms per step | target |",
-        "|---|---|---|",
+        "| sampling | ms per step (wall) | ms per step (engine thread CPU) | target <= 3 ms |",
+        "|---|---|---|---|",
     ]
     configs = {
         "greedy": {"temperature": 0.0},
@@ -302,17 +305,17 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
         },
     }
     for name, params in configs.items():
-        times: list[float] = []
+        walls: list[float] = []
+        cpus: list[float] = []
+
+        def on_step(stats: StepStats, walls: list[float] = walls, cpus: list[float] = cpus) -> None:
+            walls.append(stats.seconds)
+            cpus.append(time.thread_time())  # the engine's thread: differences are its steps
+
         limits = Limits(
             max_batch=256, kv_tokens=256 * 2048, prefill_tokens=2048, max_context_tokens=2048
         )
-        sched = Scheduler(
-            StubRunner(len(tokenizer)),
-            tokenizer,
-            set(),
-            limits,
-            lambda s, times=times: times.append(s.seconds),
-        )
+        sched = Scheduler(StubRunner(len(tokenizer)), tokenizer, set(), limits, on_step)
         seeded = "seeded" in name
         reqs = [
             GenerationRequest([5, 6, 7], 200, seed=i if seeded else None, **params)  # type: ignore[arg-type]
@@ -320,9 +323,12 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
         ]
         sched.generate(reqs)
         sched.close()
-        decode_steps = times[1:]
-        ms = statistics.median(decode_steps) * 1000
-        lines.append(f"| {name} | {ms:.2f} | <= 3 ms: {'met' if ms <= 3 else 'NOT met'} |")
+        wall = statistics.median(walls[1:]) * 1000
+        cpu = statistics.median(b - a for a, b in itertools.pairwise(cpus[1:])) * 1000
+        verdict = (
+            f"wall {'met' if wall <= 3 else 'NOT met'}, CPU {'met' if cpu <= 3 else 'NOT met'}"
+        )
+        lines.append(f"| {name} | {wall:.2f} | {cpu:.2f} | {verdict} |")
     return lines
 
 

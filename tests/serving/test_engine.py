@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ridgeline.api import Quantization
-from ridgeline_serving.engine import GenerationRequest, SequenceEvent
+from ridgeline_serving.engine import GenerationRequest, SequenceEvent, kv_batch
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
 
@@ -218,3 +218,50 @@ def test_a_failing_prompt_fails_alone(engine: TransformersEngine) -> None:
     # without isolation the good sequence would end with the same error
     assert all(e.error is None for e in good.events)
     assert good.events[-1].finish in ("stop", "length")
+
+
+def test_continuous_batching_matches_greedy_generate(
+    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sequences join a running batch in waves (a prompt longer than the running rows, so the
+    cache shifts right; more rows than the first slots, so they grow), leave at different
+    steps (freed slots are reused) and outlive the first columns (unused ones are dropped or
+    the buffer doubles): each still gets exactly the tokens ``generate`` gives its prompt."""
+    waves = [
+        [("a", 150), ("bb cc", 20), ("the ridge", 70)],
+        [(" ".join(["a much longer prompt about the ridge"] * 5), 90), ("x y", 8)],
+        [("short", 40), ("another prompt, of middling length", 120), ("z", 30)],
+        [("more rows than the first slots", 50), ("and one more", 60)],
+    ]
+    monkeypatch.setattr(kv_batch, "HEADROOM_COLUMNS", 4)  # reshuffle the columns often
+    saved = engine.scheduler.eos_ids
+    engine.scheduler.eos_ids = set()  # random weights: every request runs to its length
+    listeners: list[tuple[list[int], int, Listener]] = []
+    try:
+        for wave in waves:
+            started = []
+            for text, n in wave:
+                listener = Listener()
+                ids = engine.encode_prompt(text)
+                engine.submit(GenerationRequest(ids, n, temperature=0, logprobs=0), listener)
+                listeners.append((ids, n, listener))
+                started.append(listener)
+            while not all(ls.events for ls in started):
+                threading.Event().wait(0.005)
+            threading.Event().wait(0.05)  # a few steps into decoding
+        for _, _, listener in listeners:
+            assert listener.done.wait(120)
+    finally:
+        engine.scheduler.eos_ids = saved
+    for ids, n, listener in listeners:
+        got = [lp.token_id for e in listener.events for lp in e.logprobs]
+        with torch.inference_mode():
+            want = engine.model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones((1, len(ids)), dtype=torch.long),
+                max_new_tokens=n,
+                do_sample=False,
+                eos_token_id=-1,  # as the engine's: no end of sequence
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )[0, len(ids) :].tolist()
+        assert got == want

@@ -86,7 +86,7 @@ def test_detokenizer_stops_across_tokens_and_holds_a_possible_stop(tiny_dir: Pat
 
 
 def test_rows_without_top_k_keep_their_whole_distribution_beside_top_k_rows() -> None:
-    logits = torch.zeros(400, 50)  # uniform
+    logits = torch.linspace(0, 0.1, 50).expand(400, 50)  # nearly uniform, no ties
     rows = [row(top_k=2) if i % 2 == 0 else row() for i in range(400)]
     tokens = sample(logits, rows).tokens
     assert len(set(tokens[0::2])) <= 2
@@ -98,3 +98,35 @@ def test_seeded_filtered_rows_do_not_depend_on_their_neighbours() -> None:
     alone = sample(logits[1:2], [row(seed=5, top_k=10, top_p=0.9)]).tokens[0]
     batch = sample(logits, [row(top_k=40), row(seed=5, top_k=10, top_p=0.9), row()]).tokens
     assert batch[1] == alone
+
+
+def test_detokenizer_flushes_invalid_bytes_instead_of_holding_them(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from ridgeline_serving.engine.detokenize import MAX_PENDING_TOKENS
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    lead = tok.convert_tokens_to_ids("â")  # a UTF-8 lead byte that no continuation follows
+    detok = Detokenizer(tok, [])
+    parts, pending = [], []
+    for _ in range(100):
+        parts.append(detok.add(lead, False)[0])
+        pending.append(len(detok.ids) - detok.read)
+    # held back at most MAX_PENDING_TOKENS tokens at a time, then emitted as decode does
+    assert max(pending) == MAX_PENDING_TOKENS
+    assert set("".join(parts)) == {"\ufffd"}
+    after = [detok.add(t, False)[0] for t in tok("ridge", add_special_tokens=False)["input_ids"]]
+    assert "".join(after).endswith("ridge")
+
+
+def test_filtered_rows_follow_their_renormalized_distribution() -> None:
+    # top_k 3 keeps 0.4, 0.3, 0.2 (renormalized 4/9, 3/9, 2/9); top_p 0.6 of those keeps the
+    # first two (the second starts at mass 4/9 < 0.6), renormalized 4/7, 3/7
+    probs = torch.tensor([0.05, 0.4, 0.05, 0.3, 0.2])
+    logits = probs.log().repeat(6000, 1)
+    rows = [row(top_k=3) if i % 2 == 0 else row(top_k=3, top_p=0.6) for i in range(6000)]
+    tokens = torch.tensor(sample(logits, rows).tokens)
+    top_k = torch.bincount(tokens[0::2], minlength=5).float() / 3000
+    both = torch.bincount(tokens[1::2], minlength=5).float() / 3000
+    assert torch.allclose(top_k, torch.tensor([0, 4 / 9, 0, 3 / 9, 2 / 9]), atol=0.03)
+    assert torch.allclose(both, torch.tensor([0, 4 / 7, 0, 3 / 7, 0]), atol=0.03)

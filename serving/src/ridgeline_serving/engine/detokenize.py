@@ -11,6 +11,11 @@ from typing import Any
 
 from tokenizers.decoders import DecodeStream
 
+# A UTF-8 character spans at most 4 bytes, so at most 4 byte tokens: a stream that has held
+# back more tokens than this is holding invalid bytes, and would decode them all again at
+# every step (a cost growing with the output) if it kept waiting.
+MAX_PENDING_TOKENS = 8
+
 
 class Detokenizer:
     def __init__(self, tokenizer: Any, stops: list[str]) -> None:
@@ -37,12 +42,22 @@ class Detokenizer:
         ):
             # the common case: a fast tokenizer, no stop strings, nothing held back
             self.fed = len(self.ids)
-            piece = self.stream.step(self.backend, token)
+            piece = self._step_stream(token)
             if piece is None:
                 return "", False
             self.read = self.fed
             return piece, False
         return self._advance(final)
+
+    def _step_stream(self, token: int) -> str | None:
+        assert self.stream is not None
+        assert self.backend is not None
+        piece: str | None = self.stream.step(self.backend, token)
+        if piece is None and len(self.ids) - self.read > MAX_PENDING_TOKENS:
+            # invalid bytes: emit them as decode does (replacement characters), start afresh
+            piece = self._decode(self.ids[self.read :])
+            self.stream = DecodeStream(skip_special_tokens=True)
+        return piece
 
     def finish(self) -> str:
         """The sequence ended without a new token (end of sequence): flush what is held."""
@@ -53,7 +68,7 @@ class Detokenizer:
         if self.stream is not None and self.backend is not None:
             if self.fed < len(self.ids):
                 self.fed = len(self.ids)
-                piece = self.stream.step(self.backend, self.ids[-1])
+                piece = self._step_stream(self.ids[-1])
                 if piece is not None:
                     self.held += piece
                     self.read = len(self.ids)

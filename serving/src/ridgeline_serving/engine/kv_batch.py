@@ -1,7 +1,14 @@
-"""The running batch's KV cache for any transformers causal LM: rows left-padded to a common
-length, with an attention mask and per-row positions. Sequences join by concatenation (the
-shorter side padded on the left) and leave by row selection, which also drops the padding
-columns no row needs any more, so a finished sequence's memory is freed at once.
+"""The running batch's KV cache for any transformers causal LM, in preallocated slots.
+
+Every layer's keys and values live in one buffer (slots x heads x columns x head dim). All
+slots write the same column each decode step, in place (no per-step concatenation); a row's
+tokens are right-aligned to that column and an attention mask (kept beside the buffer, updated
+per column and per membership change) hides the columns before its prompt. A sequence that
+joins takes a free slot (its prefilled KV copied in); one that leaves frees its slot at once
+for the next, without moving anyone else's KV; the buffers go when the batch empties. When
+the columns run out, those no running row uses any more are dropped (a shift left) and, only
+if that is not enough, the buffer doubles; the slots grow the same way, up to the planned
+batch.
 
 Why not transformers' paged cache: it is what ``ContinuousBatchingManager`` uses, and that was
 measured against this (``make bench``); this layout works with every model class and with
@@ -10,32 +17,20 @@ bitsandbytes' int8 and nf4 layers unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.nn import functional
+from transformers.cache_utils import DynamicLayer
+
+# Columns allocated beyond the longest prompt: decode steps before the first reshuffle.
+HEADROOM_COLUMNS = 64
+FIRST_SLOTS = 8
 
 
-@dataclass
-class KvBatch:
-    cache: Any  # transformers DynamicCache
-    mask: torch.Tensor  # rows x length, 1 where a real token is cached
-    positions: torch.Tensor  # rows: the position of each row's next token
-
-    @property
-    def rows(self) -> int:
-        return int(self.mask.shape[0])
-
-    @property
-    def length(self) -> int:
-        return int(self.mask.shape[1])
-
-
-def _layers(cache: Any) -> list[Any]:
+def _dynamic_layers(cache: Any) -> list[Any]:
     layers: list[Any] = cache.layers
     for layer in layers:
-        if type(layer).__name__ != "DynamicLayer":
+        if type(layer) is not DynamicLayer:
             raise NotImplementedError(
                 f"{type(layer).__name__} caches (sliding-window or hybrid attention) cannot be "
                 "batched continuously yet"
@@ -43,42 +38,38 @@ def _layers(cache: Any) -> list[Any]:
     return layers
 
 
-def _pad_left(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    missing = length - t.shape[dim]
-    if missing == 0:
-        return t
-    pad = [0, 0] * (t.dim() - 1 - dim) + [missing, 0]
-    return functional.pad(t, pad)
+class SlotLayer(DynamicLayer):
+    """A layer whose keys and values are views of the first ``rows`` slots and ``end`` columns
+    of preallocated buffers; ``update`` writes the new columns in place."""
 
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.key_buffer, self.value_buffer = keys, values
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self.rows = 0
+        self.end = 0
+        self.refresh()
 
-def merge(a: KvBatch | None, b: KvBatch) -> KvBatch:
-    """Rows of ``a`` then rows of ``b``, in one cache."""
-    if a is None or a.rows == 0:
-        return b
-    length = max(a.length, b.length)
-    for la, lb in zip(_layers(a.cache), _layers(b.cache), strict=True):
-        la.keys = torch.cat([_pad_left(la.keys, length, 2), _pad_left(lb.keys, length, 2)])
-        la.values = torch.cat([_pad_left(la.values, length, 2), _pad_left(lb.values, length, 2)])
-    mask = torch.cat([_pad_left(a.mask, length, 1), _pad_left(b.mask, length, 1)])
-    return KvBatch(a.cache, mask, torch.cat([a.positions, b.positions]))
+    def refresh(self) -> None:
+        self.keys = self.key_buffer[: self.rows, :, : self.end]
+        self.values = self.value_buffer[: self.rows, :, : self.end]
 
-
-def select(batch: KvBatch, rows: list[int]) -> KvBatch | None:
-    """Keep ``rows`` (in that order) and drop the columns only the others used."""
-    if not rows:
-        return None
-    index = torch.tensor(rows, device=batch.mask.device)
-    mask = batch.mask.index_select(0, index)
-    used = mask.any(dim=0)
-    first = int(used.int().argmax()) if bool(used.any()) else mask.shape[1]
-    for layer in _layers(batch.cache):
-        layer.keys = layer.keys.index_select(0, index)[:, :, first:]
-        layer.values = layer.values.index_select(0, index)[:, :, first:]
-    return KvBatch(batch.cache, mask[:, first:], batch.positions.index_select(0, index))
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        new = key_states.shape[-2]
+        self.key_buffer[: self.rows, :, self.end : self.end + new] = key_states
+        self.value_buffer[: self.rows, :, self.end : self.end + new] = value_states
+        self.end += new
+        self.refresh()
+        return self.key_buffer[: self.rows, :, : self.end], self.value_buffer[
+            : self.rows, :, : self.end
+        ]
 
 
 class PrefillGroup:
-    """Prompts being prefilled together, a chunk per engine step."""
+    """Prompts being prefilled together (left-padded, in their own cache), a chunk per step."""
 
     def __init__(self, model: Any, prompts: list[list[int]], pad_id: int) -> None:
         from transformers import DynamicCache
@@ -123,25 +114,162 @@ class PrefillGroup:
             return width * self.rows, None
         return width * self.rows, out.logits[:, -1, :]
 
-    def batch(self) -> KvBatch:
-        return KvBatch(self.cache, self.mask, self.positions[:, -1] + 1)
 
+class SlotBatch:
+    """The running sequences in slots; logical rows (the scheduler's order) map to slots."""
 
-@torch.inference_mode()
-def decode(model: Any, batch: KvBatch, tokens: torch.Tensor) -> torch.Tensor:
-    """One token for every row: appends it to the cache and returns the next logits."""
-    ones = torch.ones((batch.rows, 1), dtype=batch.mask.dtype, device=batch.mask.device)
-    batch.mask = torch.cat([batch.mask, ones], 1)
-    out = model(
-        input_ids=tokens.view(-1, 1),
-        attention_mask=batch.mask,
-        position_ids=batch.positions.view(-1, 1),
-        past_key_values=batch.cache,
-        use_cache=True,
-    )
-    batch.positions = batch.positions + 1
-    logits: torch.Tensor = out.logits[:, -1, :]
-    return logits
+    def __init__(self, model: Any, pad_id: int) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.pad_id = pad_id
+        self.device: torch.device = next(model.parameters()).device
+        self.cache: Any = DynamicCache(config=model.config)
+        self.layers: list[SlotLayer] = []
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.slot_of: list[int] = []  # logical row -> slot
+        self.end = 0  # the column the next decode step writes
+        self._index: torch.Tensor | None = None  # slot_of on the device; None when 0..n-1
+
+    @property
+    def rows(self) -> int:
+        return len(self.slot_of)
+
+    @property
+    def slots(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def columns(self) -> int:
+        return int(self.mask.shape[1])
+
+    @property
+    def span(self) -> int:
+        """Slots a forward runs over: up to the highest one in use."""
+        return max(self.slot_of) + 1 if self.slot_of else 0
+
+    @torch.inference_mode()
+    def join(self, group: PrefillGroup) -> None:
+        width = int(group.mask.shape[1])
+        layers = _dynamic_layers(group.cache)
+        if not self.layers:
+            self._allocate(layers, max(group.rows, FIRST_SLOTS), width + HEADROOM_COLUMNS)
+        free = sorted(set(range(self.slots)) - set(self.slot_of))
+        if len(free) < group.rows:
+            self._resize(max(2 * self.slots, self.rows + group.rows), self.columns)
+            free = sorted(set(range(self.slots)) - set(self.slot_of))
+        if self.end < width:  # room on the left for the new prompts
+            self._shift(width - self.end)
+        chosen = free[: group.rows]
+        index = torch.tensor(chosen, device=self.device)
+        start = self.end - width
+        for mine, theirs in zip(self.layers, layers, strict=True):
+            mine.key_buffer[index, :, start : self.end] = theirs.keys
+            mine.value_buffer[index, :, start : self.end] = theirs.values
+        self.mask[index] = 0
+        self.mask[index, start : self.end] = group.mask
+        self.positions[index] = group.positions[:, -1] + 1
+        self._membership(self.slot_of + chosen)
+
+    @torch.inference_mode()
+    def keep(self, rows: list[int]) -> None:
+        """Keep logical ``rows`` (in that order); the others' slots are free at once."""
+        self._membership([self.slot_of[i] for i in rows])
+        if not self.slot_of:  # an idle replica holds no KV memory
+            self.layers, self.cache.layers, self.end = [], [], 0
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One token for every row: written in place at the next column; the next logits."""
+        if self.end == self.columns:
+            self._make_room()
+        span = self.span
+        if self._index is None:
+            ids = tokens.view(-1, 1)
+        else:
+            ids = torch.full((span, 1), self.pad_id, dtype=torch.long, device=self.device)
+            ids[self._index, 0] = tokens
+        # free slots below the span compute too (masked to their own finite columns)
+        self.mask[:span, self.end] = 1
+        for layer in self.layers:
+            layer.rows, layer.end = span, self.end
+            layer.refresh()
+        out = self.model(
+            input_ids=ids,
+            attention_mask=self.mask[:span, : self.end + 1],
+            position_ids=self.positions[:span].view(-1, 1),
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.end += 1
+        self.positions[:span] += 1
+        logits: torch.Tensor = out.logits[:, -1, :]
+        return logits if self._index is None else logits.index_select(0, self._index)
+
+    # ---- layout ------------------------------------------------------------------------
+
+    def _membership(self, slot_of: list[int]) -> None:
+        self.slot_of = slot_of
+        if slot_of == list(range(len(slot_of))):
+            self._index = None
+        else:
+            self._index = torch.tensor(slot_of, device=self.device)
+
+    def _allocate(self, layers: list[Any], slots: int, columns: int) -> None:
+        self.layers = []
+        for layer in layers:
+            shape = (slots, layer.keys.shape[1], columns, layer.keys.shape[3])
+            keys = torch.zeros(shape, dtype=layer.keys.dtype, device=layer.keys.device)
+            shape = (slots, layer.values.shape[1], columns, layer.values.shape[3])
+            values = torch.zeros(shape, dtype=layer.values.dtype, device=layer.values.device)
+            self.layers.append(SlotLayer(keys, values))
+        self.cache.layers = self.layers
+        self.mask = torch.zeros((slots, columns), dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(slots, dtype=torch.long, device=self.device)
+
+    def _resize(self, slots: int, columns: int) -> None:
+        """New buffers, the used columns copied to their start."""
+        rows, end = min(slots, self.slots), min(self.end, columns)
+        first = self.end - end
+        for layer in self.layers:
+            for name in ("key_buffer", "value_buffer"):
+                old: torch.Tensor = getattr(layer, name)
+                new = old.new_zeros((slots, old.shape[1], columns, old.shape[3]))
+                new[:rows, :, :end] = old[:rows, :, first : self.end]
+                setattr(layer, name, new)
+        mask = self.mask.new_zeros((slots, columns))
+        mask[:rows, :end] = self.mask[:rows, first : self.end]
+        positions = self.positions.new_zeros(slots)
+        positions[:rows] = self.positions[:rows]
+        self.mask, self.positions, self.end = mask, positions, end
+
+    def _shift(self, by: int) -> None:
+        """Move every column ``by`` to the right (room for a longer prompt)."""
+        if self.end + by >= self.columns:
+            self._resize(self.slots, self.end + by + HEADROOM_COLUMNS)
+        for layer in self.layers:
+            for buffer in (layer.key_buffer, layer.value_buffer):
+                buffer[:, :, by : by + self.end] = buffer[:, :, : self.end].clone()
+                buffer[:, :, :by] = 0
+        self.mask[:, by : by + self.end] = self.mask[:, : self.end].clone()
+        self.mask[:, :by] = 0
+        self.end += by
+
+    def _make_room(self) -> None:
+        """The columns are full: drop those no running row uses, or double them."""
+        live = self.mask[torch.tensor(self.slot_of, device=self.device), : self.end]
+        used = live.any(dim=0)
+        first = int(used.int().argmax()) if bool(used.any()) else self.end
+        if self.end - first > self.columns * 3 // 4:
+            self._resize(self.slots, 2 * self.columns)
+        if first > 0:
+            kept = self.end - first
+            for layer in self.layers:
+                for buffer in (layer.key_buffer, layer.value_buffer):
+                    buffer[:, :, :kept] = buffer[:, :, first : self.end].clone()
+            self.mask[:, :kept] = self.mask[:, first : self.end].clone()
+            self.end = kept
 
 
 class TransformersRunner:
@@ -151,19 +279,17 @@ class TransformersRunner:
         self.model = model
         self.pad_id = pad_id
         self.device: torch.device = next(model.parameters()).device
-        self.running: KvBatch | None = None
+        self.running = SlotBatch(model, pad_id)
 
     def start(self, prompts: list[list[int]]) -> PrefillGroup:
         return PrefillGroup(self.model, prompts, self.pad_id)
 
     def join(self, group: PrefillGroup) -> None:
-        self.running = merge(self.running, group.batch())
+        self.running.join(group)
 
     def decode(self, tokens: list[int]) -> torch.Tensor:
-        assert self.running is not None
         ids = torch.tensor(tokens, dtype=torch.long).to(self.device, non_blocking=True)
-        return decode(self.model, self.running, ids)
+        return self.running.decode(ids)
 
     def keep(self, rows: list[int]) -> None:
-        if self.running is not None:
-            self.running = select(self.running, rows)
+        self.running.keep(rows)
