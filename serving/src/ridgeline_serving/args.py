@@ -73,7 +73,7 @@ class ServingArgs(BaseModel):
     )
     # ---- version 3 -------------------------------------------------------------------------
     body_timeout_s: float = Field(
-        default=30,
+        default=10,
         gt=0,
         le=3600,
         description="A request's whole body must arrive within this time of its first byte "
