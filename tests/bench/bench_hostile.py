@@ -7,6 +7,7 @@ well-behaved requests fared."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -162,12 +163,12 @@ def probe_health(base: str, stop: threading.Event, out: list[float]) -> None:
         time.sleep(0.1)
 
 
-def serve(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(work: Path, stack: contextlib.ExitStack) -> tuple[subprocess.Popen[bytes], str]:
     from ridgeline_dev.cluster import free_port
     from ridgeline_dev.s3server import running_minio
     from ridgeline_dev.tiny_model import upload_dir, write_tiny_model
 
-    s3 = running_minio(work / "minio").__enter__()  # stopped with the process group below
+    s3 = stack.enter_context(running_minio(work / "minio"))
     os.environ.update(s3.env())
     uri = upload_dir(
         write_tiny_model(work / "tiny"), "models", "tiny", s3.endpoint, s3.access_key, s3.secret_key
@@ -193,8 +194,8 @@ def serve(work: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, base = serve(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        proc, base = serve(Path(tmp), stack)
         server = psutil.Process(proc.pid)
         try:
             lines = run(base, server)
