@@ -240,11 +240,15 @@ def run(base: str, server: psutil.Process) -> list[str]:
     idle: list[tuple[bool, float]] = []
     for _ in range(10):
         began = time.monotonic()
-        ok = client().post(
-            base + "/v1/completions",
-            json={"model": MODEL, "prompt": "the ridge", "max_tokens": 16, "temperature": 0},
-            timeout=60,
-        ).is_success
+        ok = (
+            client()
+            .post(
+                base + "/v1/completions",
+                json={"model": MODEL, "prompt": "the ridge", "max_tokens": 16, "temperature": 0},
+                timeout=60,
+            )
+            .is_success
+        )
         idle.append((ok, time.monotonic() - began))
     time.sleep(2)
     before = rss_mib(server)
@@ -277,6 +281,7 @@ def run(base: str, server: psutil.Process) -> list[str]:
     good_proc.join(timeout=30)
     for worker in workers:
         worker.join(timeout=120)
+    load = os.getloadavg()[0]
     time.sleep(5)
     after = rss_mib(server)
     served = [s for ok, s in good if ok]
@@ -307,6 +312,16 @@ def run(base: str, server: psutil.Process) -> list[str]:
         f"{after[0]:.0f} MiB |",
         f"| replica RSS before / peak / after | {before[1]:.0f} / {peak[1]:.0f} / "
         f"{after[1]:.0f} MiB |",
+        "",
+        f"The machine: a 2-core box shared with other work (load average {load:.1f} at the end "
+        "of the attack). The attackers and the well-behaved clients run in separate processes.",
+        "Slow bodies hold the replica's batch + queue places until their 10 s body timeout "
+        "(408); every request beyond them gets 429 with `Retry-After` before its body is read, "
+        "and the well-behaved clients get through as places free. A 50 MB prompt is refused "
+        "from its `Content-Length` (413) and a prompt over the context before tokenizing (400), "
+        "so neither leaves memory behind in the replica. `/health` goes through Serve's proxy "
+        "and router like every request: under a flood at the proxy's capacity it waits in line "
+        "with the 429s (Serve's own `/-/healthz` is answered by the proxy).",
     ]
     return lines
 
