@@ -46,7 +46,7 @@ unit: venv
 test: lint typecheck
 	./tests/e2e/ensure-prometheus.sh
 	./tests/e2e/ensure-node.sh
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=25
 
 crds: venv
 	$(PY) -m ridgeline.api.crd crds/ridgeline.dev_inferencemodels.yaml docs/crd-reference.md

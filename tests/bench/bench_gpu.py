@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench_report import write_section
+
+from ridgeline.planner.throughput import StepTerms
 
 LLAMA_1B = {  # TinyLlama-1.1B's shape
     "architectures": ["LlamaForCausalLM"],
@@ -66,17 +70,31 @@ def random_checkpoint(config: dict, out: Path) -> Path:  # type: ignore[type-arg
     return out
 
 
+@dataclass(frozen=True)
+class Point:
+    tokens_per_s: float  # end to end: prefill ramp, decode and drain of the whole batch
+    decode_step_s: float  # median decode step while every row of the batch decodes
+
+
 def sweep(
     model_dir: Path, quantization: str, dtype: str, gpus: int, batches: list[int]
-) -> dict[int, float]:
+) -> dict[int, Point]:
     import torch
 
     from ridgeline.api import Quantization
-    from ridgeline_serving.engine import GenerationRequest
+    from ridgeline_serving.engine import GenerationRequest, StepStats
     from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
+    steps: list[StepStats] = []
     engine = TransformersEngine(
-        model_dir, "bench", Quantization(quantization), dtype, gpus, 4096, max_batch=max(batches)
+        model_dir,
+        "bench",
+        Quantization(quantization),
+        dtype,
+        gpus,
+        4096,
+        max_batch=max(batches),
+        on_step=steps.append,
     )
     engine.scheduler.eos_ids = set()  # random weights: never stop early
     out = {}
@@ -86,19 +104,28 @@ def sweep(
             for i in range(batch)
         ]
         try:
-            engine.generate(reqs[:1])
+            # The first pass at a batch size is slow (kernel selection and allocator growth for
+            # its shapes, ~50 ms a step on an H100); a replica pays it once, so it is not timed.
+            engine.generate(reqs)
             if gpus:
                 torch.cuda.synchronize()
+            steps.clear()
             start = time.perf_counter()
             engine.generate(reqs)
             if gpus:
                 torch.cuda.synchronize()
-            out[batch] = batch * NEW_TOKENS / (time.perf_counter() - start)
+            seconds = time.perf_counter() - start
         except RuntimeError as exc:  # the engine reports a failed step (out of memory) so
             if "OutOfMemoryError" not in str(exc):
                 raise
             break
-        print(f"  {quantization:5} batch {batch:4}: {out[batch]:9.0f} tokens/s", flush=True)
+        full = [s.seconds for s in steps if s.decode_tokens == batch and s.prefill_tokens == 0]
+        out[batch] = Point(batch * NEW_TOKENS / seconds, statistics.median(full))
+        print(
+            f"  {quantization:5} batch {batch:4}: {out[batch].tokens_per_s:9.0f} tokens/s, "
+            f"decode step {out[batch].decode_step_s * 1e3:7.2f} ms ({len(full)} full steps)",
+            flush=True,
+        )
     engine.close()
     del engine
     if gpus:
@@ -111,13 +138,13 @@ def knee(curve: dict[int, float]) -> tuple[int, float]:
     return min(b for b, v in curve.items() if v >= 0.9 * plateau), plateau
 
 
-def predicted(
-    model_dir: Path, product: str, memory_mib: int, quantization: str, batch: int
-) -> tuple[int, float]:
+def planner_terms(
+    model_dir: Path, product: str, memory_mib: int, quantization: str
+) -> tuple[int, StepTerms]:
+    """The planner's B* and its step model for this model on this accelerator."""
     from ridgeline.api import InferenceModelSpec
     from ridgeline.planner import NodePool
     from ridgeline.planner.sizing import size
-    from ridgeline.planner.throughput import StepTerms
     from ridgeline.shape import read_model_shape
 
     shape = read_model_shape(str(model_dir))
@@ -134,6 +161,7 @@ def predicted(
     # the sweep decodes a static batch: every row at the prompt plus half the output, on average
     terms = StepTerms.of(
         s.row,
+        shape.num_layers,
         shape.num_params,
         s.weight_bytes,
         PROMPT_TOKENS + NEW_TOKENS / 2,
@@ -141,7 +169,63 @@ def predicted(
         s.acc.dense_flops_per_s,
         s.acc.memory_bandwidth_bytes_per_s,
     )
-    return round(s.critical_batch), terms.tokens_per_second(batch)
+    return round(s.critical_batch), terms
+
+
+def format_rows(q: str, curve: dict[int, Point], b_star: int, terms: StepTerms) -> list[str]:
+    decode = {b: b / p.decode_step_s for b, p in curve.items()}
+    k, plateau = knee(decode)
+    rows = [
+        f"**{q}**: measured knee {k}, plateau {plateau:.0f} tokens/s (decode); planner B* "
+        f"{b_star}, knee {terms.knee_batch()}, plateau {terms.plateau_tokens_per_second:.0f} "
+        "tokens/s.",
+        "",
+        "| batch | decode step, measured (ms) | predicted (ms) | measured / predicted | "
+        "decode tokens/s | end-to-end tokens/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b, p in curve.items():
+        pred = terms.step_seconds(b)
+        rows.append(
+            f"| {b} | {p.decode_step_s * 1e3:.2f} | {pred * 1e3:.2f} | "
+            f"{p.decode_step_s / pred:.2f} | {decode[b]:.0f} | {p.tokens_per_s:.0f} |"
+        )
+    return [*rows, ""]
+
+
+def depth_check(
+    config: dict,  # type: ignore[type-arg]
+    tmp: Path,
+    dtype: str,
+    gpus: int,
+    product: str,
+    mem: int,
+    batches: list[int],
+) -> list[str]:
+    """The step model charges host time per layer: the same model at half the depth should
+    take about half the host time. bf16, small batches, where the host time is the step."""
+    from ridgeline.api import Quantization
+    from ridgeline.planner.step_model import Engine, step_model
+
+    fixed_s = step_model(Engine.TRANSFORMERS, Quantization.NONE, on_cpu=False).overhead_s
+    rows = [
+        "Host time per layer (bf16): the decode step minus the planner's device terms and fixed "
+        "overhead, over the layers.",
+        "",
+        "| layers | batch | decode step (ms) | host ms per layer |",
+        "|---|---|---|---|",
+    ]
+    for layers in (config["num_hidden_layers"], config["num_hidden_layers"] // 2):
+        model_dir = random_checkpoint({**config, "num_hidden_layers": layers}, tmp / f"d{layers}")
+        curve = sweep(model_dir, "none", dtype, gpus, batches)
+        _, terms = planner_terms(model_dir, product, mem, "none")
+        for b, p in curve.items():
+            device_s = terms.step_seconds(b) - terms.overhead_s
+            per_layer_s = (p.decode_step_s - device_s - fixed_s) / layers
+            rows.append(
+                f"| {layers} | {b} | {p.decode_step_s * 1e3:.2f} | {per_layer_s * 1e3:.3f} |"
+            )
+    return [*rows, ""]
 
 
 def main() -> int:
@@ -160,32 +244,33 @@ def main() -> int:
     product = "cpu" if args.smoke else torch.cuda.get_device_name(0).replace(" ", "-")
     mem = 0 if args.smoke else torch.cuda.get_device_properties(0).total_memory // 2**20
     quants = ["none", "nf4"] if args.smoke else ["none", "int8", "nf4"]
+    shape = json.dumps(
+        {
+            k: config[k]
+            for k in (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+            )
+        }
+    )
+    lines = [
+        f"Random-weight Llama ({shape}), {PROMPT_TOKENS}-token prompts, {NEW_TOKENS} new tokens, "
+        f"greedy, on {product} (torch {torch.__version__}). Each batch is sent once untimed "
+        "(a replica's first pass at a batch size selects kernels) and once timed; the decode "
+        "step is the median step while every row of the batch decodes, which is what the "
+        "planner's step model predicts.",
+        "",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = random_checkpoint(config, Path(tmp) / "m")
-        rows = [
-            "| format | knee (90% of plateau) | plateau tokens/s | planner B* | planner tokens/s at the knee | measured / predicted |",
-            "|---|---|---|---|---|---|",
-        ]
-        curves = {}
         for q in quants:
             curve = sweep(model_dir, q, dtype, gpus, batches)
-            curves[q] = curve
-            k, plateau = knee(curve)
-            b_star, pred = predicted(model_dir, product, mem, q, k)
-            rows.append(
-                f"| {q} | {k} | {plateau:.0f} | {b_star} | {pred:.0f} | {curve[k] / pred:.2f} |"
-            )
-    text = "\n".join(
-        [
-            f"Random-weight Llama ({json.dumps({k: config[k] for k in ('hidden_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads')})}), "
-            f"{PROMPT_TOKENS}-token prompts, {NEW_TOKENS} new tokens, on {product}:",
-            "",
-            *rows,
-            "",
-            "Curves (tokens/s by batch): "
-            + json.dumps({q: {b: round(v) for b, v in c.items()} for q, c in curves.items()}),
-        ]
-    )
+            b_star, terms = planner_terms(model_dir, product, mem, q)
+            lines += format_rows(q, curve, b_star, terms)
+        lines += depth_check(config, Path(tmp), dtype, gpus, product, mem, batches[:3])
+    text = "\n".join(lines)
     print(text)
     if not args.smoke:
         write_section("Serving, GPU", text)

@@ -201,14 +201,16 @@ def cold_start(state: ClusterState, client: Any) -> None:
     ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
     print(
         f"[chain]   pod created {created - sent:.0f}s after the request, ray-worker started "
-        f"{started - created:.0f}s later (restarts {worker['restartCount']}), pod Ready at "
-        f"{_seconds(ready['lastTransitionTime']) - sent:.0f}s",
+        f"{started - created:.0f}s later (restarts {worker['restartCount']}), pod Ready "
+        f"{ready['status']} since {_seconds(ready['lastTransitionTime']) - sent:.0f}s",
         flush=True,
     )
-    grep = "grep -rh 'replica ready in' /tmp/ray/session_latest/logs | tail -1"
-    log = kubectl(state, "exec", "-n", NS, pod["metadata"]["name"], "-c", "ray-worker", "--",
-                  "sh", "-c", grep, check=False)  # fmt: skip
-    print(f"[chain]   replica: {log.stdout.strip() or log.stderr.strip()}", flush=True)
+    # The replica's start-up breakdown reaches `kubectl logs` (RAY_LOG_TO_STDERR), where an
+    # SRE looks first, not only Ray's log files inside the pod.
+    logs = kubectl(state, "logs", "-n", NS, pod["metadata"]["name"], "-c", "ray-worker").stdout
+    ready = [line for line in logs.splitlines() if "replica ready in" in line]
+    assert ready, "the replica's start-up line is not in `kubectl logs`"
+    print(f"[chain]   replica: {ready[-1].strip()}", flush=True)
 
 
 def _seconds(stamp: str) -> float:

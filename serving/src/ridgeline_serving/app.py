@@ -28,6 +28,7 @@ from ridgeline_serving.engine import (
     TokenLogprob,
 )
 from ridgeline_serving.http_limits import RequestLimits, parse_json, read_body
+from ridgeline_serving.logs import configure_replica_logging
 from ridgeline_serving.metrics import ServingMetrics
 from ridgeline_serving.startup import StartupTimes, load_engine
 
@@ -53,6 +54,7 @@ class Job:
 @serve.ingress(api)
 class ModelServer:
     def __init__(self, args: dict[str, Any] | ServingArgs, engine: Engine | None = None) -> None:
+        configure_replica_logging()
         self.args = args if isinstance(args, ServingArgs) else ServingArgs.model_validate(args)
         self.metrics = ServingMetrics(self.args.model_name)
         self.startup = StartupTimes()

@@ -2,8 +2,9 @@
 
 ``ridgeline plan --plot`` draws the points of a sweep whose GPU, quantization, engine and model
 size match the plan; tests/unit/test_published_numbers.py holds the step model to each point.
-Ridgeline's own GPU runs (``make bench`` on a GPU, docs/benchmarks.md) join this table when a
-GPU machine has produced them; none has yet.
+``PUBLISHED`` sweeps come from others' measurements of the same software stack; ``OWN`` are
+Ridgeline's engine itself, measured by ``make bench`` on a GPU (docs/benchmarks.md, "Serving,
+GPU", with the machine).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class MeasuredSweep:
         ) and abs(num_params / self.num_params - 1) <= 0.02
 
 
-MEASURED: tuple[MeasuredSweep, ...] = (
+PUBLISHED: tuple[MeasuredSweep, ...] = (
     MeasuredSweep(
         model="Llama-2-13B",
         num_params=13_015_864_320,
@@ -57,6 +58,38 @@ MEASURED: tuple[MeasuredSweep, ...] = (
         "prompt 512, 512 new tokens",
     ),
 )
+
+
+# Ridgeline's engine, tests/bench/bench_gpu.py on one H100-80GB-HBM3 (16-core host, torch 2.11,
+# transformers 5.17, bitsandbytes 0.50): a random-weight Llama of TinyLlama-1.1B's shape (22
+# layers), 128-token prompts, 64 new tokens, greedy; the median decode step while every row of
+# the batch decodes, at batch 1 to 512.
+_OWN_H100 = (
+    "Ridgeline engine, make bench on one H100-80GB-HBM3 (tests/bench/bench_gpu.py; "
+    "docs/benchmarks.md, Serving, GPU)"
+)
+_OWN_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_OWN_STEPS_MS = {
+    Quantization.NONE: (19.86, 25.77, 24.71, 23.30, 13.99, 17.04, 30.82, 15.34, 20.39, 34.48),
+    Quantization.INT8: (76.34, 80.74, 81.98, 70.03, 83.97, 89.87, 108.93, 83.10, 87.26, 99.00),
+    Quantization.NF4: (21.60, 22.12, 20.51, 25.76, 29.16, 29.85, 34.70, 35.36, 31.33, 38.63),
+}
+OWN: tuple[MeasuredSweep, ...] = tuple(
+    MeasuredSweep(
+        model="Llama-1.1B (random weights)",
+        num_params=1_100_048_384,
+        accelerator="H100-SXM5",
+        engine=Engine.TRANSFORMERS,
+        quantization=quantization,
+        prompt_tokens=128,
+        output_tokens=64,
+        points=tuple(zip(_OWN_BATCHES, steps_ms, strict=True)),
+        source=_OWN_H100,
+    )
+    for quantization, steps_ms in _OWN_STEPS_MS.items()
+)
+
+MEASURED: tuple[MeasuredSweep, ...] = PUBLISHED + OWN
 
 
 def measured_for(

@@ -60,6 +60,7 @@ def plot_plan(
     for sweep in measured_for(shape.num_params, acc.name, Engine(plan.engine), spec.quantization):
         at_sweep = StepTerms.of(
             s.row,
+            shape.num_layers,
             shape.num_params,
             s.weight_bytes,
             sweep.context_tokens,

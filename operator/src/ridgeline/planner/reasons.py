@@ -93,7 +93,9 @@ def _step_model_reason(spec: InferenceModelSpec, s: Sizing) -> str:
     )
     return (
         f"Step model ({row.engine.value}, {spec.quantization.value}): t(B) = "
-        f"{row.overhead_s * 1000:.2f} ms + the roofline at {weights}, the KV cache moved "
+        f"{s.terms.overhead_s * 1000:.2f} ms ({row.host_s_per_layer * 1000:.2f} ms of host time "
+        f"per layer, {row.overhead_s * 1000:.2f} ms per step) + the roofline at {weights}, "
+        f"the KV cache moved "
         f"{row.kv_passes:g} times per step at {s.kv_context:.0f} tokens per sequence (typical "
         f"prompt {w.prompt_tokens} + output {w.output_tokens}, {rows}); source: {row.source}."
     )
@@ -161,6 +163,7 @@ def _quantization_reason(shape: ModelShape, spec: InferenceModelSpec, c: Candida
     w16 = memory.weight_bytes(shape, Quantization.NONE, acc.compute_dtype)
     t16 = StepTerms.of(
         row16,
+        shape.num_layers,
         shape.num_params,
         w16,
         s.kv_context,

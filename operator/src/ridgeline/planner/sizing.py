@@ -16,6 +16,10 @@ from ridgeline.shape import ModelShape
 
 ENGINE = Engine.TRANSFORMERS
 
+# The largest batch the engine takes (the serving image's ServingArgs.max_batch_size bound).
+# A small model whose steps are dominated by host time has its knee far beyond it.
+ENGINE_MAX_BATCH = 4096
+
 
 @dataclass(frozen=True)
 class Sizing:
@@ -79,6 +83,7 @@ def size(shape: ModelShape, spec: InferenceModelSpec, pool: NodePool) -> Sizing:
     )
     terms = StepTerms.of(
         row,
+        shape.num_layers,
         shape.num_params,
         weights,
         kv_context,
@@ -101,7 +106,7 @@ def size(shape: ModelShape, spec: InferenceModelSpec, pool: NodePool) -> Sizing:
         logits_bytes_per_sequence=memory.logits_bytes_per_sequence(shape),
         critical_batch=b_star,
         terms=terms,
-        knee_batch=terms.knee_batch(),
+        knee_batch=min(terms.knee_batch(), ENGINE_MAX_BATCH),
         slo_batch=slo_batch,
     )
 

@@ -9,10 +9,12 @@ where C(B) = 2 x params x B / F is the math, W the weight bytes, KV(B) = B x con
 per token the cache a step reads (at the workload's typical lengths; memory is still sized at
 the maximum context), and ``passes`` how many times the engine moves that cache per step.
 
-Every row cites its source. No GPU measurement of Ridgeline's own engine exists yet (the
-companion engine issue's ``make bench`` on a GPU adds them to docs/benchmarks.md); until then
-the rows are fitted to published measurements of the same software stack, transformers with
-eager attention and a ``DynamicCache``, and of bitsandbytes under it.
+Every row cites its source. The device terms (efficiencies, KV passes) are fitted to published
+measurements of the same software stack, transformers with eager attention and a
+``DynamicCache``, and of bitsandbytes under it. The host term, ``host_s_per_layer x layers``, is
+Ridgeline's own engine measured on a GPU (``make bench`` there, docs/benchmarks.md "Serving,
+GPU"): an eager forward launches some thirty kernels per decoder layer from Python, and on the
+measured H100 host that, not the GPU, set the step time of a 1B model up to batch 512.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ class StepModel:
     engine: Engine
     quantization: Quantization
     on_cpu: bool
-    # Fixed seconds per step: kernel launches, sampling, Python.
+    # Fixed seconds per step: sampling, scheduling.
     overhead_s: float
+    # Host seconds per decoder layer per step (Python and kernel launches of the eager forward):
+    # it grows with depth, not with the batch, and the GPU idles through it at small batches.
+    host_s_per_layer: float
     # Fraction of the compute roof and of the KV-cache bandwidth roof reached.
     efficiency: float
     # Fraction of the weight-streaming roof reached: bitsandbytes dequantizes every weight on
@@ -64,6 +69,15 @@ _OPTIMUM = "huggingface/optimum tests/benchmark/README.md (GPTQ benchmark, fp16 
 # tests/unit/test_published_numbers.py recomputes the ratios from this table.
 _BNB_INT8_WEIGHT_EFFICIENCY = 0.032
 _BNB_NF4_WEIGHT_EFFICIENCY = 0.055
+# Ridgeline's engine (transformers 5.17, torch 2.11, bitsandbytes 0.50) on one H100-80GB-HBM3
+# (16-core host), a random-weight Llama of 1.1B parameters and 22 layers, median decode step at
+# batches 1-64 minus the device terms above, per layer (docs/benchmarks.md, "Serving, GPU").
+# bitsandbytes adds its own launches (quantize the activations, dequantize the weights) per
+# linear layer.
+_HOST_S_PER_LAYER_BF16 = 0.96e-3
+_HOST_S_PER_LAYER_INT8 = 3.2e-3
+_HOST_S_PER_LAYER_NF4 = 0.96e-3
+_OWN_H100 = "Ridgeline engine on an H100-80GB-HBM3, make bench (docs/benchmarks.md, Serving, GPU)"
 # CPU: no published measurement of transformers decode on a server CPU; half the roofline is an
 # assumption (`make bench --smoke` measures the local CPU), and bitsandbytes' GPU slowdowns are
 # carried over in proportion.
@@ -75,41 +89,48 @@ STEP_MODELS: tuple[StepModel, ...] = (
         Quantization.NONE,
         on_cpu=False,
         overhead_s=_HF_OVERHEAD_S,
+        host_s_per_layer=_HOST_S_PER_LAYER_BF16,
         efficiency=_HF_EFFICIENCY,
         weight_efficiency=_HF_EFFICIENCY,
         kv_passes=_HF_KV_PASSES,
         padded_rows=True,
-        source=f"fitted to {_OPTIMUM}: Llama-2-13B, A100-SXM4-80GB, batch 1-16",
+        source=f"device terms fitted to {_OPTIMUM}: Llama-2-13B, A100-SXM4-80GB, batch 1-16; "
+        f"host term: {_OWN_H100}",
     ),
     StepModel(
         Engine.TRANSFORMERS,
         Quantization.INT8,
         on_cpu=False,
         overhead_s=_HF_OVERHEAD_S,
+        host_s_per_layer=_HOST_S_PER_LAYER_INT8,
         efficiency=_HF_EFFICIENCY,
         weight_efficiency=_BNB_INT8_WEIGHT_EFFICIENCY,
         kv_passes=_HF_KV_PASSES,
         padded_rows=True,
         source="bitsandbytes LLM.int8 6.6x slower than fp16 at batch 1, Llama-2-7B on A100 "
-        "(github.com/bitsandbytes-foundation/bitsandbytes/issues/181: 15% of fp16 speed)",
+        "(github.com/bitsandbytes-foundation/bitsandbytes/issues/181: 15% of fp16 speed); "
+        f"host term: {_OWN_H100}",
     ),
     StepModel(
         Engine.TRANSFORMERS,
         Quantization.NF4,
         on_cpu=False,
         overhead_s=_HF_OVERHEAD_S,
+        host_s_per_layer=_HOST_S_PER_LAYER_NF4,
         efficiency=_HF_EFFICIENCY,
         weight_efficiency=_BNB_NF4_WEIGHT_EFFICIENCY,
         kv_passes=_HF_KV_PASSES,
         padded_rows=True,
         source="bitsandbytes 4-bit 2.1x slower than fp16 at batch 1, Llama-2-7B on A100 "
-        "(design section 3; github.com/bitsandbytes-foundation/bitsandbytes/issues/181)",
+        "(design section 3; github.com/bitsandbytes-foundation/bitsandbytes/issues/181); "
+        f"host term: {_OWN_H100}",
     ),
     StepModel(
         Engine.TRANSFORMERS,
         Quantization.NONE,
         on_cpu=True,
         overhead_s=0.0,
+        host_s_per_layer=0.0,
         efficiency=_CPU_EFFICIENCY,
         weight_efficiency=_CPU_EFFICIENCY,
         kv_passes=_HF_KV_PASSES,
@@ -121,6 +142,7 @@ STEP_MODELS: tuple[StepModel, ...] = (
         Quantization.INT8,
         on_cpu=True,
         overhead_s=0.0,
+        host_s_per_layer=0.0,
         efficiency=_CPU_EFFICIENCY,
         weight_efficiency=_CPU_EFFICIENCY * _BNB_INT8_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
         kv_passes=_HF_KV_PASSES,
@@ -132,6 +154,7 @@ STEP_MODELS: tuple[StepModel, ...] = (
         Quantization.NF4,
         on_cpu=True,
         overhead_s=0.0,
+        host_s_per_layer=0.0,
         efficiency=_CPU_EFFICIENCY,
         weight_efficiency=_CPU_EFFICIENCY * _BNB_NF4_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
         kv_passes=_HF_KV_PASSES,

@@ -1,9 +1,10 @@
 """Step time and tokens/s of one replica as the batch grows; the knee and the SLO batch.
 
-t(B) = overhead + max(compute_per_sequence x B, weights + kv_per_sequence x B), with every term
-already divided by the engine's efficiency (``step_model``). tokens/s = B / t(B) rises with B
-toward a plateau, 1 / max(compute_per_sequence, kv_per_sequence): past the knee more sequences
-add KV reads (or math) and little speed.
+t(B) = overhead + max(compute_per_sequence x B, weights + kv_per_sequence x B). The overhead is
+a fixed part plus the engine's host time per layer x layers; every other term is already
+divided by the engine's efficiency (``step_model``). tokens/s = B / t(B) rises with B toward a
+plateau, 1 / max(compute_per_sequence, kv_per_sequence): past the knee more sequences add KV
+reads (or math) and little speed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class StepTerms:
     def of(
         cls,
         row: StepModel,
+        num_layers: int,
         num_params: int,
         weight_bytes: int,
         context_tokens: float,
@@ -40,7 +42,7 @@ class StepTerms:
     ) -> StepTerms:
         kv = roofline.kv_seconds(1, context_tokens, kv_bytes_per_token, bandwidth_bytes_per_s)
         return cls(
-            overhead_s=row.overhead_s,
+            overhead_s=row.overhead_s + row.host_s_per_layer * num_layers,
             weights_s=roofline.weight_seconds(weight_bytes, bandwidth_bytes_per_s)
             / row.weight_efficiency,
             compute_s_per_sequence=roofline.compute_seconds(num_params, 1, flops_per_s)

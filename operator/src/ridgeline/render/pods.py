@@ -13,6 +13,10 @@ from ridgeline.planner.pools import GIB, NodePool
 from ridgeline.platform_config import PlatformConfig
 
 RAY_UID = 1000  # the serving image's user
+# Ray writes each process's output to files under /tmp/ray by default; this sends it to the
+# container's stderr instead, so `kubectl logs` (and a cluster's log collector) shows the
+# replica's download progress and start-up breakdown. KubeRay's samples set it the same way.
+LOG_TO_STDERR = {"name": "RAY_LOG_TO_STDERR", "value": "1"}
 CACHE_VOLUME = "weights-cache"
 # Beyond the checkpoint: tokenizer files, Ray's session directory and logs in /tmp/ray.
 CACHE_HEADROOM_BYTES = 2 * GIB

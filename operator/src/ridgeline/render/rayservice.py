@@ -166,7 +166,10 @@ def _worker(
         "name": "ray-worker",
         "image": placement.image,
         "resources": {"limits": limits, "requests": requests},
-        "env": [{"name": "RIDGELINE_CACHE_DIR", "value": config.weights_cache_dir}],
+        "env": [
+            {"name": "RIDGELINE_CACHE_DIR", "value": config.weights_cache_dir},
+            pods.LOG_TO_STDERR,
+        ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "volumeMounts": [{"name": pods.CACHE_VOLUME, "mountPath": config.weights_cache_dir}],
         "securityContext": pods.container_security_context(),
@@ -192,14 +195,13 @@ def _worker(
         "replicas": max(model.spec.replicas.min, 1),
         "minReplicas": 0,
         "maxReplicas": MAX_WORKERS,
-        "rayStartParams": {"resources": _ray_resources({REPLICA_RESOURCE: 1})},
+        "rayStartParams": {},
+        # KubeRay's group-level resources (not a JSON string in rayStartParams, which its pod
+        # builder fails to parse when escaped): KubeRay passes them to `ray start`, and Ray's
+        # autoscaler reads them to know that a new pod of this group holds one replica.
+        "resources": {REPLICA_RESOURCE: "1"},
         "template": {"metadata": {"labels": labels(model)}, "spec": spec},
     }
-
-
-def _ray_resources(resources: dict[str, int]) -> str:
-    """`ray start --resources` as KubeRay passes it through a shell: a quoted JSON object."""
-    return '"' + json.dumps(resources).replace('"', '\\"') + '"'
 
 
 def _head(model: InferenceModel, placement: Placement, config: PlatformConfig) -> dict[str, Any]:
@@ -220,6 +222,7 @@ def _head(model: InferenceModel, placement: Placement, config: PlatformConfig) -
                         "name": "ray-head",
                         "image": image,
                         "resources": {"limits": res, "requests": dict(res)},
+                        "env": [pods.LOG_TO_STDERR],
                         "ports": [
                             {"name": "gcs", "containerPort": 6379},
                             {"name": "dashboard", "containerPort": DASHBOARD_PORT},

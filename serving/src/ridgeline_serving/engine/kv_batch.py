@@ -93,7 +93,7 @@ class PrefillGroup:
         self.model = model
         self.ids = ids.to(device)
         self.mask = mask.to(device)
-        self.positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # on the model's device
         self.cache = DynamicCache(config=model.config)
         self.done = 0
 

@@ -142,6 +142,9 @@ def _save(name: str, key: str) -> Path:
     for stale in out.parent.glob(out.name.removesuffix(f"-{key}.tar") + "-*.tar"):
         if stale != out:
             stale.unlink()
+    # The previous build of this tag is now dangling in buildah's store (gigabytes for the
+    # serving image): drop it, or every source change leaves one behind.
+    _buildah("rmi", "--prune", check=False)
     return out
 
 
