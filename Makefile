@@ -63,6 +63,7 @@ demo: venv
 # Figures and ratios, written to docs/benchmarks.md. The GPU section runs only where CUDA is.
 bench: venv
 	cd tests/bench && ../../$(PY) bench_serving.py
+	cd tests/bench && ../../$(PY) bench_hostile.py
 	cd tests/bench && ../../$(PY) bench_engine.py
 	cd tests/bench && ../../$(PY) bench_gpu.py
 	cd tests/bench && ../../$(PY) bench_operator.py

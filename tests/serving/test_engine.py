@@ -158,20 +158,34 @@ def test_a_short_request_joins_a_running_batch_and_leaves_first(
     assert engine.stats().kv_tokens_used == 0
 
 
-def test_cancelled_sequence_leaves_and_sends_nothing_more(engine: TransformersEngine) -> None:
+def test_cancelled_sequence_leaves_then_says_so_once(engine: TransformersEngine) -> None:
     listener = Listener()
     seq = engine.submit(GenerationRequest(engine.encode_prompt("x"), 400, temperature=0), listener)
     while len(listener.events) < 3:
         threading.Event().wait(0.01)
     engine.cancel(seq)
-    deadline = threading.Event()
-    while engine.stats().running and not deadline.wait(0.01):
-        pass
+    assert listener.done.wait(30)
+    # the last event comes once the sequence has left the batch (what admission counts on)
+    assert engine.stats().running == 0
     seen = len(listener.events)
     threading.Event().wait(0.2)
     assert len(listener.events) == seen
-    assert listener.events[-1].finish is None
-    assert engine.stats().running == 0
+    assert listener.events[-1].finish == "cancelled"
+    assert [e.finish for e in listener.events[:-1]] == [None] * (seen - 1)
+
+
+def test_a_sequence_cancelled_at_once_says_so_once(engine: TransformersEngine) -> None:
+    listeners = [Listener() for _ in range(2)]
+    ids = [
+        engine.submit(GenerationRequest(engine.encode_prompt("w"), 50, temperature=0), ls)
+        for ls in listeners
+    ]
+    engine.cancel(ids[0])  # still waiting, or in its prefill group: it leaves all the same
+    assert listeners[0].done.wait(30)
+    assert listeners[1].done.wait(60)
+    threading.Event().wait(0.2)
+    assert [e.finish for e in listeners[0].events if e.finish] == ["cancelled"]
+    assert listeners[1].events[-1].finish == "length"
 
 
 def test_the_batch_never_exceeds_the_planned_kv_tokens(tiny_dir: Path) -> None:

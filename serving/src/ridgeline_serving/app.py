@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,82 +19,28 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
 
-from ridgeline.storage import open_store
-from ridgeline.storage.download import download_model
 from ridgeline_serving import openai_api as oa
 from ridgeline_serving.args import ServingArgs
 from ridgeline_serving.engine import (
     Engine,
     GenerationRequest,
     SequenceEvent,
-    StepStats,
     TokenLogprob,
 )
+from ridgeline_serving.http_limits import RequestLimits, parse_json, read_body
 from ridgeline_serving.logs import configure_replica_logging
 from ridgeline_serving.metrics import ServingMetrics
+from ridgeline_serving.startup import StartupTimes, load_engine
 
 log = logging.getLogger("ridgeline.serving")
-StepHook = Callable[[StepStats], None]
 api = FastAPI(title="Ridgeline", docs_url=None, redoc_url=None)
-
-
-@dataclass(frozen=True)
-class StartupTimes:
-    """Where a replica's start-up went: pulling the weights, loading them, the first step."""
-
-    download_s: float = 0.0
-    load_s: float = 0.0
-    warmup_s: float = 0.0
-    bytes: int = 0
-    gb_per_s: float = 0.0
-
-    @property
-    def total_s(self) -> float:
-        return self.download_s + self.load_s + self.warmup_s
-
-
-def load_engine(args: ServingArgs, on_step: StepHook | None = None) -> tuple[Engine, StartupTimes]:
-    """Pull the weights into the node cache, load them, run one warm-up step."""
-    from ridgeline_serving.engine.transformers_engine import TransformersEngine
-
-    began = time.monotonic()
-    stats = download_model(
-        open_store(args.model_uri),
-        Path(args.cache_dir).expanduser(),
-        manifest_key=args.sha256_manifest,
-        parallel=args.download_parallelism,
-    )
-    downloaded = time.monotonic()
-    engine = TransformersEngine(
-        stats.path,
-        args.model_name,
-        args.quantization,
-        args.compute_dtype,
-        args.gpus_per_replica,
-        args.max_context_tokens,
-        max_batch=args.max_batch_size,
-        kv_tokens=args.kv_sequences * args.max_context_tokens,
-        prefill_tokens=args.prefill_chunk_tokens,
-        usable_memory_fraction=args.usable_memory_fraction,
-        on_step=on_step,
-    )
-    loaded = time.monotonic()
-    engine.generate([GenerationRequest(engine.encode_prompt("warm up"), 2, temperature=0)])
-    times = StartupTimes(
-        downloaded - began,
-        loaded - downloaded,
-        time.monotonic() - loaded,
-        stats.bytes_downloaded,
-        stats.gb_per_s,
-    )
-    return engine, times
 
 
 @dataclass
 class Job:
     """One API request: its ``n`` sequences in the engine and what they sent back."""
 
-    requests: list[GenerationRequest]
+    requests: list[GenerationRequest] = field(default_factory=list)
     events: asyncio.Queue[tuple[int, SequenceEvent]] = field(default_factory=asyncio.Queue)
     ids: list[int] = field(default_factory=list)
     open: set[int] = field(default_factory=set)
@@ -126,7 +71,12 @@ class ModelServer:
                 self.startup.warmup_s,
             )
         self.engine = engine
-        self.inflight = 0  # accepted requests not yet finished, streams included
+        self.limits = RequestLimits.for_context(
+            self.args.max_context_tokens, self.args.body_timeout_s
+        )
+        # admitted requests whose work is not gone: bodies being read, prompts being tokenized,
+        # sequences in the engine (streams included, until the engine has dropped them)
+        self.inflight = 0
         self.preemptions = 0
         self.metrics.refresh_gauges(self._gauges)
 
@@ -152,8 +102,9 @@ class ModelServer:
 
     # ---- admission and the engine ------------------------------------------------------
 
-    def _admit(self, route: str) -> None:
-        """Every accepted request counts from here until it ends, read or not."""
+    def _admit(self, route: str) -> Job:
+        """A request counts from its first byte (before its body is read) until its work is
+        gone: its answer sent, or its sequences dropped by the engine."""
         if self.inflight >= self.args.max_batch_size + self.args.queue_limit:
             self.metrics.request(route, 429)
             raise oa.ApiError(
@@ -164,6 +115,7 @@ class ModelServer:
                 headers={"Retry-After": "1"},
             )
         self.inflight += 1
+        return Job()
 
     def _release(self, job: Job) -> None:
         if not job.released:
@@ -209,9 +161,9 @@ class ModelServer:
                     job.tokens += event.completion_tokens
                 yield index, event
         finally:
+            # the slot is freed when the engine says the sequences are gone (``_deliver``)
             for index in list(job.open):
                 self.engine.cancel(job.ids[index])
-            self._release(job)
 
     def _sampling(
         self, body: oa.SamplingParams, prompt_ids: list[int], chat: bool
@@ -274,10 +226,9 @@ class ModelServer:
             self.metrics.tpot.observe(per_token, self.metrics.tags)
 
     async def _respond(
-        self, route: str, body: oa.SamplingParams, prompt_ids: list[int], chat: bool
+        self, job: Job, route: str, body: oa.SamplingParams, prompt_ids: list[int], chat: bool
     ) -> Any:
-        job = Job(self._sampling(body, prompt_ids, chat))
-        self._admit(route)
+        job.requests = self._sampling(body, prompt_ids, chat)
         self._start(job)
         rid = oa.new_id("chatcmpl" if chat else "cmpl")
         prompt = len(prompt_ids)
@@ -375,26 +326,46 @@ class ModelServer:
 
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Any:
-        route = "/v1/completions"
-        try:
-            body = oa.CompletionRequest.model_validate(await oa.read_json(request))
-            ids = body.token_ids
-            if ids is None:
-                assert body.text is not None
-                ids = self.engine.encode_prompt(body.text)
-            return await self._respond(route, body, ids, False)
-        except (oa.ApiError, ValidationError) as exc:
-            return self._error(route, exc)
+        return await self._handle("/v1/completions", request, chat=False)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Any:
-        route = "/v1/chat/completions"
+        return await self._handle("/v1/chat/completions", request, chat=True)
+
+    async def _handle(self, route: str, request: Request, chat: bool) -> Any:
         try:
-            body = oa.ChatCompletionRequest.model_validate(await oa.read_json(request))
-            ids = self.engine.encode_chat([m.flat() for m in body.messages])
-            return await self._respond(route, body, ids, True)
+            job = self._admit(route)
+        except oa.ApiError as exc:
+            return self._error(route, exc)
+        try:
+            raw = await read_body(request, self.limits)
+            kind = request.headers.get("content-type", "application/json")
+            # parsing and tokenizing a long prompt takes a while: off the event loop, so
+            # /health and the other requests' streams go on meanwhile
+            body, ids = await asyncio.to_thread(self._prepare, kind, raw, chat)
+            del raw
+            return await self._respond(job, route, body, ids, chat)
         except (oa.ApiError, ValidationError) as exc:
             return self._error(route, exc)
+        finally:
+            if not job.ids:  # never reached the engine: nothing else will free its slot
+                self._release(job)
+
+    def _prepare(
+        self, content_type: str, raw: bytes, chat: bool
+    ) -> tuple[oa.SamplingParams, list[int]]:
+        data = parse_json(content_type, raw)
+        if chat:
+            body = oa.ChatCompletionRequest.model_validate(data)
+            messages = [m.flat() for m in body.messages]
+            self.limits.check_prompt(sum(len(m["content"]) for m in messages), "messages")
+            return body, self.engine.encode_chat(messages)
+        completion = oa.CompletionRequest.model_validate(data)
+        if completion.token_ids is not None:
+            return completion, completion.token_ids
+        assert completion.text is not None
+        self.limits.check_prompt(len(completion.text), "prompt")
+        return completion, self.engine.encode_prompt(completion.text)
 
     def _error(self, route: str, exc: Exception) -> JSONResponse:
         if isinstance(exc, ValidationError):

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ridgeline.api import Quantization
 
 IMPORT_PATH = "ridgeline_serving.app:build_app"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 log = logging.getLogger("ridgeline.serving")
 
 
@@ -70,6 +70,14 @@ class ServingArgs(BaseModel):
     num_cpus: float = Field(default=1, ge=0, description="Ray CPUs per replica.")
     ongoing_requests_headroom: int = Field(
         default=8, ge=0, description="Ray Serve requests beyond batch + queue (health, models)."
+    )
+    # ---- version 3 -------------------------------------------------------------------------
+    body_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        le=3600,
+        description="A request's whole body must arrive within this time of its first byte "
+        "(else 408); it counts against the queue meanwhile.",
     )
 
     @model_validator(mode="before")

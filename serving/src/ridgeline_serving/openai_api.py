@@ -274,14 +274,3 @@ def chat_delta(
 def sse(data: dict[str, Any] | str) -> str:
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     return f"data: {payload}\n\n"
-
-
-async def read_json(request: Any) -> Any:
-    """The body of a starlette Request as JSON, or a 400 in OpenAI's shape."""
-    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if kind != "application/json":
-        raise ApiError(400, f"Content-Type must be application/json, not {kind!r}")
-    try:
-        return await request.json()
-    except ValueError:
-        raise ApiError(400, "request body is not valid JSON") from None

@@ -88,7 +88,8 @@ class Engine(Protocol):
         ...
 
     def cancel(self, sequence_id: int) -> None:
-        """Drop a sequence at the next step (no further events); unknown ids are ignored."""
+        """Drop a sequence at the next step; once it has left the engine, its listener gets one
+        last event with finish ``"cancelled"``. Unknown or finished ids are ignored."""
         ...
 
     def stats(self) -> EngineStats: ...

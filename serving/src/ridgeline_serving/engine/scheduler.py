@@ -235,6 +235,9 @@ class Scheduler:
             ):
                 if seq.id in cancels:
                     seq.cancelled = True
+            for seq in self.waiting:
+                if seq.cancelled:
+                    self._gone(seq)
             self.waiting = deque(s for s in self.waiting if not s.cancelled)
 
     def _form_group(self) -> None:
@@ -303,7 +306,9 @@ class Scheduler:
                 self.running = [self.running[i] for i in keep]
             # sent once the batch is updated: a finished sequence's memory is already free
             for seq, event in zip(rows, events, strict=True):
-                if event is not None and not self._send(seq, event):
+                if seq.cancelled:
+                    self._gone(seq)
+                elif event is not None and not self._send(seq, event):
                     seq.cancelled = True
         self.steps += 1
         if self.on_step is not None:
@@ -357,6 +362,11 @@ class Scheduler:
 
     def _piece(self, token: int) -> str:
         return str(self.tokenizer.decode([token]))
+
+    def _gone(self, seq: Sequence) -> None:
+        """A cancelled sequence has left the engine (its KV memory is free): its listener's
+        last event, so whoever counts it in flight stops only now."""
+        self._send(seq, SequenceEvent("", "cancelled", len(seq.output_ids)))
 
     def _fail_all(self, error: str) -> None:
         victims = self.running + (self.group.sequences if self.group else [])

@@ -1,0 +1,93 @@
+"""The replica's request limits on their own: sizes derived from the context, the body read
+within its size and time, the JSON parsed or refused in one line."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ridgeline_serving.http_limits import RequestLimits, parse_json, read_body
+from ridgeline_serving.openai_api import ApiError
+
+LIMITS = RequestLimits.for_context(512, 0.2)
+
+
+class FakeRequest:
+    def __init__(self, chunks: list[bytes], headers: dict[str, str], pause_s: float = 0) -> None:
+        self.chunks = chunks
+        self.headers = headers
+        self.pause_s = pause_s
+        self.read = 0
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            await asyncio.sleep(self.pause_s)
+            self.read += 1
+            yield chunk
+
+
+def _read(request: FakeRequest) -> bytes:
+    return asyncio.run(read_body(request, LIMITS))
+
+
+def test_limits_follow_the_context() -> None:
+    assert LIMITS.max_prompt_chars == 512 * 32
+    assert LIMITS.max_body_bytes == 512 * 32 * 6 + (1 << 20)
+    big = RequestLimits.for_context(131072, 10)
+    assert big.max_body_bytes == 25 << 20  # 24 MiB of escaped prompt + 1 MiB
+
+
+def test_a_body_within_the_limits_is_read_whole() -> None:
+    assert _read(FakeRequest([b'{"a":', b" 1}"], {})) == b'{"a": 1}'
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_reading() -> None:
+    request = FakeRequest([b"x"], {"content-length": "50000000"})
+    with pytest.raises(ApiError) as err:
+        _read(request)
+    assert err.value.status == 413
+    assert str(LIMITS.max_body_bytes) in str(err.value)
+    assert request.read == 0
+
+
+def test_an_undeclared_body_is_cut_off_where_it_passes_the_limit() -> None:
+    chunk = b"x" * (1 << 20)
+    request = FakeRequest([chunk] * 50, {})
+    with pytest.raises(ApiError) as err:
+        _read(request)
+    assert err.value.status == 413
+    assert request.read == 2
+
+
+def test_a_slow_body_times_out_with_408() -> None:
+    request = FakeRequest([b"{"] * 100, {}, pause_s=0.05)
+    with pytest.raises(ApiError) as err:
+        _read(request)
+    assert err.value.status == 408
+    assert err.value.body["error"]["code"] == "request_timeout"
+    assert request.read < 100
+
+
+def test_prompt_check_names_the_parameter() -> None:
+    LIMITS.check_prompt(LIMITS.max_prompt_chars, "prompt")
+    with pytest.raises(ApiError) as err:
+        LIMITS.check_prompt(LIMITS.max_prompt_chars + 1, "messages")
+    assert err.value.status == 400
+    assert err.value.body["error"]["param"] == "messages"
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000], ids=["cut", "binary", "deep"]
+)
+def test_json_that_cannot_be_read_is_a_400(raw: bytes) -> None:
+    with pytest.raises(ApiError) as err:
+        parse_json("application/json", raw)
+    assert err.value.status == 400
+
+
+def test_json_must_be_declared() -> None:
+    assert parse_json("application/json; charset=utf-8", b"{}") == {}
+    with pytest.raises(ApiError, match="text/plain"):
+        parse_json("text/plain", b"{}")
