@@ -1,0 +1,70 @@
+"""The operator's own API calls give up on a server that stops answering, instead of holding
+the model's wake-up daemon (and every later wake and resync of that model) forever."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from ridgeline_operator import kube
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """Accepts connections and never answers (a connection a proxy or NAT dropped silently)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_a_status_write_to_a_silent_api_server_gives_up(
+    silent_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kube, "REQUEST_TIMEOUT_S", (1.0, 1.0))
+    configuration = client.Configuration()
+    configuration.host = silent_server
+    configuration.retries = 0
+    api = client.ApiClient(configuration)
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            kube.patch_status(
+                api, "ridgeline.dev", "v1alpha1", "inferencemodels", "ns", "m", "7", {}
+            )
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    thread.join(timeout=15)
+    assert not thread.is_alive(), "the status write is still waiting on a silent server"
+    assert outcome
+    assert outcome[0] is not None
+    assert time.monotonic() - started < 15
