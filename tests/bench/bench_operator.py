@@ -319,9 +319,15 @@ def _verifying_kubeconfig(state: ClusterState, path: Path) -> str:
 
 def _woken(port: int) -> float:
     """Passes woken by anything but the resync (spec, RayService, RayCluster, pools, status,
-    retry): still moving means the operator is still working through a change."""
-    total = _scrape(port, "ridgeline_operator_reconcile_triggers_total")
-    return total - _scrape(port, "ridgeline_operator_reconcile_triggers_total", trigger="resync")
+    retry): still moving means the operator is still working through a change. One scrape:
+    the total and the resyncs read apart would differ by the resyncs in between."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    name = "ridgeline_operator_reconcile_triggers_total{"
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and 'trigger="resync"' not in line
+    )
 
 
 def _up(port: int) -> bool:
