@@ -36,7 +36,7 @@ class _Api:
         if self.status:
             raise ApiException(status=self.status, reason="x")
 
-    def create_namespaced_secret(self, namespace: str, body: Any) -> None:
+    def create_namespaced_secret(self, namespace: str, body: Any, **_: Any) -> None:
         self.calls.append(("secret", body))
         self._maybe_fail()
 

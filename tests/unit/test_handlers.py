@@ -5,7 +5,9 @@ the node set, and a pool change wakes only the models planned on that pool."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections import Counter
 from typing import Any
 
 import kopf
@@ -16,7 +18,7 @@ from ridgeline_dev.fleet import node_manifests
 from ridgeline_operator import children, handlers, kube
 from ridgeline_operator.node_pools import PoolCache, node_facts
 from ridgeline_operator.reconcile import STATE, reconcile, status_change
-from ridgeline_operator.wakeups import Trigger, Wakeups
+from ridgeline_operator.wakeups import Trigger, Wakeups, first_resync_s, next_resync_s
 
 H100 = NodePool(
     name="h100", gpu_product="NVIDIA-H100-80GB-HBM3", gpus_per_node=8, driver_version="550.54.15"
@@ -304,3 +306,22 @@ def test_a_waiting_daemon_exits_when_asked_and_resyncs_when_nothing_woke_it() ->
     got = asyncio.run(scenario())
     assert got == [frozenset({Trigger.RESYNC}), frozenset({Trigger.RAYCLUSTER}), frozenset()]
     assert time.monotonic() - started < 2
+
+
+def test_the_first_resync_waits_a_period_then_spreads_over_the_next() -> None:
+    """Every model was just reconciled when its daemon started: no resync in the first period
+    (it would only add passes while a thousand models converge), then evenly spread."""
+    rng_state = random.getstate()
+    random.seed(13)
+    try:
+        firsts = [first_resync_s(300.0) for _ in range(1000)]
+        nexts = [next_resync_s(300.0) for _ in range(1000)]
+    finally:
+        random.setstate(rng_state)
+    assert min(firsts) >= 300.0
+    assert max(firsts) < 600.0
+    per_slot = Counter(int((f - 300.0) // 30.0) for f in firsts)  # ten 30 s slots
+    assert len(per_slot) == 10
+    assert max(per_slot.values()) < 150  # 100 each on average
+    assert min(nexts) >= 270.0
+    assert max(nexts) <= 330.0

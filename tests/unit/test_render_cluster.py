@@ -212,6 +212,14 @@ def test_rendered_yaml_has_no_anchors(shape_of) -> None:
     assert "*id" not in text
 
 
+@pytest.mark.parametrize("model", ["tiny-llama", "llama-3.1-8b"])
+def test_serve_config_text_is_what_safe_dump_writes(shape_of, model: str) -> None:
+    """The Serve config is emitted with libyaml for speed; its text (and so the spec hash that
+    decides whether a RayService is re-applied) must stay byte for byte yaml.safe_dump's."""
+    text = _render(shape_of(model), pool=H100)["spec"]["serveConfigV2"]
+    assert text == yaml.safe_dump(yaml.safe_load(text), sort_keys=False)
+
+
 # ---- upgrades (item 7) ---------------------------------------------------------------------
 
 

@@ -91,7 +91,7 @@ class _Core:
     def __init__(self, secret: Any = None, status: int | None = None) -> None:
         self.secret, self.status = secret, status
 
-    def read_namespaced_secret(self, name: str, namespace: str) -> Any:
+    def read_namespaced_secret(self, name: str, namespace: str, **_: Any) -> Any:
         if self.status:
             raise ApiException(status=self.status, reason="x")
         return self.secret

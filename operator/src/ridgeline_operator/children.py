@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ridgeline.controller import Decision
 from ridgeline.render.security import TOKEN_KEY
-from ridgeline_operator.kube import FIELD_MANAGER, as_kopf_error
+from ridgeline_operator.kube import FIELD_MANAGER, REQUEST_TIMEOUT_S, as_kopf_error
 
 TOKEN_BYTES = 32
 
@@ -29,7 +29,13 @@ def after_apply(api: client.ApiClient, decision: Decision, namespace: str) -> No
     for name in decision.replace_clusters:
         try:
             custom.delete_namespaced_custom_object(
-                "ray.io", "v1", namespace, "rayclusters", name, propagation_policy="Background"
+                "ray.io",
+                "v1",
+                namespace,
+                "rayclusters",
+                name,
+                propagation_policy="Background",
+                _request_timeout=REQUEST_TIMEOUT_S,
             )
         except ApiException as exc:
             if exc.status != 404:  # already gone is what we wanted
@@ -40,7 +46,9 @@ def _create_token_secret(api: client.ApiClient, manifest: dict[str, Any]) -> Non
     meta = manifest["metadata"]
     body: Any = {**manifest, "stringData": {TOKEN_KEY: secrets.token_urlsafe(TOKEN_BYTES)}}
     try:
-        client.CoreV1Api(api).create_namespaced_secret(meta["namespace"], body)
+        client.CoreV1Api(api).create_namespaced_secret(
+            meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT_S
+        )
     except ApiException as exc:
         if exc.status != 409:  # exists: the token is kept for the model's lifetime
             raise as_kopf_error(exc, f"create Secret {meta['namespace']}/{meta['name']}") from None
@@ -57,6 +65,7 @@ def _apply(api: client.ApiClient, manifest: dict[str, Any]) -> None:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type="application/apply-patch+yaml",
+            _request_timeout=REQUEST_TIMEOUT_S,
         )
     except ApiException as exc:
         what = f"apply {manifest['kind']} {meta['namespace']}/{meta['name']}"

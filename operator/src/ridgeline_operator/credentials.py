@@ -12,6 +12,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ridgeline.storage import ObjectStore, StorageError, open_store, parse_model_uri
+from ridgeline_operator.kube import REQUEST_TIMEOUT_S
 
 # The keys the serving pods read from the same Secret (as environment variables).
 KEYS = (
@@ -33,7 +34,9 @@ class CredentialsError(RuntimeError):
 
 def read_credentials(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
     try:
-        secret: Any = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+        secret: Any = client.CoreV1Api(api).read_namespaced_secret(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT_S
+        )
     except ApiException as exc:
         why = {
             404: "not found",

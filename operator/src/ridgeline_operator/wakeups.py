@@ -28,9 +28,12 @@ class Trigger(enum.StrEnum):
 
 
 def first_resync_s(period_s: float) -> float:
-    """The first resync lands anywhere in the period, so a thousand models that started
-    together never resync together."""
-    return random.uniform(0.0, period_s)
+    """The first resync lands anywhere in the second period: a model was just reconciled
+    when its daemon started (created, or resumed at the operator's start), so a resync within
+    the first period would repeat that pass while a thousand models are still converging;
+    spread over a whole period, a thousand models that started together never resync
+    together."""
+    return random.uniform(period_s, 2.0 * period_s)
 
 
 def next_resync_s(period_s: float) -> float:
