@@ -70,13 +70,14 @@ _OPTIMUM = "huggingface/optimum tests/benchmark/README.md (GPTQ benchmark, fp16 
 _BNB_INT8_WEIGHT_EFFICIENCY = 0.032
 _BNB_NF4_WEIGHT_EFFICIENCY = 0.055
 # Ridgeline's engine (transformers 5.17, torch 2.11, bitsandbytes 0.50) on one H100-80GB-HBM3
-# (16-core host), a random-weight Llama of 1.1B parameters and 22 layers, median decode step at
-# batches 1-64 minus the device terms above, per layer (docs/benchmarks.md, "Serving, GPU").
+# (16-core host), a random-weight Llama of 1.1B parameters and 22 layers: the decode step minus
+# the device terms above, per layer, the median over batches 1-512 (docs/benchmarks.md,
+# "Serving, GPU").
 # bitsandbytes adds its own launches (quantize the activations, dequantize the weights) per
 # linear layer.
-_HOST_S_PER_LAYER_BF16 = 0.96e-3
-_HOST_S_PER_LAYER_INT8 = 3.2e-3
-_HOST_S_PER_LAYER_NF4 = 0.96e-3
+_HOST_S_PER_LAYER_BF16 = 0.72e-3
+_HOST_S_PER_LAYER_INT8 = 3.97e-3
+_HOST_S_PER_LAYER_NF4 = 1.85e-3
 _OWN_H100 = "Ridgeline engine on an H100-80GB-HBM3, make bench (docs/benchmarks.md, Serving, GPU)"
 # CPU: no published measurement of transformers decode on a server CPU; half the roofline is an
 # assumption (`make bench --smoke` measures the local CPU), and bitsandbytes' GPU slowdowns are

@@ -106,6 +106,26 @@ ACCESS = [
     "seccomp, no privilege escalation, all capabilities dropped, an `emptyDir` weight cache), "
     "except with `serving.weightsCacheVolume: hostPath`.",
     "",
+    "## Request limits on the serve port",
+    "",
+    "The serve port is open to every pod (above), so each replica bounds what one request may cost",
+    'it (details and the reasons: `docs/serving.md`, "Request limits"):',
+    "",
+    "- body size: 6 x 32 bytes per token of `spec.workload.maxContextTokens` + 1 MiB (2.5 MiB for an",  # noqa: E501
+    "  8192-token context): 413 above it, before the body is read when `Content-Length` says so;",
+    "- body time: the whole body within 10 s of the first byte (`body_timeout_s` in ServingArgs),",
+    "  else 408 and the slot is freed;",
+    "- prompt size: at most 32 characters per token of the context, checked before tokenizing (400);",  # noqa: E501
+    "  prompt plus `max_tokens` within the context (400);",
+    "- queue: the planned batch plus `max_queued_requests` (the batch again) per replica, counted",
+    "  from a request's first byte until its work is gone (a disconnected client's sequences",
+    "  included, until the engine has dropped them): 429 with `Retry-After: 1` beyond it; Serve's",
+    "  router holds up to 4 x the batch more, then answers 503;",
+    "- `/health` and `/v1/models` keep 8 Serve slots of their own (`ongoing_requests_headroom`), so",  # noqa: E501
+    "  they answer while every admitted slot is busy.",
+    "",
+    "Serve's own `request_timeout_s` is left unset: it is end-to-end and would cut long generations.",  # noqa: E501
+    "",
 ]
 
 
