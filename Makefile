@@ -66,6 +66,7 @@ bench: venv
 	cd tests/bench && ../../$(PY) bench_hostile.py
 	cd tests/bench && ../../$(PY) bench_engine.py
 	cd tests/bench && ../../$(PY) bench_gpu.py
+	cd tests/bench && ../../$(PY) bench_gpu_engines.py
 	cd tests/bench && ../../$(PY) bench_operator.py
 
 # Container images (needs Docker): the operator and one serving image per CUDA version.

@@ -231,6 +231,7 @@ def depth_check(
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU")
+    parser.add_argument("--depth-only", action="store_true", help="print the depth check only")
     args = parser.parse_args()
     import torch
 
@@ -265,15 +266,15 @@ def main() -> int:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = random_checkpoint(config, Path(tmp) / "m")
-        for q in quants:
+        for q in [] if args.depth_only else quants:
             curve = sweep(model_dir, q, dtype, gpus, batches)
             b_star, terms = planner_terms(model_dir, product, mem, q)
             lines += format_rows(q, curve, b_star, terms)
         lines += depth_check(config, Path(tmp), dtype, gpus, product, mem, batches[:3])
     text = "\n".join(lines)
     print(text)
-    if not args.smoke:
-        write_section("Serving, GPU", text)
+    if not args.smoke and not args.depth_only:
+        write_section("Serving, GPU", text, accelerator=torch.cuda.get_device_name(0))
     return 0
 
 

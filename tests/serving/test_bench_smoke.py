@@ -34,3 +34,27 @@ def test_gpu_benchmark_smoke_run() -> None:
         assert float(cells[2]) > 0  # predicted step, ms
         assert float(cells[4]) > 0  # decode tokens/s
     assert "host ms per layer" in out  # the depth check ran
+
+
+def test_gpu_engine_comparison_smoke_run() -> None:
+    """This engine against transformers' ContinuousBatchingManager, tiny model on the CPU."""
+    result = subprocess.run(
+        [sys.executable, "bench_gpu_engines.py", "--smoke"],
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and "|---" not in line and "workload" not in line
+    ]
+    bf16 = [r for r in rows if r[1] == "none"]
+    assert {r[0] for r in bf16} == {"batch 4", "batch 8", "4 clients"}
+    for row in bf16:
+        assert float(row[2]) > 0  # this engine measured
+        assert float(row[3]) > 0  # the manager measured
+        assert row[4].endswith("x")
+    assert any(r[1] == "nf4" for r in rows)

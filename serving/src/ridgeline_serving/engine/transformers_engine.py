@@ -75,6 +75,8 @@ class TransformersEngine:
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ridgeline_serving.engine import attention
+
         self.model_name = model_name
         self.max_context_tokens = max_context_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -87,7 +89,13 @@ class TransformersEngine:
         if gpus > 1:
             per_gpu = torch.cuda.get_device_properties(0).total_memory * usable_memory_fraction
             kwargs["max_memory"] = {i: int(per_gpu) for i in range(gpus)}
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        try:  # decode attention without a KV copy per query head (attention.py says why)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model_dir, attn_implementation=attention.register(), **kwargs
+            )
+        except ValueError as exc:  # a model class that takes no registered attention function
+            log.info("%s: transformers' default attention (%s)", model_name, exc)
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         self.model.eval()
         self.device = next(self.model.parameters()).device
         self.vocab_size = int(self.model.config.get_text_config().vocab_size)

@@ -1,0 +1,62 @@
+"""The grouped decode attention gives what transformers' ``sdpa`` path (which copies the KV
+once per query head under a mask) gives, and the engine loads its models with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from ridgeline.api import Quantization
+from ridgeline_serving.engine import attention
+from ridgeline_serving.engine.transformers_engine import TransformersEngine
+
+
+class Attn(torch.nn.Module):
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.num_key_value_groups = groups
+        self.is_causal = True
+
+
+def padded_mask(starts: list[int], tokens: int, columns: int) -> torch.Tensor:
+    """Rows that begin at different columns (a running batch), causal over the new tokens."""
+    mask = torch.zeros((len(starts), 1, tokens, columns), dtype=torch.bool)
+    for row, start in enumerate(starts):
+        for t in range(tokens):
+            mask[row, 0, t, start : columns - tokens + t + 1] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "tokens"), [(8, 2, 1), (8, 1, 1), (4, 4, 1), (8, 2, 5)]
+)
+def test_grouped_decode_attention_matches_sdpa(heads: int, kv_heads: int, tokens: int) -> None:
+    torch.manual_seed(0)
+    batch, columns, dim = 3, 11, 16
+    query = torch.randn(batch, heads, tokens, dim)
+    key = torch.randn(batch, kv_heads, columns, dim)
+    value = torch.randn(batch, kv_heads, columns, dim)
+    mask = padded_mask([0, 4, 9], tokens, columns)
+    module = Attn(heads // kv_heads)
+    got, _ = attention.grouped_decode_attention(module, query, key, value, mask, scaling=0.25)
+    want, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
+    assert got.shape == (batch, tokens, heads, dim)
+    torch.testing.assert_close(got, want)
+    # the padded columns count for nothing: changing them changes nothing
+    key2, value2 = key.clone(), value.clone()
+    key2[1, :, :4] += 100
+    value2[1, :, :4] -= 100
+    again, _ = attention.grouped_decode_attention(module, query, key2, value2, mask, scaling=0.25)
+    torch.testing.assert_close(again, got)
+
+
+def test_the_engine_loads_models_with_it(tiny_dir: Path) -> None:
+    engine = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 256)
+    try:
+        assert engine.model.config._attn_implementation == attention.NAME
+        assert engine.model.config.num_key_value_heads < engine.model.config.num_attention_heads
+    finally:
+        engine.close()
