@@ -57,6 +57,7 @@ def test_the_engine_loads_models_with_it(tiny_dir: Path) -> None:
     engine = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 256)
     try:
         assert engine.model.config._attn_implementation == attention.NAME
+        assert not torch.backends.cuda.cudnn_sdp_enabled()  # no graph build per KV length
         assert engine.model.config.num_key_value_heads < engine.model.config.num_attention_heads
     finally:
         engine.close()

@@ -11,6 +11,12 @@ With one query token per row the fix is exact and cheap: the query heads that sh
 become that KV head's query "positions", so SDPA attends them to the KV once, under the same
 mask (which is the same for every query head of a row). Prefill (several query tokens), models
 without grouped heads and anything else unusual go to transformers' own ``sdpa`` function.
+
+SDPA's cuDNN backend is switched off for the replica's process. PyTorch builds a cuDNN graph
+per sequence length (pytorch/pytorch#155958 makes reuse opt-in), and a decode step's KV length
+grows by one every step: on an H100 the masked decode steps ran cuDNN's kernel, with the GPU
+idle most of each step, while whole batches (no mask, flash kernel) stepped twice as fast. The
+flash and memory-efficient kernels need no per-shape build.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ def grouped_decode_attention(
 
 def register() -> str:
     """Make the function and its mask (SDPA's) known to transformers; returns its name."""
+    torch.backends.cuda.enable_cudnn_sdp(False)  # a graph build per KV length: see above
     AttentionInterface.register(NAME, grouped_decode_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     return NAME
