@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,13 @@ def _scrape(port: int, name: str, **labels: str) -> float:
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -207,6 +215,7 @@ def run(n_models: int, work: Path) -> dict[str, float]:
         elapsed = time.monotonic() - start
         load_converged = os.getloadavg()[0]
         converge_cpu_s = _cpu_s(proc.pid)
+        converge_peak = _peak_rss_mib(proc.pid)  # the high-water mark so far: convergence
         reconciles = _scrape(port, "ridgeline_operator_reconciles_total")
         # What the operator decided is in the API too (each pass writes its status before the
         # next): one list every 2 s, not a poll that would load the API server it measures.
@@ -222,8 +231,12 @@ def run(n_models: int, work: Path) -> dict[str, float]:
             _scrape(port, "ridgeline_operator_reconcile_triggers_total", trigger="resync"),
             _scrape(port, "ridgeline_operator_reconciles_total"),
         )
+        spy = _profile(proc.pid, work / f"idle-{n_models}.txt")
         time.sleep(IDLE_S)
+        if spy is not None:
+            spy.wait(timeout=60)
         idle_cpu_per_min = (_cpu_s(proc.pid) - cpu0) * 60.0 / IDLE_S
+        idle_rss = _rss_mib(proc.pid)
         resyncs = (
             _scrape(port, "ridgeline_operator_reconcile_triggers_total", trigger="resync") - resync0
         )
@@ -285,6 +298,8 @@ def run(n_models: int, work: Path) -> dict[str, float]:
             "reconciles": reconciles,
             "reconciles_per_s": reconciles / elapsed,
             "peak_mib": peak,
+            "converge_peak_mib": converge_peak,
+            "idle_rss_mib": idle_rss,
             "idle_cpu_s_per_min": idle_cpu_per_min,
             "idle_resyncs": resyncs,
             "idle_passes": idle_passes,
@@ -301,6 +316,19 @@ def run(n_models: int, work: Path) -> dict[str, float]:
         }
     finally:
         down(Path(state.workdir))
+
+
+def _profile(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE set: py-spy samples the operator over the idle minute (every thread,
+    collapsed stacks) into BENCH_PROFILE's folder, to say where its idle CPU goes."""
+    folder = os.environ.get("BENCH_PROFILE")
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if not folder or spy is None:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    target = Path(folder) / out.name
+    cmd = [spy, "record", "-p", str(pid), "-d", str(int(IDLE_S)), "-r", "50", "-f", "raw"]
+    return subprocess.Popen([*cmd, "-o", str(target), "--nonblocking"])
 
 
 def _verifying_kubeconfig(state: ClusterState, path: Path) -> str:
@@ -377,7 +405,8 @@ def main() -> None:
     for r in (one, two):
         rows.append(
             f"| {r['models']:.0f} | {r['nodes']:.0f} | {r['seconds']:.1f} s | "
-            f"{r['converge_cpu_s']:.1f} CPU s | {r['reconciles']:.0f} | {r['reconciles_per_s']:.1f} | {r['peak_mib']:.0f} MiB | "
+            f"{r['converge_cpu_s']:.1f} CPU s | {r['reconciles']:.0f} | {r['reconciles_per_s']:.1f} | {r['peak_mib']:.0f} MiB ("
+            f"{r['converge_peak_mib']:.0f} until converged; {r['idle_rss_mib']:.0f} idle) | "
             f"{r['idle_cpu_s_per_min']:.2f} CPU s/min ({r['idle_cpu_s_per_min'] / 60 * 100:.1f}% "
             f"of a core; {r['idle_passes']:.0f} passes, {r['idle_resyncs']:.0f} of them resyncs) | "
             f"{r['on_pool']:.0f} on {r['pool_nodes']:.0f} nodes; {r['woken_one']:.0f} / "

@@ -21,6 +21,7 @@ from ridgeline.platform_config import load_platform_config
 from ridgeline.render.meta import MODEL_LABEL
 from ridgeline.render.rayservice import CLUSTER_HASH, SPEC_HASH
 from ridgeline_operator import kube, metrics
+from ridgeline_operator.diffbase import ModelsOnlyDiffBase
 from ridgeline_operator.node_pools import node_facts
 from ridgeline_operator.reconcile import STATE, post_events, reconcile, status_change
 from ridgeline_operator.wakeups import Trigger, first_resync_s, next_resync_s
@@ -59,7 +60,7 @@ def configure(*, settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None
     # Progress in annotations: kopf's default also writes status.kopf, which the CRD's
     # structural schema would prune.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="ridgeline.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = ModelsOnlyDiffBase(
         prefix="ridgeline.dev", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our Events are the condition transitions
