@@ -10,16 +10,17 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def test_gpu_benchmark_smoke_run() -> None:
+def smoke(script: str) -> str:
+    """Run a GPU benchmark's ``--smoke`` path; its stdout."""
     result = subprocess.run(
-        [sys.executable, "bench_gpu.py", "--smoke"],
-        cwd=BENCH,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, script, "--smoke"], cwd=BENCH, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    return result.stdout
+
+
+def test_gpu_benchmark_smoke_run() -> None:
+    out = smoke("bench_gpu.py")
     for quant in ("none", "nf4"):
         # "**none**: measured knee 4, plateau 2778 tokens/s (decode); planner B* 100, ..."
         head = next(line for line in out.splitlines() if line.startswith(f"**{quant}**"))
@@ -38,17 +39,9 @@ def test_gpu_benchmark_smoke_run() -> None:
 
 def test_gpu_engine_comparison_smoke_run() -> None:
     """This engine against transformers' ContinuousBatchingManager, tiny model on the CPU."""
-    result = subprocess.run(
-        [sys.executable, "bench_gpu_engines.py", "--smoke"],
-        cwd=BENCH,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
     rows = [
         [c.strip() for c in line.strip("|").split("|")]
-        for line in result.stdout.splitlines()
+        for line in smoke("bench_gpu_engines.py").splitlines()
         if line.startswith("| ") and "|---" not in line and "workload" not in line
     ]
     bf16 = [r for r in rows if r[1] == "none"]
