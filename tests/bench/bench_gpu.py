@@ -19,22 +19,10 @@ from pathlib import Path
 from bench_report import write_section
 
 from ridgeline.planner.throughput import StepTerms
+from ridgeline_dev.checkpoints import LLAMA_1B_CONFIG
 
-LLAMA_1B = {  # TinyLlama-1.1B's shape
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 2048,
-    "intermediate_size": 5632,
-    "num_hidden_layers": 22,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 4,
-    "vocab_size": 32000,
-    "max_position_embeddings": 4096,
-    "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
-}
 SMOKE = {
-    **LLAMA_1B,
+    **LLAMA_1B_CONFIG,
     "hidden_size": 64,
     "intermediate_size": 128,
     "num_hidden_layers": 2,
@@ -228,6 +216,28 @@ def depth_check(
     return [*rows, ""]
 
 
+@dataclass(frozen=True)
+class Setup:
+    """Where a GPU benchmark runs: the GPU, or (``--smoke``) a tiny model on the CPU."""
+
+    gpus: int
+    config: dict  # type: ignore[type-arg]
+    dtype: str
+    product: str  # the GPU's name, or "cpu"
+
+
+def setup(smoke: bool, script: str) -> Setup | None:
+    """None (having said why) when there is no GPU and this is not a smoke run."""
+    import torch
+
+    if smoke:
+        return Setup(0, SMOKE, "float32", "cpu")
+    if not torch.cuda.is_available():
+        print(f"{script}: no CUDA device here; run `make bench` on a GPU machine for this section")
+        return None
+    return Setup(1, LLAMA_1B_CONFIG, "bfloat16", torch.cuda.get_device_name(0))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU")
@@ -235,14 +245,12 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    if not args.smoke and not torch.cuda.is_available():
-        print("bench_gpu: no CUDA device here; run `make bench` on a GPU machine for this section")
+    where = setup(args.smoke, "bench_gpu")
+    if where is None:
         return 0
-    gpus = 0 if args.smoke else 1
-    config = SMOKE if args.smoke else LLAMA_1B
+    gpus, config, dtype = where.gpus, where.config, where.dtype
+    product = where.product.replace(" ", "-")
     batches = [1, 2, 4] if args.smoke else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-    dtype = "float32" if args.smoke else "bfloat16"
-    product = "cpu" if args.smoke else torch.cuda.get_device_name(0).replace(" ", "-")
     mem = 0 if args.smoke else torch.cuda.get_device_properties(0).total_memory // 2**20
     quants = ["none", "nf4"] if args.smoke else ["none", "int8", "nf4"]
     shape = json.dumps(

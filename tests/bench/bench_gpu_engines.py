@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_gpu import LLAMA_1B, SMOKE, random_checkpoint
+from bench_gpu import random_checkpoint, setup
 from bench_report import write_section
 
 PROMPT_TOKENS = 128
@@ -237,16 +237,13 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    if not args.smoke and not torch.cuda.is_available():
-        print("bench_gpu_engines: no CUDA device here; run `make bench` on a GPU machine")
+    where = setup(args.smoke, "bench_gpu_engines")
+    if where is None:
         return 0
-    gpus = 0 if args.smoke else 1
-    config = SMOKE if args.smoke else LLAMA_1B
+    gpus, config, dtype, product = where.gpus, where.config, where.dtype, where.product
     batches = [4, 8] if args.smoke else [16, 64, 256]
     clients = [4] if args.smoke else [64, 256]
     window_s = 2.0 if args.smoke else 12.0
-    dtype = "float32" if args.smoke else "bfloat16"
-    product = "cpu" if args.smoke else torch.cuda.get_device_name(0)
 
     def sync() -> None:
         if gpus:

@@ -5,7 +5,6 @@ and the Prometheus metrics."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 import re
 import time
 import urllib.parse
@@ -18,24 +17,14 @@ import openai
 import pytest
 
 from ridgeline_dev.cluster import free_port
+from tests.serving.conftest import serve_locally
 
 MODEL = "tiny-chat"
 
 
 @pytest.fixture(scope="module")
 def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    os.environ["RAY_metrics_report_interval_ms"] = "500"  # noqa: SIM112 (Ray spells it so)
-    import ray
-    from ray import serve
-
-    from ridgeline_serving.app import build_app
-
-    http_port, metrics_port = free_port(), free_port()
     cache = tmp_path_factory.mktemp("weights-cache")
-    ray.init(
-        num_cpus=4, include_dashboard=False, _metrics_export_port=metrics_port, log_to_driver=False
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
     base = {
         "model_uri": tiny_uri,
         "model_name": MODEL,
@@ -45,21 +34,12 @@ def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "cache_dir": str(cache),
         "batch_wait_timeout_s": 0.05,
     }
-    serve.run(build_app({**base, "max_batch_size": 16}), name="main", route_prefix="/")
-    serve.run(
-        build_app({**base, "max_batch_size": 1, "max_queued_requests": 1}),
-        name="small",
-        route_prefix="/small",
-    )
-    try:
-        yield {
-            "base": f"http://127.0.0.1:{http_port}",
-            "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
-            "cache": str(cache),
-        }
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    apps = {
+        "main": ("/", {**base, "max_batch_size": 16}),
+        "small": ("/small", {**base, "max_batch_size": 1, "max_queued_requests": 1}),
+    }
+    with serve_locally(apps) as urls:
+        yield {**urls, "cache": str(cache)}
 
 
 @pytest.fixture

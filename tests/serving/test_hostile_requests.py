@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import os
 import socket
 import time
 import urllib.request
@@ -15,8 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ridgeline_dev.cluster import free_port
 from ridgeline_serving.http_limits import RequestLimits
+from tests.serving.conftest import serve_locally
 
 MODEL = "tiny-chat"
 CONTEXT = 256
@@ -27,17 +26,6 @@ LIMITS = RequestLimits.for_context(CONTEXT, BODY_TIMEOUT_S)
 
 @pytest.fixture(scope="module")
 def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    os.environ["RAY_metrics_report_interval_ms"] = "500"  # noqa: SIM112 (Ray spells it so)
-    import ray
-    from ray import serve
-
-    from ridgeline_serving.app import build_app
-
-    port, metrics_port = free_port(), free_port()
-    ray.init(
-        num_cpus=4, include_dashboard=False, _metrics_export_port=metrics_port, log_to_driver=False
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {
         "model_uri": tiny_uri,
         "model_name": MODEL,
@@ -49,15 +37,8 @@ def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "max_queued_requests": QUEUE,
         "body_timeout_s": BODY_TIMEOUT_S,
     }
-    serve.run(build_app(args), name="hostile", route_prefix="/")
-    try:
-        yield {
-            "base": f"http://127.0.0.1:{port}",
-            "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
-        }
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
+    with serve_locally({"hostile": ("/", args)}) as urls:
+        yield urls
 
 
 @pytest.fixture

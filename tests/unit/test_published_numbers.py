@@ -15,6 +15,7 @@ from ridgeline.planner.measurements import OWN, PUBLISHED, MeasuredSweep
 from ridgeline.planner.step_model import Engine, step_model
 from ridgeline.planner.throughput import StepTerms
 from ridgeline.shape.config_estimate import estimate_model_shape
+from ridgeline_dev.checkpoints import LLAMA_1B_CONFIG
 
 GB = 1e9
 
@@ -144,28 +145,12 @@ def test_step_model_reproduces_each_measured_point_within_10_percent(
         assert terms.step_seconds(batch) * 1000 == pytest.approx(ms, rel=0.10), batch
 
 
-# TinyLlama-1.1B's shape: what tests/bench/bench_gpu.py loads with random weights.
-BENCH_LLAMA_1B = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 2048,
-    "intermediate_size": 5632,
-    "num_hidden_layers": 22,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 4,
-    "vocab_size": 32000,
-    "max_position_embeddings": 4096,
-    "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
-}
-
-
 @pytest.mark.parametrize("sweep", OWN, ids=lambda m: f"{m.quantization.value}-{m.accelerator}")
 def test_step_model_predicts_the_engines_own_gpu_steps(sweep: MeasuredSweep) -> None:
     """The whole row, host time included, against Ridgeline's engine on an H100: the median
     point within 15% (the host term is fitted there) and every point within 2x (a shared
     host's scheduling moves single points; docs/benchmarks.md has the run)."""
-    shape = estimate_model_shape(BENCH_LLAMA_1B)
+    shape = estimate_model_shape(LLAMA_1B_CONFIG)
     assert sweep.matches(
         shape.num_params, sweep.accelerator, Engine.TRANSFORMERS, sweep.quantization
     )

@@ -16,6 +16,21 @@ from pathlib import Path
 from typing import Any
 
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4}
+# TinyLlama-1.1B's shape: what the GPU benchmarks load with random weights, and the shape the
+# planner's own-engine measurements (tests/unit/test_published_numbers.py) were taken on.
+LLAMA_1B_CONFIG: dict[str, Any] = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 2048,
+    "intermediate_size": 5632,
+    "num_hidden_layers": 22,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
 TensorSpec = tuple[str, str, list[int]]
 
 
