@@ -21,25 +21,33 @@ class Attn(torch.nn.Module):
         self.is_causal = True
 
 
-def padded_mask(starts: list[int], tokens: int, columns: int) -> torch.Tensor:
-    """Rows that begin at different columns (a running batch), causal over the new tokens."""
+def padded_mask(
+    starts: list[int], tokens: int, columns: int, window: int | None = None
+) -> torch.Tensor:
+    """Rows that begin at different columns (a running batch), causal over the new tokens,
+    each token seeing at most ``window`` columns back to itself when one is given."""
     mask = torch.zeros((len(starts), 1, tokens, columns), dtype=torch.bool)
     for row, start in enumerate(starts):
         for t in range(tokens):
-            mask[row, 0, t, start : columns - tokens + t + 1] = True
+            end = columns - tokens + t + 1
+            mask[row, 0, t, max(start, end - (window or end)) : end] = True
     return mask
 
 
 @pytest.mark.parametrize(
-    ("heads", "kv_heads", "tokens"), [(8, 2, 1), (8, 1, 1), (4, 4, 1), (8, 2, 5)]
+    ("heads", "kv_heads", "tokens", "window"),
+    [(8, 2, 1, None), (8, 1, 1, None), (4, 4, 1, None), (8, 2, 5, None), (8, 2, 1, 3)],
 )
-def test_grouped_decode_attention_matches_sdpa(heads: int, kv_heads: int, tokens: int) -> None:
+def test_grouped_decode_attention_matches_sdpa(
+    heads: int, kv_heads: int, tokens: int, window: int | None
+) -> None:
+    """With a sliding window too (the masks transformers builds for sliding layers)."""
     torch.manual_seed(0)
     batch, columns, dim = 3, 11, 16
     query = torch.randn(batch, heads, tokens, dim)
     key = torch.randn(batch, kv_heads, columns, dim)
     value = torch.randn(batch, kv_heads, columns, dim)
-    mask = padded_mask([0, 4, 9], tokens, columns)
+    mask = padded_mask([0, 4, 9], tokens, columns, window)
     module = Attn(heads // kv_heads)
     got, _ = attention.grouped_decode_attention(module, query, key, value, mask, scaling=0.25)
     want, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
@@ -61,3 +69,14 @@ def test_the_engine_loads_models_with_it(tiny_dir: Path) -> None:
         assert engine.model.config.num_key_value_heads < engine.model.config.num_attention_heads
     finally:
         engine.close()
+
+
+def test_only_classes_that_run_on_sdpa_get_it() -> None:
+    """Gemma-2 soft-caps its attention logits and gpt-oss adds attention sinks, which neither
+    SDPA nor the grouped function does: those keep transformers' own attention."""
+    from transformers import AutoConfig
+
+    for model_type in ("llama", "mistral", "qwen2", "gemma3_text"):
+        assert attention.handles(AutoConfig.for_model(model_type))
+    for model_type in ("gemma2", "gpt_oss"):
+        assert not attention.handles(AutoConfig.for_model(model_type))

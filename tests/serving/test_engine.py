@@ -1,18 +1,27 @@
 """The transformers engine on the CPU behind its scheduling loop: 16-bit, int8 and nf4
 (bitsandbytes), per-request sampling, stop strings, streaming deltas, chunked prefill, and
-continuous batching (join at the next step, leave at once, cancellation, the KV plan)."""
+continuous batching (join at the next step, leave at once, cancellation, the KV plan), also of
+sliding-window and hybrid models."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from ridgeline.api import Quantization
-from ridgeline_serving.engine import GenerationRequest, SequenceEvent, kv_batch
+from ridgeline_serving.engine import (
+    GenerationRequest,
+    SequenceEvent,
+    attention,
+    kv_batch,
+    kv_layers,
+)
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
 
@@ -234,25 +243,29 @@ def test_a_failing_prompt_fails_alone(engine: TransformersEngine) -> None:
     assert good.events[-1].finish in ("stop", "length")
 
 
-def test_continuous_batching_matches_greedy_generate(
+# Sequences join a running batch in waves (a prompt longer than the running rows, so the cache
+# shifts right; more rows than the first slots, so they grow), leave at different steps (freed
+# slots are reused) and outlive the first columns (unused ones are dropped or the buffer
+# doubles).
+WAVES = [
+    [("a", 150), ("bb cc", 20), ("the ridge", 70)],
+    [(" ".join(["a much longer prompt about the ridge"] * 5), 90), ("x y", 8)],
+    [("short", 40), ("another prompt, of middling length", 120), ("z", 30)],
+    [("more rows than the first slots", 50), ("and one more", 60)],
+]
+
+
+def run_waves(
     engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Sequences join a running batch in waves (a prompt longer than the running rows, so the
-    cache shifts right; more rows than the first slots, so they grow), leave at different
-    steps (freed slots are reused) and outlive the first columns (unused ones are dropped or
-    the buffer doubles): each still gets exactly the tokens ``generate`` gives its prompt."""
-    waves = [
-        [("a", 150), ("bb cc", 20), ("the ridge", 70)],
-        [(" ".join(["a much longer prompt about the ridge"] * 5), 90), ("x y", 8)],
-        [("short", 40), ("another prompt, of middling length", 120), ("z", 30)],
-        [("more rows than the first slots", 50), ("and one more", 60)],
-    ]
+) -> list[tuple[list[int], int, list[int]]]:
+    """Each request of ``WAVES`` through the running batch: (prompt, max tokens, greedy output
+    tokens)."""
     monkeypatch.setattr(kv_batch, "HEADROOM_COLUMNS", 4)  # reshuffle the columns often
     saved = engine.scheduler.eos_ids
     engine.scheduler.eos_ids = set()  # random weights: every request runs to its length
     listeners: list[tuple[list[int], int, Listener]] = []
     try:
-        for wave in waves:
+        for wave in WAVES:
             started = []
             for text, n in wave:
                 listener = Listener()
@@ -267,15 +280,137 @@ def test_continuous_batching_matches_greedy_generate(
             assert listener.done.wait(120)
     finally:
         engine.scheduler.eos_ids = saved
-    for ids, n, listener in listeners:
-        got = [lp.token_id for e in listener.events for lp in e.logprobs]
-        with torch.inference_mode():
-            want = engine.model.generate(
-                torch.tensor([ids]),
-                attention_mask=torch.ones((1, len(ids)), dtype=torch.long),
-                max_new_tokens=n,
-                do_sample=False,
-                eos_token_id=-1,  # as the engine's: no end of sequence
-                pad_token_id=engine.tokenizer.pad_token_id,
-            )[0, len(ids) :].tolist()
-        assert got == want
+    return [
+        (ids, n, [lp.token_id for e in listener.events for lp in e.logprobs])
+        for ids, n, listener in listeners
+    ]
+
+
+def greedy(engine: TransformersEngine, ids: list[int], n: int) -> list[int]:
+    """What transformers' own ``generate`` gives the prompt alone."""
+    with torch.inference_mode():
+        out = engine.model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones((1, len(ids)), dtype=torch.long),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=-1,  # as the engine's: no end of sequence
+            pad_token_id=engine.tokenizer.pad_token_id,
+        )
+    tokens: list[int] = out[0, len(ids) :].tolist()
+    return tokens
+
+
+def test_continuous_batching_matches_greedy_generate(
+    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each sequence of ``WAVES`` gets exactly the tokens ``generate`` gives its prompt."""
+    for ids, n, got in run_waves(engine, monkeypatch):
+        assert got == greedy(engine, ids, n)
+
+
+# ---- sliding-window and hybrid attention -----------------------------------------------------
+
+WINDOW = 8  # far shorter than most prompts plus outputs of WAVES: the window changes outputs
+
+
+def windowed_config(kind: str, tok: Any) -> Any:
+    """A tiny config of a model family with sliding-window attention layers."""
+    from transformers import Gemma2Config, Gemma3TextConfig, MistralConfig, Qwen2Config
+
+    common: dict[str, Any] = {
+        "vocab_size": len(tok),
+        "hidden_size": 64,
+        "intermediate_size": 136,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        "sliding_window": WINDOW,
+    }
+    if kind == "mistral":  # every layer slides (Mistral-7B-v0.1)
+        return MistralConfig(num_hidden_layers=2, **common)
+    if kind == "qwen2":  # layers from max_window_layers on slide
+        return Qwen2Config(
+            num_hidden_layers=2, use_sliding_window=True, max_window_layers=1, **common
+        )
+    if kind == "gemma2":  # sliding and full layers alternate; attention logits soft-capped
+        return Gemma2Config(num_hidden_layers=2, head_dim=16, **common)
+    layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
+    return Gemma3TextConfig(num_hidden_layers=3, head_dim=16, layer_types=layer_types, **common)
+
+
+def write_windowed_model(out: Path, kind: str) -> Path:
+    """Tokenizer, config and random weights of a tiny ``kind`` model (no hub)."""
+    from transformers import AutoModelForCausalLM
+
+    from ridgeline_dev.tiny_model import write_tokenizer
+
+    tok = write_tokenizer(out)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(windowed_config(kind, tok)).save_pretrained(out)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    return out
+
+
+@contextmanager
+def without_window(model: Any) -> Iterator[None]:
+    """The same weights with a window wider than any sequence here: full attention."""
+    saved = model.config.sliding_window
+    model.config.sliding_window = 1 << 20
+    try:
+        yield
+    finally:
+        model.config.sliding_window = saved
+
+
+@pytest.mark.parametrize("kind", ["mistral", "qwen2", "gemma2", "gemma3"])
+def test_sliding_window_models_batch_like_generate(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sliding-window (Mistral) and hybrid (Qwen2, Gemma-2, Gemma-3) models run ``WAVES``
+    through the running batch, rows of different lengths joining it mid-way: each sequence gets
+    exactly what ``generate`` gives its prompt alone (transformers' own sliding-window cache
+    there), and the window changes what they get, so a batch that ignored it would fail."""
+    eng = TransformersEngine(
+        write_windowed_model(tmp_path / kind, kind), kind, Quantization.NONE, "float32", 0, 512
+    )
+    columns: list[int] = []
+    runner = eng.scheduler.runner
+    assert isinstance(runner, kv_batch.TransformersRunner)
+    eng.scheduler.on_step = lambda stats: columns.append(runner.running.columns)
+    try:
+        # Gemma-2's soft-capped attention logits are transformers' eager attention's to do
+        softcapped = kind == "gemma2"
+        assert (eng.model.config._attn_implementation == attention.NAME) is not softcapped
+        results = run_waves(eng, monkeypatch)
+        for ids, n, got in results:
+            assert got == greedy(eng, ids, n)
+        with without_window(eng.model):
+            assert any(got != greedy(eng, ids, n) for ids, n, got in results)
+    finally:
+        eng.close()
+    widest = max(len(ids) for ids, _, _ in results)
+    longest = max(len(ids) + n for ids, n, _ in results)
+    if kind == "mistral":  # every layer slides: the columns behind the window are dropped, so
+        # the buffer never outgrows the widest prompt (and the headroom), however long the outputs
+        assert max(columns) <= widest + kv_batch.HEADROOM_COLUMNS < longest
+    else:  # a full-attention layer keeps every token of the longest sequence but its last
+        assert max(columns) >= longest - 1
+
+
+def test_a_model_the_batch_cannot_hold_fails_at_load(tmp_path: Path) -> None:
+    """Chunked attention (Llama 4) is refused when the engine is built, naming the model type
+    and the config field, not at its first request."""
+    from transformers import Llama4TextConfig
+
+    from ridgeline_dev.tiny_model import write_tokenizer
+
+    write_tokenizer(tmp_path)
+    Llama4TextConfig(num_hidden_layers=2, attention_chunk_size=16).save_pretrained(tmp_path)
+    with pytest.raises(kv_layers.UnbatchableModelError) as info:
+        TransformersEngine(tmp_path, "llama4", Quantization.NONE, "float32", 0, 512)
+    assert "llama4_text" in str(info.value)
+    assert "layer_types[0]='chunked_attention'" in str(info.value)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AttentionInterface, AttentionMaskInterface
+from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
@@ -60,6 +60,19 @@ def grouped_decode_attention(
         grouped, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling
     )
     return out.reshape(batch, heads, 1, head_dim).transpose(1, 2).contiguous(), None
+
+
+def handles(config: Any) -> bool:
+    """Whether the model's class runs on transformers' SDPA attention, which this function is
+    (and falls back to). Classes that do not pass what SDPA cannot do: Gemma-2 soft-caps its
+    attention logits (its prefill would fail), gpt-oss adds attention sinks (its decode would
+    silently differ); they keep transformers' own choice (eager). A class transformers does
+    not map (remote code) is left to ``from_pretrained``, as before."""
+    try:
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        return True
+    return bool(getattr(model_class, "_supports_sdpa", False))
 
 
 def register() -> str:

@@ -10,6 +10,16 @@ the columns run out, those no running row uses any more are dropped (a shift lef
 if that is not enough, the buffer doubles; the slots grow the same way, up to the planned
 batch.
 
+Sliding-window and hybrid models (Mistral, Qwen2 with ``use_sliding_window``, Gemma-2/3) are
+batched the same way: every layer keeps full-length columns and the model's own sliding-window
+mask hides the columns outside the window (``kv_layers.py`` says why that is exact, and refuses
+the layer kinds for which it is not, at load time). A sliding layer so holds more than its
+window; that is accepted because the planner and the scheduler's KV budget count every layer
+at full length anyway (so nothing is over-committed), and one buffer for all layers keeps a
+single column index for the mask. When every layer slides, the columns behind the window are
+dropped with the unused ones, so the buffer stops growing at the widest prompt or about the
+window, however long the outputs.
+
 Why not transformers' paged cache: it is what ``ContinuousBatchingManager`` uses, and that was
 measured against this (``make bench``); this layout works with every model class and with
 bitsandbytes' int8 and nf4 layers unchanged.
@@ -20,22 +30,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from ridgeline_serving.engine import kv_layers
 
 # Columns allocated beyond the longest prompt: decode steps before the first reshuffle.
 HEADROOM_COLUMNS = 64
 FIRST_SLOTS = 8
 
 
-def _dynamic_layers(cache: Any) -> list[Any]:
-    layers: list[Any] = cache.layers
-    for layer in layers:
-        if type(layer) is not DynamicLayer:
-            raise NotImplementedError(
-                f"{type(layer).__name__} caches (sliding-window or hybrid attention) cannot be "
-                "batched continuously yet"
-            )
-    return layers
+def full_length_cache() -> Any:
+    """A cache of full-length ``DynamicLayer``s, whatever the model's layer kinds: without a
+    config, ``DynamicCache`` makes no ``DynamicSlidingWindowLayer`` (one cuts its columns to
+    the last window at every step, which the slot buffers here, written in place, do not do).
+    The model's sliding-window masks keep the attention exact (``kv_layers.py``)."""
+    return DynamicCache()
 
 
 class SlotLayer(DynamicLayer):
@@ -72,8 +81,6 @@ class PrefillGroup:
     """Prompts being prefilled together (left-padded, in their own cache), a chunk per step."""
 
     def __init__(self, model: Any, prompts: list[list[int]], pad_id: int) -> None:
-        from transformers import DynamicCache
-
         device = next(model.parameters()).device
         longest = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
@@ -85,7 +92,7 @@ class PrefillGroup:
         self.ids = ids.to(device)
         self.mask = mask.to(device)
         self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # on the model's device
-        self.cache = DynamicCache(config=model.config)
+        self.cache = full_length_cache()
         self.done = 0
 
     @property
@@ -118,13 +125,13 @@ class PrefillGroup:
 class SlotBatch:
     """The running sequences in slots; logical rows (the scheduler's order) map to slots."""
 
-    def __init__(self, model: Any, pad_id: int) -> None:
-        from transformers import DynamicCache
-
+    def __init__(self, model: Any, pad_id: int, window: int | None = None) -> None:
         self.model = model
         self.pad_id = pad_id
+        # set when every layer slides: columns further back than it are never read again
+        self.window = window
         self.device: torch.device = next(model.parameters()).device
-        self.cache: Any = DynamicCache(config=model.config)
+        self.cache: Any = full_length_cache()
         self.layers: list[SlotLayer] = []
         self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)
         self.positions = torch.zeros(0, dtype=torch.long, device=self.device)
@@ -152,7 +159,7 @@ class SlotBatch:
     @torch.inference_mode()
     def join(self, group: PrefillGroup) -> None:
         width = int(group.mask.shape[1])
-        layers = _dynamic_layers(group.cache)
+        layers: list[Any] = group.cache.layers  # full-length DynamicLayers (full_length_cache)
         if not self.layers:
             self._allocate(layers, max(group.rows, FIRST_SLOTS), width + HEADROOM_COLUMNS)
         free = sorted(set(range(self.slots)) - set(self.slot_of))
@@ -261,6 +268,8 @@ class SlotBatch:
         live = self.mask[torch.tensor(self.slot_of, device=self.device), : self.end]
         used = live.any(dim=0)
         first = int(used.int().argmax()) if bool(used.any()) else self.end
+        if self.window is not None:  # the next query (column end) sees end - window + 1 on
+            first = max(first, self.end - self.window + 1)
         if self.end - first > self.columns * 3 // 4:
             self._resize(self.slots, 2 * self.columns)
         if first > 0:
@@ -279,7 +288,8 @@ class TransformersRunner:
         self.model = model
         self.pad_id = pad_id
         self.device: torch.device = next(model.parameters()).device
-        self.running = SlotBatch(model, pad_id)
+        # raises at load time for a model whose layers cannot be held (kv_layers.py)
+        self.running = SlotBatch(model, pad_id, kv_layers.sliding_window(model.config))
 
     def start(self, prompts: list[list[int]]) -> PrefillGroup:
         return PrefillGroup(self.model, prompts, self.pad_id)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ridgeline.api import Quantization
+from ridgeline_serving.engine import kv_layers
 from ridgeline_serving.engine.base import (
     EngineStats,
     EventCallback,
@@ -57,6 +58,25 @@ def device_map(gpus: int) -> Any:
     return "balanced"
 
 
+def load_model(model_dir: Path, model_name: str, kwargs: dict[str, Any]) -> Any:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ridgeline_serving.engine import attention
+
+    config = AutoConfig.from_pretrained(model_dir)
+    kv_layers.sliding_window(config)  # a model the batch cannot hold fails before its weights
+    if attention.handles(config):
+        try:  # decode attention without a KV copy per query head (attention.py says why)
+            return AutoModelForCausalLM.from_pretrained(
+                model_dir, attn_implementation=attention.register(), **kwargs
+            )
+        except ValueError as exc:  # a model class that takes no registered attention function
+            log.info("%s: transformers' default attention (%s)", model_name, exc)
+    else:
+        log.info("%s: transformers' default attention (its class does not run on SDPA)", model_name)
+    return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+
+
 class TransformersEngine:
     def __init__(
         self,
@@ -73,9 +93,7 @@ class TransformersEngine:
         usable_memory_fraction: float = 0.9,
         on_step: Callable[[StepStats], None] | None = None,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from ridgeline_serving.engine import attention
+        from transformers import AutoTokenizer
 
         self.model_name = model_name
         self.max_context_tokens = max_context_tokens
@@ -89,13 +107,7 @@ class TransformersEngine:
         if gpus > 1:
             per_gpu = torch.cuda.get_device_properties(0).total_memory * usable_memory_fraction
             kwargs["max_memory"] = {i: int(per_gpu) for i in range(gpus)}
-        try:  # decode attention without a KV copy per query head (attention.py says why)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                model_dir, attn_implementation=attention.register(), **kwargs
-            )
-        except ValueError as exc:  # a model class that takes no registered attention function
-            log.info("%s: transformers' default attention (%s)", model_name, exc)
-            self.model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        self.model = load_model(model_dir, model_name, kwargs)
         self.model.eval()
         self.device = next(self.model.parameters()).device
         self.vocab_size = int(self.model.config.get_text_config().vocab_size)
