@@ -77,6 +77,30 @@ def load_model(model_dir: Path, model_name: str, kwargs: dict[str, Any]) -> Any:
     return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
 
 
+# bitsandbytes' packed CPU layout for nf4 (used where the CPU has AVX512-BF16) takes output
+# features in blocks of this many rows, and input features in whole quantization blocks; it
+# fails at the first forward otherwise.
+CPU_NF4_BLOCK_ROWS = 32
+
+
+def keep_cpu_nf4_layout(model: Any) -> int:
+    """Layers the packed layout cannot hold keep the plain nf4 layout (bitsandbytes 0.50 would
+    fail at the first forward on such a CPU: a tiny model's 136-wide MLP, say; real models'
+    widths are multiples of 64). Returns how many layers that was."""
+    from bitsandbytes.nn.modules import Linear4bit
+
+    kept = 0
+    for module in model.modules():
+        if not isinstance(module, Linear4bit):
+            continue
+        state = getattr(module.weight, "quant_state", None)
+        block = int(getattr(state, "blocksize", 64))
+        if module.out_features % CPU_NF4_BLOCK_ROWS or module.in_features % block:
+            module.support_avx512bf16_for_cpu = False
+            kept += 1
+    return kept
+
+
 class TransformersEngine:
     def __init__(
         self,
@@ -109,6 +133,8 @@ class TransformersEngine:
             kwargs["max_memory"] = {i: int(per_gpu) for i in range(gpus)}
         self.model = load_model(model_dir, model_name, kwargs)
         self.model.eval()
+        if quantization is Quantization.NF4 and gpus == 0:
+            keep_cpu_nf4_layout(self.model)
         self.device = next(self.model.parameters()).device
         self.vocab_size = int(self.model.config.get_text_config().vocab_size)
         eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
