@@ -20,7 +20,11 @@ from ridgeline.discovery import GFD
 from ridgeline.platform_config import load_platform_config
 from ridgeline.render.meta import MODEL_LABEL
 from ridgeline.render.rayservice import CLUSTER_HASH, SPEC_HASH
-from ridgeline_operator import kube, metrics
+from ridgeline_operator import (
+    api_session,  # noqa: F401  (its login handler: a bounded pool)
+    kube,
+    metrics,
+)
 from ridgeline_operator.diffbase import ModelsOnlyDiffBase
 from ridgeline_operator.node_pools import node_facts
 from ridgeline_operator.reconcile import STATE, post_events, reconcile, status_change
