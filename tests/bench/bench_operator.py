@@ -41,6 +41,17 @@ MODELS = ["tiny-llama", "llama-3.1-8b", "qwen2-7b", "mistral-7b-v0.3"]
 IDLE_S = 60.0
 RESYNC_S = 300.0  # the operator's default (RIDGELINE_RESYNC_SECONDS unset)
 TIMEOUT_S = 900.0
+# kwok's nodes renew a Lease and post their status every 10-20 min, as kubelets do (the
+# "status" heartbeat posts it every 20-45 s: BENCH_HEARTBEAT=status).
+HEARTBEAT = os.environ.get("BENCH_HEARTBEAT", "lease")
+# Commit f9c4c7d (kopf's own session: a new TLS connection for every concurrent request;
+# kwok's nodes posting their status every 20-45 s), the same benchmark otherwise.
+PREVIOUS = [
+    "| 1000 | 500 | 46.6 s | 28.0 CPU s | 1052 | 22.6 | 439 MiB | 4.97 CPU s/min (8.3% of a "
+    "core) | 1000 on 125 nodes; 0 / 0; 1000 / 1000 |",
+    "| 2000 | 1000 | 155.2 s | 87.9 CPU s | 2022 | 13.0 | 1013 MiB | 11.72 CPU s/min (19.5% of a "
+    "core) | 2000 on 250 nodes; 0 / 0; 2000 / 2000 |",
+]
 # Before issue #13 (commit 3560975: pools from every node per reconcile, a 10 s timer per model).
 BASELINE = [
     "| 200 | 100 | 6.3 s | not measured | 200 | 31.9 | 143 MiB | not measured | not measured |",
@@ -167,7 +178,9 @@ def _models(n: int, uris: dict[str, str]) -> list[dict[str, Any]]:
 
 def run(n_models: int, work: Path) -> dict[str, float]:
     load_before = os.getloadavg()[0]
-    state = up(work / f"cluster-{n_models}", with_kuberay=False, with_s3=False)
+    state = up(
+        work / f"cluster-{n_models}", with_kuberay=False, with_s3=False, node_heartbeat=HEARTBEAT
+    )
     try:
         nodes_per_pool = n_models // 2 // len(POOLS)
         pools = [
@@ -187,6 +200,7 @@ def run(n_models: int, work: Path) -> dict[str, float]:
         proc = subprocess.Popen(
             [
                 sys.executable,
+                *_memray(work / f"operator-{n_models}.memray"),
                 "-m",
                 "ridgeline.cli",
                 "operator",
@@ -331,6 +345,17 @@ def _profile(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
     return subprocess.Popen([*cmd, "-o", str(target), "--nonblocking"])
 
 
+def _memray(out: Path) -> list[str]:
+    """With BENCH_MEMRAY set: the operator runs under memray (native stacks too), its capture
+    kept in BENCH_MEMRAY's folder, to say what holds the operator's memory at its peak
+    (`memray flamegraph` / `memray summary`). Peak RSS then includes memray's own."""
+    folder = os.environ.get("BENCH_MEMRAY")
+    if not folder:
+        return []
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return ["-m", "memray", "run", "--native", "-q", "-o", str(Path(folder) / out.name)]
+
+
 def _verifying_kubeconfig(state: ClusterState, path: Path) -> str:
     """The admin kubeconfig, but checking the API server's certificate the way a pod does
     with its service account's CA (the harness's kubeconfigs skip the check, and urllib3
@@ -428,6 +453,14 @@ def main() -> None:
         f"for the {two['models']:.0f}-model run. Times are noisy under that load; the ratio "
         "is from one run, the two sizes back to back.",
         "",
+        f"Nodes: kwok's `{HEARTBEAT}` heartbeat ("
+        + (
+            "a Lease renewed every 10 s, the Node's status posted every 10-20 min, as kubelets "
+            "with node leases do; a kubelet posts it every 5 min when nothing changed"
+            if HEARTBEAT == "lease"
+            else "the Node's whole status every 20-45 s"
+        )
+        + "). "
         "One operator process (kopf; reconciles in threads), the API server, etcd, kwok and the "
         "benchmark share the machine; the operator verifies the API server's certificate as in "
         "a pod. The models exist before the operator starts, so the time is the operator's, "
@@ -442,6 +475,17 @@ def main() -> None:
         "shrinks (no decision reads node counts, so no model wakes); once the last node has "
         "left, the old pool is gone and exactly its models wake, once each, and move to the "
         "new pool.",
+        "",
+        "The previous run (commit f9c4c7d: kopf's own API session, which opens a new TLS "
+        "connection for every concurrent request, about 700 at start-up with 256 KiB of read "
+        "buffer each; kwok's nodes posting their whole status every 20-45 s):",
+        "",
+        "| models | nodes (4 pools) | all Applied in | operator CPU until then | reconciles "
+        "| reconciles/s | operator peak RSS | idle operator CPU | pool's driver upgraded |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *PREVIOUS,
+        "",
+        "2x / 1x then: time 3.33x, operator CPU 3.14x, peak memory 2.30x.",
         "",
         "Before issue #13 (pools from every node in each reconcile, a 10 s timer per model; "
         "resync set to 30 s for that run, timed from `kubectl apply` of the models with the "

@@ -47,11 +47,18 @@ OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:ridgeline-operator"
 
 KWOK_STAGES = (
     "kustomize/stage/node/fast/node-initialize.yaml",
-    "kustomize/stage/node/heartbeat/node-heartbeat.yaml",
     "kustomize/stage/pod/fast/pod-ready.yaml",
     "kustomize/stage/pod/fast/pod-complete.yaml",
     "kustomize/stage/pod/fast/pod-delete.yaml",
 )
+# How kwok's nodes say they are alive. "status": the whole node status every 20-45 s (kubelets
+# before node leases). "lease": a Lease renewed every 10 s and the status every 10-20 min, as
+# kubelets have done since Kubernetes 1.17 (they post it every 5 min when nothing changed);
+# a controller that watches Nodes then sees a node change only when it changes.
+KWOK_HEARTBEATS = {
+    "status": "kustomize/stage/node/heartbeat/node-heartbeat.yaml",
+    "lease": "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+}
 
 
 def default_workdir() -> Path:
@@ -209,7 +216,11 @@ def kubectl(
 
 
 def up(
-    workdir: Path, with_kuberay: bool = True, with_s3: bool = True, real_node: bool = False
+    workdir: Path,
+    with_kuberay: bool = True,
+    with_s3: bool = True,
+    real_node: bool = False,
+    node_heartbeat: str = "status",
 ) -> ClusterState:
     started = time.monotonic()
     bins = ensure_all()
@@ -366,7 +377,8 @@ def up(
         ],
     )
     kwok_src = module_source_dir(next(m for m in MODULES if m.name == "kwok"), "sigs.k8s.io/kwok")
-    stage_args = [a for stage in KWOK_STAGES for a in ("--config", str(kwok_src / stage))]
+    stages = [*KWOK_STAGES, KWOK_HEARTBEATS[node_heartbeat]]
+    stage_args = [a for stage in stages for a in ("--config", str(kwok_src / stage))]
     launcher.start(
         "kwok",
         [
@@ -378,6 +390,7 @@ def up(
             "--cidr=10.244.0.0/16",
             "--node-ip=10.0.0.1",
             f"--server-address=127.0.0.1:{ports['kwok']}",
+            "--node-lease-duration-seconds=40",  # kwok's default, said here: the stages need it
             *stage_args,
         ],
     )
