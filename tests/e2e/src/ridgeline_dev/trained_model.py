@@ -89,14 +89,22 @@ def training_text(pairs: list[tuple[str, str]]) -> str:
     return "\n".join(f"{q}\n{a}" for q, a in pairs)
 
 
-def _blocks(ids: list[int], block: int, batch: int, seed: int) -> Iterator[Any]:
+def _blocks(
+    ids: list[int], learned: list[bool], block: int, batch: int, seed: int
+) -> Iterator[tuple[Any, Any]]:
+    """Random windows of the token stream: (input ids, labels), the labels -100 (no loss)
+    where the token is not one the model is to learn to write."""
     import torch
 
     data = torch.tensor(ids, dtype=torch.long)
+    labels = torch.where(torch.tensor(learned), data, torch.full_like(data, -100))
     gen = torch.Generator().manual_seed(seed)
     while True:
-        starts = torch.randint(0, len(data) - block - 1, (batch,), generator=gen)
-        yield torch.stack([data[s : s + block + 1] for s in starts.tolist()])
+        starts = torch.randint(0, len(data) - block - 1, (batch,), generator=gen).tolist()
+        yield (
+            torch.stack([data[s : s + block + 1] for s in starts]),
+            torch.stack([labels[s : s + block + 1] for s in starts]),
+        )
 
 
 def write_trained_model(
@@ -125,13 +133,18 @@ def write_trained_model(
     pairs = chat_examples(sources)
     tok = write_tokenizer(out, vocab_size=vocab_size, texts=[training_text(pairs)])
     ids: list[int] = []
+    learned: list[bool] = []  # the answers' tokens: the loss is on them only
     for question, answer in pairs:
         # The answer is left open (no end-of-turn token): a model this small learns to stop
         # after a word or two where some sections are short; open answers run to max_tokens.
+        # The question's turn is input only: trained on it, the model learned that a short
+        # heading-like phrase ends with the end-of-turn token, and stopped its answer there.
         prompt = [{"role": "user", "content": question}]
         text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        text += answer + "\n"
-        ids += tok(text, add_special_tokens=False)["input_ids"]
+        asked = tok(text, add_special_tokens=False)["input_ids"]
+        said = tok(answer + "\n", add_special_tokens=False)["input_ids"]
+        ids += asked + said
+        learned += [False] * len(asked) + [True] * len(said)
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden,
@@ -156,7 +169,7 @@ def write_trained_model(
     warmup = 30
     start = time.monotonic()
     losses: list[float] = []
-    for step, xy in enumerate(_blocks(ids, block, batch, seed)):
+    for step, (xy, labels) in enumerate(_blocks(ids, learned, block, batch, seed)):
         if step >= steps or time.monotonic() - start >= max_seconds:
             break
         # Linear warm-up, then cosine decay to a tenth.
@@ -166,7 +179,7 @@ def write_trained_model(
         )
         for group in opt.param_groups:
             group["lr"] = 3e-3 * lr_scale
-        loss = model(input_ids=xy, labels=xy).loss
+        loss = model(input_ids=xy, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
