@@ -83,22 +83,18 @@ def load_model(model_dir: Path, model_name: str, kwargs: dict[str, Any]) -> Any:
 CPU_NF4_BLOCK_ROWS = 32
 
 
-def keep_cpu_nf4_layout(model: Any) -> int:
+def keep_cpu_nf4_layout(model: Any) -> None:
     """Layers the packed layout cannot hold keep the plain nf4 layout (bitsandbytes 0.50 would
     fail at the first forward on such a CPU: a tiny model's 136-wide MLP, say; real models'
-    widths are multiples of 64). Returns how many layers that was."""
+    widths are multiples of 64)."""
     from bitsandbytes.nn.modules import Linear4bit
 
-    kept = 0
     for module in model.modules():
         if not isinstance(module, Linear4bit):
             continue
-        state = getattr(module.weight, "quant_state", None)
-        block = int(getattr(state, "blocksize", 64))
+        block = int(getattr(getattr(module.weight, "quant_state", None), "blocksize", 64))
         if module.out_features % CPU_NF4_BLOCK_ROWS or module.in_features % block:
             module.support_avx512bf16_for_cpu = False
-            kept += 1
-    return kept
 
 
 class TransformersEngine:

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ridgeline_dev import node
 from ridgeline_dev.s3server import minio_argv, minio_env
@@ -220,7 +220,7 @@ def up(
     with_kuberay: bool = True,
     with_s3: bool = True,
     real_node: bool = False,
-    node_heartbeat: str = "status",
+    node_heartbeat: Literal["status", "lease"] = "status",
 ) -> ClusterState:
     started = time.monotonic()
     bins = ensure_all()
