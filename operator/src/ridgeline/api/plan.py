@@ -96,7 +96,10 @@ class Plan(ApiModel):
     )
     weight_bytes: int = Field(description="Weight bytes in memory after quantization.")
     kv_bytes_per_token: int = Field(description="KV-cache bytes per token (all layers, K and V).")
-    workspace_bytes: int = Field(description="Activation workspace reserved per replica.")
+    workspace_bytes: int = Field(
+        description="Workspace reserved per replica: fp32 logits for the batch, one prefill "
+        "chunk's activations, and the KV of the prompt group being prefilled."
+    )
     memory_per_replica_bytes: int = Field(
         description="Weights + KV cache for the batch target + workspace."
     )

@@ -96,6 +96,13 @@ def prefill_bytes(shape: ModelShape, max_context_tokens: int, compute_dtype: str
     return chunk * widest * dtype_bytes(compute_dtype)
 
 
+def prefill_group_kv_bytes(kv_bytes_per_token: int, max_context_tokens: int) -> int:
+    """The KV a group of prompts holds beside the running batch's until it joins it (the engine
+    prefills a group in a cache of its own): prompts padded to at most a chunk together, or one
+    prompt alone, up to the context."""
+    return max(PREFILL_CHUNK_TOKENS, max_context_tokens) * kv_bytes_per_token
+
+
 def workspace_bytes(
     shape: ModelShape, batch: float, max_context_tokens: int, compute_dtype: str
 ) -> int:

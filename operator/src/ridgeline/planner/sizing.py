@@ -33,7 +33,8 @@ class Sizing:
     kv_context: float
     weight_bytes: int
     kv_bytes_per_token: int
-    # The prefill chunk's activations (fixed) and the logits (per sequence in the step).
+    # The prefill chunk's activations and its prompt group's KV (fixed), and the logits (per
+    # sequence in the step).
     prefill_bytes: int
     logits_bytes_per_sequence: int
     critical_batch: float
@@ -102,7 +103,8 @@ def size(shape: ModelShape, spec: InferenceModelSpec, pool: NodePool) -> Sizing:
         kv_context=kv_context,
         weight_bytes=weights,
         kv_bytes_per_token=kv,
-        prefill_bytes=memory.prefill_bytes(shape, context, dtype),
+        prefill_bytes=memory.prefill_bytes(shape, context, dtype)
+        + memory.prefill_group_kv_bytes(kv, context),
         logits_bytes_per_sequence=memory.logits_bytes_per_sequence(shape),
         critical_batch=b_star,
         terms=terms,
