@@ -5,6 +5,7 @@ sliding-window and hybrid models."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -247,9 +248,8 @@ def test_a_failing_prompt_fails_alone(engine: TransformersEngine) -> None:
 
 
 # Sequences join a running batch in waves (a prompt longer than the running rows, so the cache
-# shifts right; more rows than the first slots, so they grow), leave at different steps (freed
-# slots are reused) and outlive the first columns (unused ones are dropped or the buffer
-# doubles).
+# shifts right), leave at different steps (freed slots are reused) and outlive the columns
+# (unused ones are dropped, or, where the buffer is below one context per slot, it doubles).
 WAVES = [
     [("a", 150), ("bb cc", 20), ("the ridge", 70)],
     [(" ".join(["a much longer prompt about the ridge"] * 5), 90), ("x y", 8)],
@@ -259,11 +259,14 @@ WAVES = [
 
 
 def run_waves(
-    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+    engine: TransformersEngine, columns: int | None = None
 ) -> list[tuple[list[int], int, list[int]]]:
     """Each request of ``WAVES`` through the running batch: (prompt, max tokens, greedy output
-    tokens)."""
-    monkeypatch.setattr(kv_batch, "HEADROOM_COLUMNS", 4)  # reshuffle the columns often
+    tokens). ``columns``: a buffer narrower than the plan's, to make it grow."""
+    runner = engine.scheduler.runner
+    assert isinstance(runner, kv_batch.TransformersRunner)
+    if columns is not None:
+        runner.running.max_columns = columns
     saved = engine.scheduler.eos_ids
     engine.scheduler.eos_ids = set()  # random weights: every request runs to its length
     listeners: list[tuple[list[int], int, Listener]] = []
@@ -304,11 +307,43 @@ def greedy(engine: TransformersEngine, ids: list[int], n: int) -> list[int]:
     return tokens
 
 
-def test_continuous_batching_matches_greedy_generate(
-    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+def test_continuous_batching_matches_greedy_generate(tiny_dir: Path) -> None:
+    """Each sequence of ``WAVES`` gets exactly the tokens ``generate`` gives its prompt, through
+    buffers that are the plan's from the first request to the last: never above the plan's KV
+    tokens, never reallocated, room made by dropping the columns no running row uses."""
+    eng = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 256, max_batch=4)
+    runner = eng.scheduler.runner
+    assert isinstance(runner, kv_batch.TransformersRunner)
+    batch = runner.running
+    buffers: set[int] = set()
+    cells: list[int] = []
+    ends: list[int] = []
+
+    def on_step(stats: Any) -> None:
+        buffers.update(id(layer.key_buffer) for layer in batch.layers[:1])
+        cells.append(batch.slots * batch.columns)
+        ends.append(batch.end)
+
+    eng.scheduler.on_step = on_step
+    try:
+        results = run_waves(eng)
+        for ids, n, got in results:
+            assert got == greedy(eng, ids, n)
+    finally:
+        eng.close()
+    assert max(cells) == eng.limits.kv_tokens == 4 * 256
+    assert len(buffers) == 1
+    # the columns ran out and unused ones were dropped: the next column moved back
+    assert any(later < earlier - 1 for earlier, later in itertools.pairwise(ends) if later)
+    assert sum(len(ids) + n for ids, n, _ in results) > 256
+
+
+def test_a_buffer_below_the_context_grows_and_still_batches_exactly(
+    engine: TransformersEngine,
 ) -> None:
-    """Each sequence of ``WAVES`` gets exactly the tokens ``generate`` gives its prompt."""
-    for ids, n, got in run_waves(engine, monkeypatch):
+    """A plan below one context per slot (columns for 64 tokens, sequences of 200): the buffer
+    doubles where dropping unused columns cannot make room, and the outputs stay exact."""
+    for ids, n, got in run_waves(engine, columns=64):
         assert got == greedy(engine, ids, n)
 
 
@@ -370,9 +405,7 @@ def without_window(model: Any) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("kind", ["mistral", "qwen2", "gemma2", "gemma3"])
-def test_sliding_window_models_batch_like_generate(
-    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sliding_window_models_batch_like_generate(tmp_path: Path, kind: str) -> None:
     """Sliding-window (Mistral) and hybrid (Qwen2, Gemma-2, Gemma-3) models run ``WAVES``
     through the running batch, rows of different lengths joining it mid-way: each sequence gets
     exactly what ``generate`` gives its prompt alone (transformers' own sliding-window cache
@@ -384,11 +417,12 @@ def test_sliding_window_models_batch_like_generate(
     runner = eng.scheduler.runner
     assert isinstance(runner, kv_batch.TransformersRunner)
     eng.scheduler.on_step = lambda stats: columns.append(runner.running.columns)
+    narrow = 32  # a buffer narrower than the sequences: for a full layer, it must grow
     try:
         # Gemma-2's soft-capped attention logits are transformers' eager attention's to do
         softcapped = kind == "gemma2"
         assert (eng.model.config._attn_implementation == attention.NAME) is not softcapped
-        results = run_waves(eng, monkeypatch)
+        results = run_waves(eng, columns=narrow)
         for ids, n, got in results:
             assert got == greedy(eng, ids, n)
         with without_window(eng.model):
@@ -399,7 +433,7 @@ def test_sliding_window_models_batch_like_generate(
     longest = max(len(ids) + n for ids, n, _ in results)
     if kind == "mistral":  # every layer slides: the columns behind the window are dropped, so
         # the buffer never outgrows the widest prompt (and the headroom), however long the outputs
-        assert max(columns) <= widest + kv_batch.HEADROOM_COLUMNS < longest
+        assert max(columns) <= max(narrow, widest + kv_batch.HEADROOM_COLUMNS) < longest
     else:  # a full-attention layer keeps every token of the longest sequence but its last
         assert max(columns) >= longest - 1
 

@@ -5,10 +5,19 @@ slots write the same column each decode step, in place (no per-step concatenatio
 tokens are right-aligned to that column and an attention mask (kept beside the buffer, updated
 per column and per membership change) hides the columns before its prompt. A sequence that
 joins takes a free slot (its prefilled KV copied in); one that leaves frees its slot at once
-for the next, without moving anyone else's KV; the buffers go when the batch empties. When
-the columns run out, those no running row uses any more are dropped (a shift left) and, only
-if that is not enough, the buffer doubles; the slots grow the same way, up to the planned
-batch.
+for the next, without moving anyone else's KV. When the columns run out, those no running row
+uses any more are dropped (a shift left).
+
+The buffers are the plan's KV cache, allocated once, at the first join (the replica's
+warm-up): a slot for each sequence of the planned batch and a column for each token of the
+context, which is the KV the planner counts for that batch (and never more than the plan's
+KV tokens, ``maxBatchByMemory`` x context). Buffers that doubled as the batch grew reached
+2.5-2.7x the plan with mixed lengths (columns of rows that had left, doubling past the
+need), plus a copy beside the old one at each growth. Every row is at most the context
+long, so the newest column minus the oldest one a running row still uses never exceeds it:
+dropping unused columns always makes room. Only a plan below one context per slot (a
+test's) makes the buffer grow. Beside it, a prompt group being prefilled holds its own KV
+until it joins (``PrefillGroup``; the planner's workspace counts it).
 
 Sliding-window and hybrid models (Mistral, Qwen2 with ``use_sliding_window``, Gemma-2/3) are
 batched the same way: every layer keeps full-length columns and the model's own sliding-window
@@ -17,8 +26,8 @@ the layer kinds for which it is not, at load time). A sliding layer so holds mor
 window; that is accepted because the planner and the scheduler's KV budget count every layer
 at full length anyway (so nothing is over-committed), and one buffer for all layers keeps a
 single column index for the mask. When every layer slides, the columns behind the window are
-dropped with the unused ones, so the buffer stops growing at the widest prompt or about the
-window, however long the outputs.
+dropped with the unused ones, so a decode step reads no more than the widest prompt or about
+the window, however long the outputs.
 
 Why not transformers' paged cache: it is what ``ContinuousBatchingManager`` uses, and that was
 measured against this (``make bench``); this layout works with every model class and with
@@ -34,9 +43,8 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from ridgeline_serving.engine import kv_layers
 
-# Columns allocated beyond the longest prompt: decode steps before the first reshuffle.
+# Columns added beyond a prompt wider than a buffer below one context per slot (a test's).
 HEADROOM_COLUMNS = 64
-FIRST_SLOTS = 8
 
 
 def full_length_cache() -> Any:
@@ -125,9 +133,20 @@ class PrefillGroup:
 class SlotBatch:
     """The running sequences in slots; logical rows (the scheduler's order) map to slots."""
 
-    def __init__(self, model: Any, pad_id: int, window: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        pad_id: int,
+        *,
+        max_slots: int,
+        max_columns: int,
+        window: int | None = None,
+    ) -> None:
         self.model = model
         self.pad_id = pad_id
+        # the buffers' size (the module's docstring): the planned batch by the context, or
+        # fewer columns where the plan's KV tokens give each slot less
+        self.max_slots, self.max_columns = max_slots, max_columns
         # set when every layer slides: columns further back than it are never read again
         self.window = window
         self.device: torch.device = next(model.parameters()).device
@@ -161,10 +180,10 @@ class SlotBatch:
         width = int(group.mask.shape[1])
         layers: list[Any] = group.cache.layers  # full-length DynamicLayers (full_length_cache)
         if not self.layers:
-            self._allocate(layers, max(group.rows, FIRST_SLOTS), width + HEADROOM_COLUMNS)
+            self._allocate(layers, max(group.rows, self.max_slots), max(width, self.max_columns))
         free = sorted(set(range(self.slots)) - set(self.slot_of))
-        if len(free) < group.rows:
-            self._resize(max(2 * self.slots, self.rows + group.rows), self.columns)
+        if len(free) < group.rows:  # only past the planned batch, which the scheduler keeps
+            self._resize(self.rows + group.rows, self.columns)
             free = sorted(set(range(self.slots)) - set(self.slot_of))
         if self.end < width:  # room on the left for the new prompts
             self._shift(width - self.end)
@@ -183,8 +202,8 @@ class SlotBatch:
     def keep(self, rows: list[int]) -> None:
         """Keep logical ``rows`` (in that order); the others' slots are free at once."""
         self._membership([self.slot_of[i] for i in rows])
-        if not self.slot_of:  # an idle replica holds no KV memory
-            self.layers, self.cache.layers, self.end = [], [], 0
+        if not self.slot_of:  # the buffers stay (the plan's, for the replica's life)
+            self.end = 0
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -253,7 +272,7 @@ class SlotBatch:
 
     def _shift(self, by: int) -> None:
         """Move every column ``by`` to the right (room for a longer prompt)."""
-        if self.end + by >= self.columns:
+        if self.end + by > self.columns:  # only a plan below one context per slot
             self._resize(self.slots, self.end + by + HEADROOM_COLUMNS)
         for layer in self.layers:
             for buffer in (layer.key_buffer, layer.value_buffer):
@@ -264,19 +283,20 @@ class SlotBatch:
         self.end += by
 
     def _make_room(self) -> None:
-        """The columns are full: drop those no running row uses, or double them."""
+        """The columns are full: drop those no running row uses (or, below one context per
+        slot, double them)."""
         live = self.mask[torch.tensor(self.slot_of, device=self.device), : self.end]
         used = live.any(dim=0)
         first = int(used.int().argmax()) if bool(used.any()) else self.end
         if self.window is not None:  # the next query (column end) sees end - window + 1 on
             first = max(first, self.end - self.window + 1)
-        if self.end - first > self.columns * 3 // 4:
+        if first == 0:  # every column is in use: only a plan below one context per slot
             self._resize(self.slots, 2 * self.columns)
         if first > 0:
-            kept = self.end - first
-            for layer in self.layers:
+            kept, span = self.end - first, self.span  # free slots above the span hold nothing
+            for layer in self.layers:  # (a layer's copy at a time: a small transient)
                 for buffer in (layer.key_buffer, layer.value_buffer):
-                    buffer[:, :, :kept] = buffer[:, :, first : self.end].clone()
+                    buffer[:span, :, :kept] = buffer[:span, :, first : self.end].clone()
             self.mask[:, :kept] = self.mask[:, first : self.end].clone()
             self.end = kept
 
@@ -284,12 +304,20 @@ class SlotBatch:
 class TransformersRunner:
     """The model side of the scheduling loop: prefill groups, the running batch, decode."""
 
-    def __init__(self, model: Any, pad_id: int) -> None:
+    def __init__(
+        self, model: Any, pad_id: int, *, max_batch: int, kv_tokens: int, max_context: int
+    ) -> None:
         self.model = model
         self.pad_id = pad_id
         self.device: torch.device = next(model.parameters()).device
-        # raises at load time for a model whose layers cannot be held (kv_layers.py)
-        self.running = SlotBatch(model, pad_id, kv_layers.sliding_window(model.config))
+        self.running = SlotBatch(
+            model,
+            pad_id,
+            max_slots=max_batch,
+            max_columns=min(kv_tokens // max_batch, max_context),
+            # raises at load time for a model whose layers cannot be held (kv_layers.py)
+            window=kv_layers.sliding_window(model.config),
+        )
 
     def start(self, prompts: list[list[int]]) -> PrefillGroup:
         return PrefillGroup(self.model, prompts, self.pad_id)

@@ -142,7 +142,13 @@ class TransformersEngine:
             max_context_tokens=max_context_tokens,
         )
         self.scheduler = Scheduler(
-            TransformersRunner(self.model, int(self.tokenizer.pad_token_id)),
+            TransformersRunner(
+                self.model,
+                int(self.tokenizer.pad_token_id),
+                max_batch=self.limits.max_batch,
+                kv_tokens=self.limits.kv_tokens,
+                max_context=max_context_tokens,
+            ),
             self.tokenizer,
             self.eos_ids,
             self.limits,
