@@ -103,7 +103,7 @@ def ready_replicas(state: ClusterState) -> int:
 
 
 def test_helm_install_apply_serve_delete(chain: ClusterState, tmp_path: Path) -> None:
-    from openai import OpenAI
+    from openai import APIStatusError, OpenAI
 
     t = time.monotonic()
     restricted_namespace(chain, SYSTEM)
@@ -147,12 +147,17 @@ def test_helm_install_apply_serve_delete(chain: ClusterState, tmp_path: Path) ->
     wait_for("READY 1", lambda: ready_replicas(chain) >= 1, 900)
     t = stage("READY 1 (operator plan, KubeRay pods, weights pulled, model loaded)", t)
     print(kubectl(chain, "get", "inferencemodels", "-n", NS).stdout)
+    rs = get_json(chain, "-n", NS, "rayservices")["items"][0]
+    print(f"[chain] RayService generation {rs['metadata']['generation']}", flush=True)
     for pod in get_json(chain, "-n", NS, "pods")["items"]:
         assert all(c["ready"] for c in pod["status"]["containerStatuses"]), pod["metadata"]["name"]
 
     ip = get_json(chain, "-n", NS, "service", f"{MODEL}-serve-svc")["spec"]["clusterIP"]
     client = OpenAI(base_url=f"http://{ip}:8000/v1", api_key="unused", timeout=600)
-    answer = client.completions.create(model=MODEL, prompt="hello", max_tokens=8)
+    try:
+        answer = client.completions.create(model=MODEL, prompt="hello", max_tokens=8)
+    except APIStatusError as exc:
+        pytest.fail(f"first completion after READY: {diagnosis(chain, ip, exc)}")
     assert answer.choices[0].text
     t = stage(f"OpenAI completion through kube-proxy: {answer.choices[0].text!r}", t)
 
@@ -171,6 +176,46 @@ def test_helm_install_apply_serve_delete(chain: ClusterState, tmp_path: Path) ->
     wait_for("the model's pods gone", lambda: not get_json(chain, "-n", NS, "pods")["items"], 180)
     assert not get_json(chain, "-n", NS, "rayservices")["items"]
     stage("kubectl delete removed the RayService and its pods", t)
+
+
+def diagnosis(state: ClusterState, ip: str, exc: Any) -> str:
+    """What answered, and what the cluster said then: which of Serve's proxies or the app, the
+    routes the Service's proxies know, the RayService's generations and the namespace's
+    events."""
+    response = exc.response
+    said = [
+        f"{response.status_code} {response.text[:300]!r}, headers {dict(response.headers)}",
+        f"/-/routes: {_get(f'http://{ip}:8000/-/routes')}",
+    ]
+    for slice_ in get_json(state, "-n", NS, "endpointslices")["items"]:
+        ends = [(e.get("addresses"), e.get("conditions")) for e in slice_.get("endpoints") or []]
+        said.append(f"endpointslice {slice_['metadata']['name']}: {ends}")
+    for rs in get_json(state, "-n", NS, "rayservices")["items"]:
+        status = rs.get("status") or {}
+        conditions = [
+            (c["type"], c["status"], c.get("reason")) for c in status.get("conditions") or []
+        ]
+        said.append(
+            f"rayservice generation {rs['metadata']['generation']}, observed "
+            f"{status.get('observedGeneration')}, conditions {conditions}"
+        )
+    for pod in get_json(state, "-n", NS, "pods")["items"]:
+        labels = pod["metadata"].get("labels") or {}
+        said.append(
+            f"pod {pod['metadata']['name']} {pod['status'].get('podIP')} serve={labels.get('ray.io/serve')}"
+        )
+    said.append(kubectl(state, "get", "events", "-n", NS, "--sort-by=.lastTimestamp").stdout)
+    return "\n".join(said)
+
+
+def _get(url: str) -> str:
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=10)
+    except httpx.HTTPError as exc:
+        return repr(exc)
+    return f"{response.status_code} {response.text[:300]!r}"
 
 
 def workers(state: ClusterState) -> list[dict[str, Any]]:
