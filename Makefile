@@ -24,11 +24,13 @@ help:
 	@echo "make cluster-down   stop exactly those processes"
 	@echo "make fleet POOLS=examples/pools.yaml   fake GPU nodes from a pools file"
 
-# The venv is rebuilt when pyproject.toml changes; pip's cache (~/.cache/pip) makes that fast.
-$(VENV)/.stamp-$(EXTRAS): pyproject.toml
+# The venv is rebuilt when pyproject.toml or the serving image's library pins change; pip's
+# cache (~/.cache/pip) makes that fast. The tests run the libraries the serving image ships.
+SERVING_PINS := images/serving/constraints.txt
+$(VENV)/.stamp-$(EXTRAS): pyproject.toml $(SERVING_PINS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q -c $(SERVING_PINS) -e '.[$(EXTRAS)]'
 	touch $@
 
 venv: $(VENV)/.stamp-$(EXTRAS)
