@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ridgeline_serving.engine.detokenize import Detokenizer
-from ridgeline_serving.engine.sampling import RowParams, sample
+from ridgeline_serving.engine.sampling import RowParams, sample, uniform, uniforms
 
 
 def row(
@@ -130,3 +130,33 @@ def test_filtered_rows_follow_their_renormalized_distribution() -> None:
     both = torch.bincount(tokens[1::2], minlength=5).float() / 3000
     assert torch.allclose(top_k, torch.tensor([0, 4 / 9, 0, 3 / 9, 2 / 9]), atol=0.03)
     assert torch.allclose(both, torch.tensor([0, 4 / 7, 0, 3 / 7, 0]), atol=0.03)
+
+
+def test_the_batched_uniforms_are_the_per_row_ones() -> None:
+    seeds = [0, 1, 11, 2**63 - 1, 2**64 + 5, -3, 12345678901234567890]
+    counters = [0, 1, 7, 1000, 3, 2, 99]
+    assert uniforms(seeds, counters).tolist() == [
+        uniform(s, c) for s, c in zip(seeds, counters, strict=True)
+    ]
+
+
+def test_a_drawn_value_shared_by_several_tokens_gives_the_first_of_them() -> None:
+    """Whatever order the ranking gives equal logits: ties inside the ranked tokens, a tie that
+    goes on past the top_k (the ranking holds only some of it), and rows ranked whole (top_p
+    alone)."""
+    logits = torch.tensor(
+        [
+            [3.0, 9.0, 9.0, 1.0, 2.0, 9.0],  # top_k 4: 9 9 9 3, the tie inside
+            [1.0, 5.0, 2.0, 5.0, 5.0, 0.0],  # top_k 2: two of the three 5s
+            [0.0, 4.0, 4.0, 4.0, 4.0, 4.0],  # top_p alone: the whole row is ranked
+        ]
+    )
+    for seed in range(50):
+        rows = [row(top_k=4, seed=seed), row(top_k=2, seed=seed), row(top_p=0.99, seed=seed)]
+        tokens = sample(logits, rows).tokens
+        assert tokens[0] in (1, 0)
+        assert tokens[1] == 1
+        assert tokens[2] in (1, 0)
+    # torch's topk(1) of this row ranks token 2, not 0: the tie goes on past the ranking
+    alternating = torch.tensor([[7.0, 0.0, 7.0, 0.0, 7.0, 0.0]])
+    assert sample(alternating, [row(top_k=1)]).tokens == [0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -66,7 +67,8 @@ def _draw(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
     temps = torch.tensor([r.temperature for r in rows], device=device)
     greedy = temps == 0
     scaled = logits / torch.where(greedy, 1.0, temps).unsqueeze(1)
-    u = torch.tensor([uniform(r.seed, len(r.output_ids)) for r in rows], device=device)
+    u = torch.from_numpy(uniforms([r.seed for r in rows], [len(r.output_ids) for r in rows]))
+    u = u.to(device=device, dtype=torch.float32)
     filtering = [r.top_k > 0 or r.top_p < 1.0 for r in rows]
     drawn = None
     if not all(filtering):
@@ -98,6 +100,19 @@ def uniform(seed: int, counter: int) -> float:
     return (x >> 11) / float(1 << 53)
 
 
+def uniforms(seeds: list[int], counters: list[int]) -> np.ndarray:
+    """``uniform`` for every row at once (the same bits: uint64 arithmetic wraps at 2**64)."""
+    x = np.array([seed & MASK64 for seed in seeds], dtype=np.uint64)
+    c = np.array(counters, dtype=np.uint64) + np.uint64(1)
+    with np.errstate(over="ignore"):
+        x = x * np.uint64(0x9E3779B97F4A7C15) + c * np.uint64(0xD1B54A32D192ED03)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    out: np.ndarray = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return out
+
+
 def _width(rows: list[RowParams], vocab: int) -> int:
     """How many of a row's best tokens the filters can keep: the largest top_k when every row
     has one, else the whole vocabulary."""
@@ -109,11 +124,12 @@ def _width(rows: list[RowParams], vocab: int) -> int:
 def _draw_ranked(logits: torch.Tensor, rows: list[RowParams], u: torch.Tensor) -> torch.Tensor:
     """Filtered rows: each inverts the distribution of its best tokens, in rank order, within
     its top_k and its top_p mass (top_p over the top_k, renormalized). Only the ranked values
-    are computed (when every row has a top_k, only the largest k), never a ranking of the
-    vocabulary ids: the drawn value is found in the row (of tokens tied at it, the first)."""
+    are computed (when every row has a top_k, only the largest k); the token drawn is, of the
+    tokens tied at the drawn value, the first (``_first_at``), whatever order the ranking gave
+    ties, so a seeded row's draw does not depend on the kernel its batch size selects."""
     device = logits.device
     width = _width(rows, logits.shape[-1])
-    values = _largest(logits, width)
+    values, ids = _largest(logits, width)
     top_k = torch.tensor([r.top_k if 0 < r.top_k < width else width for r in rows], device=device)
     top_p = torch.tensor([r.top_p for r in rows], device=device)
     rank = torch.arange(width, device=device).expand_as(values)
@@ -125,18 +141,41 @@ def _draw_ranked(logits: torch.Tensor, rows: list[RowParams], u: torch.Tensor) -
     cdf = probs.masked_fill_(drop, 0.0).cumsum_(dim=-1)
     chosen = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
     value = values.gather(1, chosen.clamp_(max=width - 1))
-    return (logits == value).to(torch.uint8).argmax(dim=-1)
+    return _first_at(logits, values, ids, value)
 
 
-def _largest(logits: torch.Tensor, width: int) -> torch.Tensor:
-    """Each row's ``width`` largest values, in descending order: torch's topk on every device.
-    numpy's partition was used on the CPU once, but with torch 2.15 and numpy 2.4 on this
-    repository's machine it is 3-5x slower than topk at vocabularies of 32k-128k, and 10x slower
-    at any size when many logits are equal (-inf for masked tokens: its selection degrades on
-    ties)."""
+def _first_at(
+    logits: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, value: torch.Tensor
+) -> torch.Tensor:
+    """Each row's lowest token id whose logit is ``value`` (rows x 1): found among the ranked
+    tokens, except in rows whose tie at it may go on past them (it equals the last ranked value,
+    and the ranking did not cover the vocabulary), which search the whole row. On the GPU the
+    whole rows are searched always: choosing which would take a host synchronisation."""
+    vocab = logits.shape[-1]
+    first = torch.where(values == value, ids, vocab).amin(dim=-1)
+    if values.shape[-1] == vocab:
+        return first
+    spill = value.squeeze(1) == values[:, -1]
+    if logits.device.type != "cpu":
+        whole = (logits == value).to(torch.uint8).argmax(dim=-1)
+        return torch.where(spill, whole, first)
+    if bool(spill.any()):
+        rows = spill.nonzero().squeeze(1)
+        first[rows] = (logits[rows] == value[rows]).to(torch.uint8).argmax(dim=-1)
+    return first
+
+
+def _largest(logits: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``width`` largest values, in descending order, and their token ids: torch's
+    topk on every device. numpy's partition was used on the CPU once, but with torch 2.15 and
+    numpy 2.4 on this repository's machine it is 3-5x slower than topk at vocabularies of
+    32k-128k, and 10x slower at any size when many logits are equal (-inf for masked tokens:
+    its selection degrades on ties)."""
     if width < logits.shape[-1]:
-        return logits.topk(width, dim=-1).values
-    return logits.sort(dim=-1, descending=True).values
+        values, ids = logits.topk(width, dim=-1)
+    else:
+        values, ids = logits.sort(dim=-1, descending=True)
+    return values, ids
 
 
 def _penalize(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
