@@ -338,13 +338,20 @@ def test_continuous_batching_matches_greedy_generate(tiny_dir: Path) -> None:
     assert sum(len(ids) + n for ids, n, _ in results) > 256
 
 
-def test_a_buffer_below_the_context_grows_and_still_batches_exactly(
-    engine: TransformersEngine,
-) -> None:
+def test_a_buffer_below_the_context_grows_and_still_batches_exactly(tiny_dir: Path) -> None:
     """A plan below one context per slot (columns for 64 tokens, sequences of 200): the buffer
     doubles where dropping unused columns cannot make room, and the outputs stay exact."""
-    for ids, n, got in run_waves(engine, columns=64):
-        assert got == greedy(engine, ids, n)
+    eng = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 512, max_batch=4)
+    runner = eng.scheduler.runner
+    assert isinstance(runner, kv_batch.TransformersRunner)
+    columns: list[int] = []
+    eng.scheduler.on_step = lambda stats: columns.append(runner.running.columns)
+    try:
+        for ids, n, got in run_waves(eng, columns=64):
+            assert got == greedy(eng, ids, n)
+    finally:
+        eng.close()
+    assert columns[0] == 64 < max(columns)
 
 
 # ---- sliding-window and hybrid attention -----------------------------------------------------
