@@ -7,61 +7,99 @@ stack (the cache read and rewritten one token longer, then attention reads it), 
 published measurements of ``generate``. This engine writes each step's column in place and
 attention reads the cache once. The figure that tells: the growth of the decode step with the
 KV bytes (ms per MB read once), a batch of 16 at four contexts, the same model and weights for
-both. Writes docs/benchmarks.md (section "KV passes per step, CPU")."""
+both. Writes docs/benchmarks.md (section "KV passes per step, CPU"; where CUDA is, also "KV
+passes per step, GPU": a ~1B Llama in bf16, batch 32, contexts of 1k-8k, which is what the
+GPU rows of the step model need)."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from bench_gpu import random_checkpoint
 from bench_report import write_section
 
 from ridgeline.api import Quantization
+from ridgeline_dev.checkpoints import LLAMA_1B_CONFIG
 from ridgeline_serving.engine import GenerationRequest, StepStats
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
-# KV-heavy on purpose (8 KV heads of 32, 4 layers: 8 KiB a token in float32), small weights.
-CONFIG = {
-    "hidden_size": 256,
-    "intermediate_size": 688,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 8,
-    "vocab_size": 2048,
-    "max_position_embeddings": 4096,
-    "tie_word_embeddings": True,
-}
-BATCH = 16
 NEW_TOKENS = 32
-CONTEXTS = (256, 1024, 2048, 3072)
 REPEATS = 3
 
 
-def kv_megabytes(context: int) -> float:
-    layers, heads = CONFIG["num_hidden_layers"], CONFIG["num_key_value_heads"]
-    head_dim = CONFIG["hidden_size"] // CONFIG["num_attention_heads"]
-    return BATCH * context * layers * 2 * heads * head_dim * 4 / 1e6
+@dataclass(frozen=True)
+class Target:
+    title: str
+    what: str
+    config: dict[str, Any]
+    dtype: str
+    gpus: int
+    batch: int
+    contexts: tuple[int, ...]
+
+    def kv_megabytes(self, context: int) -> float:
+        layers, heads = self.config["num_hidden_layers"], self.config["num_key_value_heads"]
+        head_dim = self.config["hidden_size"] // self.config["num_attention_heads"]
+        width = 4 if self.dtype == "float32" else 2
+        return self.batch * context * layers * 2 * heads * head_dim * width / 1e6
 
 
-def engine_step_s(engine: TransformersEngine, steps: list[StepStats], context: int) -> float:
+CPU = Target(
+    "KV passes per step, CPU",
+    # KV-heavy on purpose (8 KV heads, 4 layers: 8 KiB a token in float32), small weights
+    "a random-weight Llama (hidden 256, 4 layers, 8 KV heads: KV-heavy, small weights), "
+    "float32, one intra-op thread",
+    {
+        "hidden_size": 256,
+        "intermediate_size": 688,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+        "vocab_size": 2048,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": True,
+    },
+    "float32",
+    0,
+    16,
+    (256, 1024, 2048, 3072),
+)
+GPU = Target(
+    "KV passes per step, GPU",
+    "a random-weight Llama of TinyLlama-1.1B's shape, bfloat16",
+    {**LLAMA_1B_CONFIG, "max_position_embeddings": 8192 + NEW_TOKENS},
+    "bfloat16",
+    1,
+    32,
+    (1024, 2048, 4096, 8192),
+)
+
+
+def engine_step_s(
+    engine: TransformersEngine, steps: list[StepStats], context: int, batch: int
+) -> float:
     """Median decode step while all rows decode (the last of ``REPEATS`` passes' medians)."""
-    reqs = [GenerationRequest([5 + i] * context, NEW_TOKENS, temperature=0) for i in range(BATCH)]
+    reqs = [GenerationRequest([5 + i] * context, NEW_TOKENS, temperature=0) for i in range(batch)]
     medians = []
     for _ in range(REPEATS):
         steps.clear()
         engine.generate(reqs)
-        full = [s.seconds for s in steps if s.decode_tokens == BATCH and s.prefill_tokens == 0]
+        full = [s.seconds for s in steps if s.decode_tokens == batch and s.prefill_tokens == 0]
         medians.append(statistics.median(full))
     return statistics.median(medians)
 
 
-def generate_step_s(model: torch.nn.Module, context: int) -> float:
+def generate_step_s(model: torch.nn.Module, context: int, batch: int) -> float:
     """transformers' ``generate``: (time for NEW_TOKENS + 1 tokens - time for 1) / NEW_TOKENS."""
-    ids = torch.tensor([[5 + i] * context for i in range(BATCH)])
+    device = next(model.parameters()).device
+    ids = torch.tensor([[5 + i] * context for i in range(batch)], device=device)
 
     def run(new: int) -> float:
         began = time.perf_counter()
@@ -74,6 +112,8 @@ def generate_step_s(model: torch.nn.Module, context: int) -> float:
                 eos_token_id=-1,
                 pad_token_id=0,
             )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - began
 
     run(2)
@@ -87,21 +127,21 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
 
 
-def main() -> int:
-    torch.set_num_threads(1)
+def measure(target: Target) -> str:
     rows, ours, theirs = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = random_checkpoint(CONFIG, Path(tmp) / "m")
+        model_dir = random_checkpoint(target.config, Path(tmp) / "m")
         steps: list[StepStats] = []
         engine = TransformersEngine(
-            model_dir, "kv", Quantization.NONE, "float32", 0, max(CONTEXTS) + NEW_TOKENS,
-            max_batch=BATCH, on_step=steps.append,
+            model_dir, "kv", Quantization.NONE, target.dtype, target.gpus,
+            max(target.contexts) + NEW_TOKENS, max_batch=target.batch, on_step=steps.append,
         )  # fmt: skip
         engine.scheduler.eos_ids = set()  # random weights: every request runs to its length
         try:
-            for context in CONTEXTS:
-                mb = kv_megabytes(context)
-                a, b = engine_step_s(engine, steps, context), generate_step_s(engine.model, context)
+            for context in target.contexts:
+                mb = target.kv_megabytes(context)
+                a = engine_step_s(engine, steps, context, target.batch)
+                b = generate_step_s(engine.model, context, target.batch)
                 ours.append((mb, a * 1e3))
                 theirs.append((mb, b * 1e3))
                 rows.append(f"| {context} | {mb:.0f} | {a * 1e3:.1f} | {b * 1e3:.1f} |")
@@ -109,28 +149,39 @@ def main() -> int:
         finally:
             engine.close()
     s_ours, s_theirs = slope(ours), slope(theirs)
-    text = "\n".join(
+    return "\n".join(
         [
-            f"Decode step against the KV bytes, batch {BATCH}, a random-weight Llama "
-            f"(hidden 256, 4 layers, 8 KV heads: KV-heavy, small weights), float32, one intra-op "
-            f"thread, {NEW_TOKENS} new tokens, each figure the median of {REPEATS} runs:",
+            f"Decode step against the KV bytes, batch {target.batch}, {target.what}, "
+            f"{NEW_TOKENS} new tokens, each figure the median of {REPEATS} runs:",
             "",
             "| context (tokens) | KV (MB) | this engine (ms per step) | transformers `generate`, "
             "DynamicCache (ms per step) |",
             "|---|---|---|---|",
             *rows,
             "",
-            f"Growth with the KV bytes (least squares): this engine {s_ours:.3f} ms per MB, "
-            f"`generate` {s_theirs:.3f} ms per MB ({s_theirs / s_ours:.1f}x). The planner's "
-            "step model charges 3 passes over the KV per step, fitted to published "
-            "measurements of `generate`; this engine moves it about a third as often or less "
-            "(in-place column writes, one attention read), so at long contexts the step model "
-            "overstates its KV time. The GPU rows keep 3 passes until a GPU run at long "
-            "context measures this engine's (`bench_gpu.py`).",
+            f"Growth with the KV bytes (least squares): this engine {s_ours:.4f} ms per MB (as if "
+            f"it read the KV once at {1 / s_ours:.1f} GB/s), `generate` {s_theirs:.4f} ms per MB "
+            f"({s_theirs / s_ours:.1f}x). The planner's step model charges 3 passes over the KV "
+            "per step, fitted to published measurements of `generate`; this engine writes each "
+            "step's column in place and attention reads the cache once. The GPU rows keep 3 "
+            "passes until the GPU section here measures this engine at long contexts.",
         ]
     )
-    print(text)
-    write_section("KV passes per step, CPU", text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gpu-only", action="store_true", help="the GPU section alone")
+    args = parser.parse_args()
+    if not args.gpu_only:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        write_section(CPU.title, measure(CPU))
+        torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        write_section(GPU.title, measure(GPU), torch.cuda.get_device_name(0))
+    else:
+        print("bench_kv_passes: no CUDA device here; the GPU section needs one")
     return 0
 
 
