@@ -35,6 +35,8 @@ GATEWAY = "10.85.0.1"
 CLUSTER_DOMAIN = "cluster.local"
 CNI_BIN_DIR = "/usr/lib/cni"
 NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
+KUBELET_STARTS = 3
+KUBELET_RESTART_S = 2.0
 # The machine-wide claim: one real node per machine (kube-proxy's iptables chains are global).
 CLAIM = Path("/run/ridgeline-real-node")
 SYSCTLS = {
@@ -263,7 +265,7 @@ def join(
     lacks = missing()
     if lacks:
         raise NodeError("the real node needs: " + "; ".join(lacks))
-    from ridgeline_dev.cluster import _wait, kubectl  # here: cluster imports this module
+    from ridgeline_dev.cluster import ClusterError, _wait, kubectl  # cluster imports this module
 
     _claim(state)
     p = _paths(state)
@@ -324,31 +326,41 @@ def join(
 
     kubelet_cfg = _kubelet_config(state, ports["kubelet"], ports["kubelet-healthz"])
     (p["config"] / "kubelet.yaml").write_text(json.dumps(kubelet_cfg, indent=2))
-    launcher.start(
-        "kubelet",
-        [
-            str(bins["kubelet"]),
-            "--config",
-            str(p["config"] / "kubelet.yaml"),
-            "--kubeconfig",
-            state.kubeconfig,
-            "--hostname-override",
-            NODE_NAME,
-            "--root-dir",
-            str(p["kubelet"]),
-            # Not the machine's own address: the bridge gateway, this node's only interface.
-            "--node-ip",
-            GATEWAY,
-            "--v=1",
-        ],
-    )
+    kubelet = [
+        str(bins["kubelet"]),
+        "--config",
+        str(p["config"] / "kubelet.yaml"),
+        "--kubeconfig",
+        state.kubeconfig,
+        "--hostname-override",
+        NODE_NAME,
+        "--root-dir",
+        str(p["kubelet"]),
+        # Not the machine's own address: the bridge gateway, this node's only interface.
+        "--node-ip",
+        GATEWAY,
+        "--v=1",
+    ]
+    launcher.start("kubelet", kubelet)
     proxy_cfg = _kube_proxy_config(state, ports["proxy-healthz"], ports["proxy-metrics"])
     (p["config"] / "kube-proxy.yaml").write_text(json.dumps(proxy_cfg, indent=2))
     launcher.start(
         "kube-proxy",
         [str(bins["kube-proxy"]), "--config", str(p["config"] / "kube-proxy.yaml"), "--v=1"],
     )
-    _wait("node localhost Ready", lambda: _ready(state, kubectl), 120, state, "kubelet")
+    for start in range(1, KUBELET_STARTS + 1):
+        try:
+            _wait("node localhost Ready", lambda: _ready(state, kubectl), 120, state, "kubelet")
+            break
+        except ClusterError:
+            if start == KUBELET_STARTS or launcher.alive("kubelet"):
+                raise
+            # What systemd's Restart= does for a node's kubelet. It exits at once when
+            # containerd's CRI plugin is not initialized yet ("server is not initialized yet"),
+            # which `ctr version` above does not wait for (CI met it once).
+            print(f"[node] kubelet exited while starting (start {start}); again", flush=True)
+            time.sleep(KUBELET_RESTART_S)
+            launcher.start("kubelet", kubelet)
     print(f"[node] {NODE_NAME} Ready in {time.monotonic() - started:.1f}s", flush=True)
 
 
