@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from ridgeline.api import InferenceModel
-from ridgeline.planner import memory, plan_model
-from ridgeline.shape import read_model_shape
+from ridgeline.planner import memory
+from ridgeline.render import serving_args_for
 from ridgeline_serving.engine import GenerationRequest, SequenceEvent, kv_batch
-from ridgeline_serving.local import local_pool, serving_args
+from ridgeline_serving.local import local_plan
 from ridgeline_serving.startup import load_engine
 
 CONTEXT = 256
@@ -40,17 +40,15 @@ def tiny_model(uri: str) -> InferenceModel:
 
 
 def kv_bytes(tensors: list[torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(t.nbytes for t in tensors)
 
 
 def test_the_replica_holds_the_kv_its_plan_counts(
     tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = tiny_model(tiny_dir.as_uri())
-    args, _ = serving_args(model, cache_dir=tmp_path / "cache")
-    pool = local_pool()
-    spec = model.spec.model_copy(update={"accelerators": [pool.gpu_product]})
-    plan = plan_model(read_model_shape(tiny_dir.as_uri()), spec, [pool])
+    local, plan = local_plan(model)
+    args = serving_args_for(local, plan, str(tmp_path / "cache"))  # `ridgeline serve`'s
     planned_kv = plan.memory_per_replica_bytes - plan.weight_bytes - plan.workspace_bytes
     assert planned_kv == plan.batch_target * CONTEXT * plan.kv_bytes_per_token
 

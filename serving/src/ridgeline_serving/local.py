@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from ridgeline.api import InferenceModel
+from ridgeline.api.plan import Plan
 from ridgeline.hardware import GIB, MIB
 from ridgeline.planner import NodePool, plan_model
 from ridgeline.planner.report import plan_text
@@ -55,20 +56,26 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ridgeline" / "models"
 
 
-def serving_args(
-    model: InferenceModel, model_uri: str | None = None, cache_dir: Path | None = None
-) -> tuple[ServingArgs, str]:
-    """The same plan the operator would make, for a pool that is this machine."""
+def local_plan(model: InferenceModel, model_uri: str | None = None) -> tuple[InferenceModel, Plan]:
+    """The same plan the operator would make, for a pool that is this machine; the model as
+    served here (this machine's accelerator, ``model_uri`` where given)."""
     pool = local_pool()
     spec = model.spec.model_copy(update={"accelerators": [pool.gpu_product]})
     uri = model_uri or spec.model.uri
-    shape = read_model_shape(uri)
-    plan = plan_model(shape, spec, [pool])
+    plan = plan_model(read_model_shape(uri), spec, [pool])
     local = model.model_copy(
         update={
             "spec": spec.model_copy(update={"model": spec.model.model_copy(update={"uri": uri})})
         }
     )
+    return local, plan
+
+
+def serving_args(
+    model: InferenceModel, model_uri: str | None = None, cache_dir: Path | None = None
+) -> tuple[ServingArgs, str]:
+    """The replica's arguments for the local plan, and the plan in words."""
+    local, plan = local_plan(model, model_uri)
     args = serving_args_for(local, plan, str(cache_dir or default_cache_dir()))
     return args, plan_text(model.metadata.name, plan)
 
