@@ -39,13 +39,42 @@ class Sampled:
     top_logprobs: list[list[float]] | None
 
 
+@dataclass(frozen=True)
+class _Table:
+    """The rows' parameters as arrays, read from the rows once per step: every later decision
+    is one array operation, not another pass over the rows in Python."""
+
+    temperature: np.ndarray  # float64
+    top_p: np.ndarray  # float64
+    top_k: np.ndarray  # int64, 0 = off
+    presence: np.ndarray  # float64
+    frequency: np.ndarray  # float64
+
+    @classmethod
+    def of(cls, rows: list[RowParams]) -> _Table:
+        # one list per field: cheaper than one array of tuples
+        return cls(
+            np.array([r.temperature for r in rows], dtype=np.float64),
+            np.array([r.top_p for r in rows], dtype=np.float64),
+            np.array([r.top_k for r in rows], dtype=np.int64),
+            np.array([r.presence_penalty for r in rows], dtype=np.float64),
+            np.array([r.frequency_penalty for r in rows], dtype=np.float64),
+        )
+
+    @property
+    def penalized(self) -> bool:
+        return bool(self.presence.any() or self.frequency.any())
+
+
 def sample(logits: torch.Tensor, rows: list[RowParams]) -> Sampled:
     """Next token per row of ``logits`` (rows x vocab, any float dtype)."""
     logits = logits.float()
     raw = logits
-    if any(r.presence_penalty or r.frequency_penalty for r in rows):
-        logits = _penalize(logits, rows)
-    tokens = logits.argmax(dim=-1) if all(r.temperature == 0 for r in rows) else _draw(logits, rows)
+    table = _Table.of(rows)
+    if table.penalized:
+        logits = _penalize(logits, rows, table)
+    greedy = table.temperature == 0
+    tokens = logits.argmax(dim=-1) if greedy.all() else _draw(logits, rows, table)
 
     wanted = [r.logprobs for r in rows if r.logprobs is not None]
     if not wanted:
@@ -62,29 +91,33 @@ def sample(logits: torch.Tensor, rows: list[RowParams]) -> Sampled:
     )
 
 
-def _draw(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
+def _on(device: torch.device, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(array).to(device=device, dtype=dtype)
+
+
+def _draw(logits: torch.Tensor, rows: list[RowParams], table: _Table) -> torch.Tensor:
     device = logits.device
-    temps = torch.tensor([r.temperature for r in rows], device=device)
-    greedy = temps == 0
-    scaled = logits / torch.where(greedy, 1.0, temps).unsqueeze(1)
-    u = torch.from_numpy(uniforms([r.seed for r in rows], [len(r.output_ids) for r in rows]))
-    u = u.to(device=device, dtype=torch.float32)
-    filtering = [r.top_k > 0 or r.top_p < 1.0 for r in rows]
+    greedy = table.temperature == 0
+    divisor = _on(device, np.where(greedy, 1.0, table.temperature), torch.float32).unsqueeze(1)
+    u = uniforms([r.seed for r in rows], [len(r.output_ids) for r in rows])
+    u_t = _on(device, u, torch.float32)
+    filtering = (table.top_k > 0) | (table.top_p < 1.0)
     drawn = None
-    if not all(filtering):
+    if not filtering.all():
         # unfiltered rows invert their distribution in vocabulary order
-        cdf = torch.softmax(scaled, dim=-1).cumsum_(dim=-1)
-        drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
-        drawn = drawn.clamp_(max=scaled.shape[-1] - 1)
-    if any(filtering):
-        ranked = _draw_ranked(scaled, rows, u)
-        if drawn is None:
-            drawn = ranked
-        else:
-            drawn = torch.where(torch.tensor(filtering, device=device), ranked, drawn)
+        cdf = torch.softmax(logits / divisor, dim=-1).cumsum_(dim=-1)
+        drawn = torch.searchsorted(cdf, (u_t * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+        drawn = drawn.clamp_(max=logits.shape[-1] - 1)
+    if filtering.any():
+        ranked = _draw_ranked(logits, divisor, table, u_t)
+        drawn = (
+            ranked
+            if drawn is None
+            else torch.where(_on(device, filtering, torch.bool), ranked, drawn)
+        )
     assert drawn is not None
-    if any(r.temperature == 0 for r in rows):
-        return torch.where(greedy, logits.argmax(dim=-1), drawn)
+    if greedy.any():
+        return torch.where(_on(device, greedy, torch.bool), logits.argmax(dim=-1), drawn)
     return drawn
 
 
@@ -113,30 +146,33 @@ def uniforms(seeds: list[int], counters: list[int]) -> np.ndarray:
     return out
 
 
-def _width(rows: list[RowParams], vocab: int) -> int:
+def _width(top_k: np.ndarray, vocab: int) -> int:
     """How many of a row's best tokens the filters can keep: the largest top_k when every row
     has one, else the whole vocabulary."""
-    if all(r.top_k > 0 for r in rows):
-        return min(vocab, max(r.top_k for r in rows))
+    if (top_k > 0).all():
+        return min(vocab, int(top_k.max()))
     return vocab
 
 
-def _draw_ranked(logits: torch.Tensor, rows: list[RowParams], u: torch.Tensor) -> torch.Tensor:
+def _draw_ranked(
+    logits: torch.Tensor, divisor: torch.Tensor, table: _Table, u: torch.Tensor
+) -> torch.Tensor:
     """Filtered rows: each inverts the distribution of its best tokens, in rank order, within
     its top_k and its top_p mass (top_p over the top_k, renormalized). Only the ranked values
-    are computed (when every row has a top_k, only the largest k); the token drawn is, of the
-    tokens tied at the drawn value, the first (``_first_at``), whatever order the ranking gave
-    ties, so a seeded row's draw does not depend on the kernel its batch size selects."""
+    are computed (when every row has a top_k, only the largest k), and ranked before the
+    temperature divides them (a positive temperature keeps the order), so the division costs
+    k values a row, not the vocabulary. The token drawn is, of the tokens tied at the drawn
+    value, the first (``_first_at``), whatever order the ranking gave ties, so a seeded row's
+    draw does not depend on the kernel its batch size selects."""
     device = logits.device
-    width = _width(rows, logits.shape[-1])
+    width = _width(table.top_k, logits.shape[-1])
     values, ids = _largest(logits, width)
-    top_k = torch.tensor([r.top_k if 0 < r.top_k < width else width for r in rows], device=device)
-    top_p = torch.tensor([r.top_p for r in rows], device=device)
+    top_k = np.where((table.top_k > 0) & (table.top_k < width), table.top_k, width)
     rank = torch.arange(width, device=device).expand_as(values)
-    drop = rank >= top_k.unsqueeze(1)
-    probs = torch.softmax(values.masked_fill(drop, float("-inf")), dim=-1)
+    drop = rank >= _on(device, top_k, torch.long).unsqueeze(1)
+    probs = torch.softmax((values / divisor).masked_fill_(drop, float("-inf")), dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above this one
-    drop |= before >= top_p.unsqueeze(1)
+    drop |= before >= _on(device, table.top_p, torch.float32).unsqueeze(1)
     drop[:, 0] = False  # the most likely token always stays
     cdf = probs.masked_fill_(drop, 0.0).cumsum_(dim=-1)
     chosen = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
@@ -178,7 +214,7 @@ def _largest(logits: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tens
     return values, ids
 
 
-def _penalize(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
+def _penalize(logits: torch.Tensor, rows: list[RowParams], table: _Table) -> torch.Tensor:
     """OpenAI's penalties: logit -= count * frequency + (count > 0) * presence."""
     device = logits.device
     counts = torch.zeros_like(logits)
@@ -192,6 +228,6 @@ def _penalize(logits: torch.Tensor, rows: list[RowParams]) -> torch.Tensor:
             ids[i, : len(row.output_ids)] = torch.tensor(row.output_ids)
             ones[i, : len(row.output_ids)] = 1
     counts.scatter_add_(1, ids.to(device), ones.to(device))
-    freq = torch.tensor([r.frequency_penalty for r in rows], device=device).unsqueeze(1)
-    pres = torch.tensor([r.presence_penalty for r in rows], device=device).unsqueeze(1)
+    freq = _on(device, table.frequency, torch.float32).unsqueeze(1)
+    pres = _on(device, table.presence, torch.float32).unsqueeze(1)
     return logits - counts * freq - (counts > 0).float() * pres
