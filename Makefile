@@ -68,6 +68,7 @@ bench: venv
 	cd tests/bench && ../../$(PY) bench_hostile.py
 	cd tests/bench && ../../$(PY) bench_engine.py
 	cd tests/bench && ../../$(PY) bench_kv_passes.py
+	cd tests/bench && ../../$(PY) bench_cpu_steps.py
 	cd tests/bench && ../../$(PY) bench_gpu.py
 	cd tests/bench && ../../$(PY) bench_gpu_engines.py
 	cd tests/bench && ../../$(PY) bench_operator.py

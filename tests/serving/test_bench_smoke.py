@@ -1,4 +1,4 @@
-"""The GPU benchmark's code path, run on a tiny model on the CPU so that it cannot rot
+"""The GPU benchmarks' code paths, run on a tiny model on the CPU so that they cannot rot
 between GPU sessions (the figures themselves come from `make bench` on a GPU)."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -51,3 +53,38 @@ def test_gpu_engine_comparison_smoke_run() -> None:
         assert float(row[3]) > 0  # the manager measured
         assert row[4].endswith("x")
     assert any(r[1] == "nf4" for r in rows)
+
+
+def test_cpu_step_model_benchmark_smoke_run() -> None:
+    """The CPU step-model benchmark (which fits the CPU rows' host terms): every depth at
+    batches 1 and 2, a measured step and the step model's beside it."""
+    out = smoke("bench_cpu_steps.py")
+    head = next(line for line in out.splitlines() if line.startswith("**none**"))
+    assert "ms per decoder layer" in head
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| ") and "|---" not in line and "layers" not in line
+    ]
+    assert [(r[0], r[1]) for r in rows] == [
+        (layers, batch) for layers in ("1", "2", "4", "8") for batch in ("1", "2")
+    ]
+    for row in rows:
+        measured, device, model = float(row[2]), float(row[3]), float(row[4])
+        assert measured > 0
+        assert device > 0
+        assert model > device  # the step model adds the host terms to the device terms
+
+
+def test_host_terms_fit_recovers_a_line_and_never_goes_below_zero() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from bench_cpu_steps import fit_host
+    finally:
+        sys.path.remove(str(BENCH))
+    fixed, per_layer = fit_host([(n, 0.002 + 0.003 * n) for n in (1, 2, 4, 8)])
+    assert (fixed, per_layer) == (pytest.approx(0.002), pytest.approx(0.003))
+    # residuals that would fit a negative fixed part: all of it goes per layer
+    fixed, per_layer = fit_host([(1, 0.001), (8, 0.016)])
+    assert fixed == 0.0
+    assert per_layer == pytest.approx(0.017 / 9)

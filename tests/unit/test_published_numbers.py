@@ -9,13 +9,13 @@ import statistics
 import pytest
 
 from ridgeline.api import Quantization
-from ridgeline.hardware import GPUS, lookup
+from ridgeline.hardware import GPUS, cpu_accelerator, lookup
 from ridgeline.planner import memory, roofline
-from ridgeline.planner.measurements import OWN, PUBLISHED, MeasuredSweep
-from ridgeline.planner.step_model import Engine, step_model
+from ridgeline.planner.measurements import OWN, OWN_CPU, OWN_CPU_CORES, PUBLISHED, MeasuredSweep
+from ridgeline.planner.step_model import Engine, StepModel, step_model
 from ridgeline.planner.throughput import StepTerms
 from ridgeline.shape.config_estimate import estimate_model_shape
-from ridgeline_dev.checkpoints import LLAMA_1B_CONFIG
+from ridgeline_dev.checkpoints import LLAMA_1B_CONFIG, TINY_LLAMA_CONFIG
 
 GB = 1e9
 
@@ -168,6 +168,37 @@ def test_step_model_predicts_the_engines_own_gpu_steps(sweep: MeasuredSweep) -> 
     ratios = [ms / (terms.step_seconds(batch) * 1000) for batch, ms in sweep.points]
     assert statistics.median(ratios) == pytest.approx(1.0, abs=0.15)
     assert all(0.5 <= r <= 2.0 for r in ratios), ratios
+
+
+@pytest.mark.parametrize("sweep", OWN_CPU, ids=lambda m: f"{m.quantization.value}-cpu")
+def test_step_model_predicts_the_engines_own_cpu_steps(sweep: MeasuredSweep) -> None:
+    """The CPU row, host time included, against Ridgeline's engine on the 2-core CPU it was
+    fitted on: the median point within 25% and every point within 2x (a 2-core machine's
+    threads move single points by half). The host term is most of the step: without it the
+    median point is 2-5x the prediction."""
+    shape = estimate_model_shape(TINY_LLAMA_CONFIG)
+    assert sweep.matches(shape.num_params, "CPU", Engine.TRANSFORMERS, sweep.quantization)
+    cpu = cpu_accelerator(16 * 2**30, OWN_CPU_CORES)
+    row = step_model(Engine.TRANSFORMERS, sweep.quantization, on_cpu=True)
+
+    def ratios(row: StepModel) -> list[float]:
+        terms = StepTerms.of(
+            row,
+            shape.num_layers,
+            shape.num_params,
+            memory.weight_bytes(shape, sweep.quantization, cpu.compute_dtype),
+            sweep.context_tokens,
+            memory.kv_bytes_per_token(shape, memory.dtype_bytes(cpu.compute_dtype)),
+            cpu.dense_flops_per_s,
+            cpu.memory_bandwidth_bytes_per_s,
+        )
+        return [ms / (terms.step_seconds(batch) * 1000) for batch, ms in sweep.points]
+
+    with_host = ratios(row)
+    assert statistics.median(with_host) == pytest.approx(1.0, abs=0.25)
+    assert all(0.5 <= r <= 2.0 for r in with_host), with_host
+    without = ratios(dataclasses.replace(row, overhead_s=0.0, host_s_per_layer=0.0))
+    assert statistics.median(without) > 2.0
 
 
 def test_eager_decode_reaches_about_a_third_of_the_roofline_at_batch_1(shape_of) -> None:

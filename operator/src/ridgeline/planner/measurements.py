@@ -89,7 +89,39 @@ OWN: tuple[MeasuredSweep, ...] = tuple(
     for quantization, steps_ms in _OWN_STEPS_MS.items()
 )
 
-MEASURED: tuple[MeasuredSweep, ...] = PUBLISHED + OWN
+# Ridgeline's engine on a CPU, tests/bench/bench_cpu_steps.py on a 2-core x86_64 machine (torch
+# 2.15, transformers 5.23, bitsandbytes 0.50, float32, two intra-op threads): a random-weight
+# Llama of the example CPU model's shape (examples/models/tiny-llama: 4 layers, 3.4M
+# parameters), 128-token prompts, 64 new tokens, greedy; the median decode step while every row
+# of the batch decodes, at batch 1 to 64. A CPU's step time depends on its cores: these points
+# are a 2-core pool's.
+OWN_CPU_CORES = 2
+_OWN_CPU = (
+    "Ridgeline engine, make bench on a 2-core x86_64 CPU (tests/bench/bench_cpu_steps.py; "
+    "docs/benchmarks.md, Serving, CPU step model)"
+)
+_OWN_CPU_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+_OWN_CPU_STEPS_MS = {
+    Quantization.NONE: (6.68, 10.79, 12.35, 9.46, 12.67, 23.97, 28.35),
+    Quantization.INT8: (11.33, 20.38, 23.13, 28.72, 36.03, 42.66, 62.66),
+    Quantization.NF4: (13.42, 15.53, 13.35, 15.94, 17.14, 21.80, 25.04),
+}
+OWN_CPU: tuple[MeasuredSweep, ...] = tuple(
+    MeasuredSweep(
+        model="Llama-3.4M (random weights, 4 layers)",
+        num_params=3_426_560,
+        accelerator="CPU",
+        engine=Engine.TRANSFORMERS,
+        quantization=quantization,
+        prompt_tokens=128,
+        output_tokens=64,
+        points=tuple(zip(_OWN_CPU_BATCHES, steps_ms, strict=True)),
+        source=_OWN_CPU,
+    )
+    for quantization, steps_ms in _OWN_CPU_STEPS_MS.items()
+)
+
+MEASURED: tuple[MeasuredSweep, ...] = PUBLISHED + OWN + OWN_CPU
 
 
 def measured_for(

@@ -14,7 +14,9 @@ measurements of the same software stack, transformers with eager attention and a
 ``DynamicCache``, and of bitsandbytes under it. The host term, ``host_s_per_layer x layers``, is
 Ridgeline's own engine measured on a GPU (``make bench`` there, docs/benchmarks.md "Serving,
 GPU"): an eager forward launches some thirty kernels per decoder layer from Python, and on the
-measured H100 host that, not the GPU, set the step time of a 1B model up to batch 512.
+measured H100 host that, not the GPU, set the step time of a 1B model up to batch 512. On a CPU
+the same dispatch (and the wake-ups of torch's threads) is most of a small model's step: the CPU
+rows' host terms are the engine's on a CPU (docs/benchmarks.md "Serving, CPU step model").
 """
 
 from __future__ import annotations
@@ -80,9 +82,23 @@ _HOST_S_PER_LAYER_INT8 = 3.97e-3
 _HOST_S_PER_LAYER_NF4 = 1.85e-3
 _OWN_H100 = "Ridgeline engine on an H100-80GB-HBM3, make bench (docs/benchmarks.md, Serving, GPU)"
 # CPU: no published measurement of transformers decode on a server CPU; half the roofline is an
-# assumption (`make bench --smoke` measures the local CPU), and bitsandbytes' GPU slowdowns are
-# carried over in proportion.
+# assumption, and bitsandbytes' GPU slowdowns are carried over in proportion.
 _CPU_EFFICIENCY = 0.5
+# Ridgeline's engine (torch 2.15, transformers 5.23, bitsandbytes 0.50, float32, torch's default
+# two intra-op threads as a CPU replica runs) on a 2-core x86_64 machine, random-weight Llamas
+# of the example model's shape at 1, 2, 4 and 8 layers: the decode step minus the device terms
+# above, least squares of fixed + per layer x layers over batches 1-8 (the fixed part came out
+# 0). tests/bench/bench_cpu_steps.py; docs/benchmarks.md, "Serving, CPU step model". Without
+# them the step model predicted steps 1.4-8x shorter than the engine's at these shapes.
+_CPU_HOST_S_PER_LAYER = {
+    Quantization.NONE: 2.471e-3,
+    Quantization.INT8: 3.996e-3,
+    Quantization.NF4: 3.085e-3,
+}
+_OWN_CPU = (
+    "host term: Ridgeline engine on a 2-core x86_64 CPU, make bench (docs/benchmarks.md, "
+    "Serving, CPU step model)"
+)
 
 STEP_MODELS: tuple[StepModel, ...] = (
     StepModel(
@@ -131,36 +147,36 @@ STEP_MODELS: tuple[StepModel, ...] = (
         Quantization.NONE,
         on_cpu=True,
         overhead_s=0.0,
-        host_s_per_layer=0.0,
+        host_s_per_layer=_CPU_HOST_S_PER_LAYER[Quantization.NONE],
         efficiency=_CPU_EFFICIENCY,
         weight_efficiency=_CPU_EFFICIENCY,
         kv_passes=_HF_KV_PASSES,
         padded_rows=True,
-        source="assumption (no published CPU measurement): half the roofline",
+        source=f"assumption (no published CPU measurement): half the roofline; {_OWN_CPU}",
     ),
     StepModel(
         Engine.TRANSFORMERS,
         Quantization.INT8,
         on_cpu=True,
         overhead_s=0.0,
-        host_s_per_layer=0.0,
+        host_s_per_layer=_CPU_HOST_S_PER_LAYER[Quantization.INT8],
         efficiency=_CPU_EFFICIENCY,
         weight_efficiency=_CPU_EFFICIENCY * _BNB_INT8_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
         kv_passes=_HF_KV_PASSES,
         padded_rows=True,
-        source="assumption: the CPU row slowed as bitsandbytes int8 slows the GPU row",
+        source=f"assumption: the CPU row slowed as bitsandbytes int8 slows the GPU row; {_OWN_CPU}",
     ),
     StepModel(
         Engine.TRANSFORMERS,
         Quantization.NF4,
         on_cpu=True,
         overhead_s=0.0,
-        host_s_per_layer=0.0,
+        host_s_per_layer=_CPU_HOST_S_PER_LAYER[Quantization.NF4],
         efficiency=_CPU_EFFICIENCY,
         weight_efficiency=_CPU_EFFICIENCY * _BNB_NF4_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
         kv_passes=_HF_KV_PASSES,
         padded_rows=True,
-        source="assumption: the CPU row slowed as bitsandbytes nf4 slows the GPU row",
+        source=f"assumption: the CPU row slowed as bitsandbytes nf4 slows the GPU row; {_OWN_CPU}",
     ),
 )
 

@@ -31,6 +31,20 @@ LLAMA_1B_CONFIG: dict[str, Any] = {
     "tie_word_embeddings": False,
     "torch_dtype": "bfloat16",
 }
+# The example CPU model's shape (examples/models/tiny-llama, 3.4M parameters): what the CPU
+# step-model benchmark (tests/bench/bench_cpu_steps.py) loads with random weights, at several
+# depths, and the shape of the planner's own CPU measurements.
+TINY_LLAMA_CONFIG: dict[str, Any] = {
+    **LLAMA_1B_CONFIG,
+    "hidden_size": 256,
+    "intermediate_size": 688,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "vocab_size": 2048,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": True,
+}
 TensorSpec = tuple[str, str, list[int]]
 
 
