@@ -704,6 +704,7 @@ def test_operator_metrics(cluster: ClusterState, operator: Operator) -> None:
         "ridgeline_operator_planned_gpus_per_replica",
         "ridgeline_operator_replicas",
         "ridgeline_operator_predicted_tokens_per_second",
+        "ridgeline_operator_predicted_step_seconds",
     ):
         assert name in text, name
     assert 'ridgeline_operator_reconciles_total{result="infeasible"}' in text

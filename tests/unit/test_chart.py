@@ -49,6 +49,10 @@ def test_replica_autoscaling_dashboard_has_the_panels_sres_need() -> None:
         "predicted by the planner vs observed",
         "GPUs in use",
         "Weight load time",
+        "Engine step time vs the plan's",
+        "KV cache: held vs planned",
+        "Sequences running and waiting",
+        "Tokens per engine step",
     ):
         assert any(needed in t for t in titles), needed
     dash = json.loads(DASHBOARDS[0].read_text())

@@ -31,6 +31,11 @@ REPLICAS = Gauge(
 TOKENS = Gauge(
     f"{P}predicted_tokens_per_second", "Planned tokens/s per replica.", ["namespace", "model"]
 )
+STEP = Gauge(
+    f"{P}predicted_step_seconds",
+    "Planned decode step time at the batch target (the engine's step, as the plan predicts it).",
+    ["namespace", "model"],
+)
 
 _conditions: dict[tuple[str, str], dict[str, str]] = {}
 
@@ -40,6 +45,7 @@ def observe(namespace: str, name: str, status: InferenceModelStatus) -> None:
     if status.plan is not None:
         GPUS.labels(namespace, name).set(status.plan.gpus_per_replica)
         TOKENS.labels(namespace, name).set(status.plan.predicted.tokens_per_second)
+        STEP.labels(namespace, name).set(status.plan.predicted.time_per_output_token_ms / 1000)
     if status.replicas is not None:
         REPLICAS.labels(namespace, name, "desired").set(status.replicas.desired)
         REPLICAS.labels(namespace, name, "ready").set(status.replicas.ready)
@@ -47,7 +53,7 @@ def observe(namespace: str, name: str, status: InferenceModelStatus) -> None:
 
 def forget(namespace: str, name: str) -> None:
     _count((namespace, name), None)
-    for gauge in (GPUS, TOKENS):
+    for gauge in (GPUS, TOKENS, STEP):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
     for kind in ("desired", "ready"):
