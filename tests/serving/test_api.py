@@ -33,6 +33,7 @@ def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "gpus_per_replica": 0,
         "cache_dir": str(cache),
         "batch_wait_timeout_s": 0.05,
+        "engine_log_interval_s": 1,
     }
     apps = {
         "main": ("/", {**base, "max_batch_size": 16}),
@@ -51,6 +52,32 @@ def test_weights_came_from_the_store_into_the_node_cache(server: dict[str, str])
     cached = list(Path(server["cache"]).rglob("model.safetensors"))
     assert len(cached) == 1
     assert (cached[0].parent / ".ridgeline-complete.json").exists()
+
+
+def test_the_replica_logs_its_engine_figures_while_it_works(client: openai.OpenAI) -> None:
+    """The engine line (engine_log.py) reaches the replica's stderr, which is `kubectl logs` in
+    a pod (RAY_LOG_TO_STDERR) and Ray's worker log files here."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # type: ignore[attr-defined]
+
+    def engine_lines() -> list[str]:
+        return [
+            line
+            for path in logs.glob("worker-*")
+            for line in path.read_text(errors="replace").splitlines()
+            if "ridgeline.serving: engine:" in line
+        ]
+
+    before = len(engine_lines())
+    deadline = time.monotonic() + 30
+    while len(engine_lines()) <= before and time.monotonic() < deadline:
+        client.completions.create(model=MODEL, prompt="log line", max_tokens=16)
+        time.sleep(0.2)
+    line = engine_lines()[-1]
+    assert "tokens/s generated" in line
+    assert "(plan 16)" in line or "(plan 1)" in line  # the app's planned batch
+    assert "KV cache" in line
 
 
 def test_models(client: openai.OpenAI) -> None:

@@ -57,6 +57,9 @@ def test_the_operator_sends_every_constant_the_replica_needs(shape_of) -> None: 
     assert args.kv_sequences >= args.max_batch_size
     assert args.prefill_chunk_tokens == memory.PREFILL_CHUNK_TOKENS
     assert args.usable_memory_fraction == memory.USABLE_MEMORY_FRACTION
+    assert args.planned_step_seconds == pytest.approx(
+        plan.predicted.time_per_output_token_ms / 1000
+    )
     app = serve_config(model, plan, default_config())["applications"][0]
     deployment = app["deployments"][0]
     assert deployment["max_ongoing_requests"] == args.max_ongoing_requests

@@ -23,10 +23,13 @@ from ridgeline_serving import openai_api as oa
 from ridgeline_serving.args import ServingArgs
 from ridgeline_serving.engine import (
     Engine,
+    EngineStats,
     GenerationRequest,
     SequenceEvent,
+    StepStats,
     TokenLogprob,
 )
+from ridgeline_serving.engine_log import EngineLog
 from ridgeline_serving.http_limits import RequestLimits, parse_json, read_body
 from ridgeline_serving.logs import configure_replica_logging
 from ridgeline_serving.metrics import ServingMetrics
@@ -58,8 +61,9 @@ class ModelServer:
         self.args = args if isinstance(args, ServingArgs) else ServingArgs.model_validate(args)
         self.metrics = ServingMetrics(self.args.model_name)
         self.startup = StartupTimes()
+        self.engine_log: EngineLog | None = None  # made after the warm-up, which it leaves out
         if engine is None:
-            engine, self.startup = load_engine(self.args, self.metrics.step)
+            engine, self.startup = load_engine(self.args, self._on_step)
             log.info(
                 "replica ready in %.1f s: download %.1f s (%d bytes at %.2f GB/s), "
                 "load %.1f s, warm-up %.1f s",
@@ -78,10 +82,31 @@ class ModelServer:
         # sequences in the engine (streams included, until the engine has dropped them)
         self.inflight = 0
         self.preemptions = 0
-        self.metrics.refresh_gauges(self._gauges)
+        if self.args.engine_log_interval_s > 0:
+            self.engine_log = EngineLog(
+                self.args.max_batch_size,
+                self.args.planned_step_seconds,
+                self.args.engine_log_interval_s,
+            )
+        self.metrics.refresh_gauges(self._each_second)
 
-    def _gauges(self) -> dict[str, float]:
+    def _on_step(self, stats: StepStats) -> None:
+        """One engine step (the engine's thread)."""
+        self.metrics.step(stats)
+        if self.engine_log is not None:
+            self.engine_log.step(stats)
+
+    def _each_second(self) -> dict[str, float]:
+        """The gauge thread's tick: the engine's log line when one is due, and the gauges."""
         stats = self.engine.stats()
+        self._log_engine(stats)
+        return self._gauges(stats)
+
+    def _log_engine(self, stats: EngineStats) -> None:
+        if self.engine_log is not None and (line := self.engine_log.line(stats)) is not None:
+            log.info("%s", line)
+
+    def _gauges(self, stats: EngineStats) -> dict[str, float]:
         if stats.preemptions > self.preemptions:
             self.metrics.preemptions.inc(stats.preemptions - self.preemptions, self.metrics.tags)
             self.preemptions = stats.preemptions

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ridgeline.api import Quantization
 
 IMPORT_PATH = "ridgeline_serving.app:build_app"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 log = logging.getLogger("ridgeline.serving")
 
 
@@ -78,6 +78,19 @@ class ServingArgs(BaseModel):
         le=3600,
         description="A request's whole body must arrive within this time of its first byte "
         "(else 408); it counts against the queue meanwhile.",
+    )
+    # ---- version 4 -------------------------------------------------------------------------
+    planned_step_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="The plan's decode step at max_batch_size: the replica's engine log line "
+        "sets its measured step beside it (none: the line shows the measured step alone).",
+    )
+    engine_log_interval_s: float = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description="Seconds between the replica's engine log lines while it works (0: none).",
     )
 
     @model_validator(mode="before")
