@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_gpu import NEW_TOKENS, PROMPT_TOKENS, Point, random_checkpoint, sweep
+from bench_gpu import NEW_TOKENS, PROMPT_TOKENS, Point, random_checkpoint, sweep, sweep_terms
 from bench_report import write_section
 
 from ridgeline.api import Quantization
@@ -59,16 +59,8 @@ def cpu_terms(model_dir: Path, quantization: str, host: bool) -> StepTerms:
         {"model": {"uri": "file:///x"}, "quantization": quantization}
     )
     s = size(shape, spec, pool)
-    row = s.row if host else dataclasses.replace(s.row, overhead_s=0.0, host_s_per_layer=0.0)
-    return StepTerms.of(
-        row,
-        shape.num_layers,
-        shape.num_params,
-        s.weight_bytes,
-        PROMPT_TOKENS + NEW_TOKENS / 2,
-        s.kv_bytes_per_token,
-        s.acc.dense_flops_per_s,
-        s.acc.memory_bandwidth_bytes_per_s,
+    return sweep_terms(
+        s, shape, None if host else dataclasses.replace(s.row, overhead_s=0.0, host_s_per_layer=0.0)
     )
 
 

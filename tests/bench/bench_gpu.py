@@ -18,7 +18,10 @@ from pathlib import Path
 
 from bench_report import write_section
 
+from ridgeline.planner.sizing import Sizing
+from ridgeline.planner.step_model import StepModel
 from ridgeline.planner.throughput import StepTerms
+from ridgeline.shape import ModelShape
 from ridgeline_dev.checkpoints import LLAMA_1B_CONFIG
 
 SMOKE = {
@@ -146,9 +149,14 @@ def planner_terms(
         {"model": {"uri": "file:///x"}, "quantization": quantization}
     )
     s = size(shape, spec, pool)
-    # the sweep decodes a static batch: every row at the prompt plus half the output, on average
-    terms = StepTerms.of(
-        s.row,
+    return round(s.critical_batch), sweep_terms(s, shape)
+
+
+def sweep_terms(s: Sizing, shape: ModelShape, row: StepModel | None = None) -> StepTerms:
+    """The step model (``row``, else the plan's) at a sweep's context: a static batch, every
+    row at the prompt plus half the output, on average."""
+    return StepTerms.of(
+        row or s.row,
         shape.num_layers,
         shape.num_params,
         s.weight_bytes,
@@ -157,7 +165,6 @@ def planner_terms(
         s.acc.dense_flops_per_s,
         s.acc.memory_bandwidth_bytes_per_s,
     )
-    return round(s.critical_batch), terms
 
 
 def format_rows(q: str, curve: dict[int, Point], b_star: int, terms: StepTerms) -> list[str]:

@@ -9,6 +9,7 @@ GPU", with the machine).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ridgeline.api.inference_model import Quantization
@@ -60,6 +61,32 @@ PUBLISHED: tuple[MeasuredSweep, ...] = (
 )
 
 
+def _own_sweeps(
+    model: str,
+    num_params: int,
+    accelerator: str,
+    batches: tuple[int, ...],
+    steps_ms: Mapping[Quantization, Sequence[float]],
+    source: str,
+) -> tuple[MeasuredSweep, ...]:
+    """Ridgeline's engine, one sweep per weight format: ``make bench``'s own GPU and CPU
+    sweeps all use 128-token prompts and 64 new tokens."""
+    return tuple(
+        MeasuredSweep(
+            model=model,
+            num_params=num_params,
+            accelerator=accelerator,
+            engine=Engine.TRANSFORMERS,
+            quantization=quantization,
+            prompt_tokens=128,
+            output_tokens=64,
+            points=tuple(zip(batches, steps, strict=True)),
+            source=source,
+        )
+        for quantization, steps in steps_ms.items()
+    )
+
+
 # Ridgeline's engine, tests/bench/bench_gpu.py on one H100-80GB-HBM3 (16-core host, torch 2.11,
 # transformers 5.17, bitsandbytes 0.50): a random-weight Llama of TinyLlama-1.1B's shape (22
 # layers), 128-token prompts, 64 new tokens, greedy; the median decode step while every row of
@@ -74,19 +101,13 @@ _OWN_STEPS_MS = {
     Quantization.INT8: (86.15, 89.62, 140.2, 87.50, 94.47, 132.84, 148.42, 105.13, 88.59, 113.63),
     Quantization.NF4: (22.85, 32.69, 32.14, 46.31, 54.48, 47.36, 46.18, 43.52, 47.01, 63.01),
 }
-OWN: tuple[MeasuredSweep, ...] = tuple(
-    MeasuredSweep(
-        model="Llama-1.1B (random weights)",
-        num_params=1_100_048_384,
-        accelerator="H100-SXM5",
-        engine=Engine.TRANSFORMERS,
-        quantization=quantization,
-        prompt_tokens=128,
-        output_tokens=64,
-        points=tuple(zip(_OWN_BATCHES, steps_ms, strict=True)),
-        source=_OWN_H100,
-    )
-    for quantization, steps_ms in _OWN_STEPS_MS.items()
+OWN = _own_sweeps(
+    "Llama-1.1B (random weights)",
+    1_100_048_384,
+    "H100-SXM5",
+    _OWN_BATCHES,
+    _OWN_STEPS_MS,
+    _OWN_H100,
 )
 
 # Ridgeline's engine on a CPU, tests/bench/bench_cpu_steps.py on a 2-core x86_64 machine (torch
@@ -106,19 +127,13 @@ _OWN_CPU_STEPS_MS = {
     Quantization.INT8: (11.33, 20.38, 23.13, 28.72, 36.03, 42.66, 62.66),
     Quantization.NF4: (13.42, 15.53, 13.35, 15.94, 17.14, 21.80, 25.04),
 }
-OWN_CPU: tuple[MeasuredSweep, ...] = tuple(
-    MeasuredSweep(
-        model="Llama-3.4M (random weights, 4 layers)",
-        num_params=3_426_560,
-        accelerator="CPU",
-        engine=Engine.TRANSFORMERS,
-        quantization=quantization,
-        prompt_tokens=128,
-        output_tokens=64,
-        points=tuple(zip(_OWN_CPU_BATCHES, steps_ms, strict=True)),
-        source=_OWN_CPU,
-    )
-    for quantization, steps_ms in _OWN_CPU_STEPS_MS.items()
+OWN_CPU = _own_sweeps(
+    "Llama-3.4M (random weights, 4 layers)",
+    3_426_560,
+    "CPU",
+    _OWN_CPU_BATCHES,
+    _OWN_CPU_STEPS_MS,
+    _OWN_CPU,
 )
 
 MEASURED: tuple[MeasuredSweep, ...] = PUBLISHED + OWN + OWN_CPU
