@@ -21,7 +21,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_gpu import NEW_TOKENS, PROMPT_TOKENS, Point, random_checkpoint, sweep, sweep_terms
+from bench_gpu import (
+    NEW_TOKENS,
+    PROMPT_TOKENS,
+    Point,
+    bench_sizing,
+    random_checkpoint,
+    sweep,
+    sweep_terms,
+)
 from bench_report import write_section
 
 from ridgeline.api import Quantization
@@ -41,24 +49,7 @@ QUANTS = ("none", "int8", "nf4")
 def cpu_terms(model_dir: Path, quantization: str, host: bool) -> StepTerms:
     """The planner's step model for this model on a CPU pool of this machine (as `ridgeline
     serve` plans it); ``host=False``: its device terms only."""
-    from ridgeline.api import InferenceModelSpec
-    from ridgeline.planner import NodePool
-    from ridgeline.planner.sizing import size
-    from ridgeline.shape import read_model_shape
-
-    shape = read_model_shape(str(model_dir))
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    pool = NodePool(
-        name="bench",
-        gpu_product="cpu",
-        gpus_per_node=0,
-        memory_gib=memory / 2**30,
-        cpus=os.cpu_count() or 1,
-    )
-    spec = InferenceModelSpec.model_validate(
-        {"model": {"uri": "file:///x"}, "quantization": quantization}
-    )
-    s = size(shape, spec, pool)
+    s, shape = bench_sizing(model_dir, "cpu", 0, quantization)
     return sweep_terms(
         s, shape, None if host else dataclasses.replace(s.row, overhead_s=0.0, host_s_per_layer=0.0)
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -133,6 +134,15 @@ def planner_terms(
     model_dir: Path, product: str, memory_mib: int, quantization: str
 ) -> tuple[int, StepTerms]:
     """The planner's B* and its step model for this model on this accelerator."""
+    s, shape = bench_sizing(model_dir, product, memory_mib, quantization)
+    return round(s.critical_batch), sweep_terms(s, shape)
+
+
+def bench_sizing(
+    model_dir: Path, product: str, memory_mib: int, quantization: str
+) -> tuple[Sizing, ModelShape]:
+    """The planner's sizing of this model on one GPU of ``product``, or (``cpu``) on a CPU pool
+    that is this machine, as `ridgeline serve` plans it."""
     from ridgeline.api import InferenceModelSpec
     from ridgeline.planner import NodePool
     from ridgeline.planner.sizing import size
@@ -140,7 +150,14 @@ def planner_terms(
 
     shape = read_model_shape(str(model_dir))
     if product == "cpu":
-        pool = NodePool(name="bench", gpu_product="cpu", gpus_per_node=0)
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        pool = NodePool(
+            name="bench",
+            gpu_product="cpu",
+            gpus_per_node=0,
+            memory_gib=memory / 2**30,
+            cpus=os.cpu_count() or 1,
+        )
     else:
         pool = NodePool(
             name="bench", gpu_product=product, gpus_per_node=1, gpu_memory_mib=memory_mib
@@ -148,8 +165,7 @@ def planner_terms(
     spec = InferenceModelSpec.model_validate(
         {"model": {"uri": "file:///x"}, "quantization": quantization}
     )
-    s = size(shape, spec, pool)
-    return round(s.critical_batch), sweep_terms(s, shape)
+    return size(shape, spec, pool), shape
 
 
 def sweep_terms(s: Sizing, shape: ModelShape, row: StepModel | None = None) -> StepTerms:
