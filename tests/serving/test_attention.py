@@ -80,3 +80,47 @@ def test_only_classes_that_run_on_sdpa_get_it() -> None:
         assert attention.handles(AutoConfig.for_model(model_type))
     for model_type in ("gemma2", "gpt_oss"):
         assert not attention.handles(AutoConfig.for_model(model_type))
+
+
+def test_decode_with_its_own_mask_gives_the_models_own_logits(tiny_dir: Path) -> None:
+    """The running batch builds a decode step's 4D mask itself (or none when nothing is
+    padded); the logits are those of transformers' own mask, with rows that started at
+    different columns and with a batch that started together."""
+    from ridgeline_serving.engine.kv_batch import TransformersRunner
+
+    engine = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 256)
+
+    def decode_steps(own: bool, groups: list[list[list[int]]]) -> list[torch.Tensor]:
+        runner = TransformersRunner(
+            engine.model,
+            int(engine.tokenizer.pad_token_id),
+            max_batch=4,
+            kv_tokens=256,
+            max_context=64,
+        )
+        assert runner.running.own_decode_mask  # a full-attention model under SDPA
+        runner.running.own_decode_mask = own
+        for prompts in groups:
+            group = runner.start(prompts)
+            while group.step(2048)[1] is None:
+                pass
+            runner.join(group)
+        tokens = [5] * sum(map(len, groups))
+        steps = []
+        for _ in range(3):
+            logits = runner.decode(tokens)
+            steps.append(logits)
+            tokens = logits.argmax(dim=-1).tolist()
+        return steps
+
+    try:
+        for groups in (
+            [[[5, 6, 7, 8, 9]], [[10, 11], [12, 13, 14]]],  # padded: rows start apart
+            [[[5, 6, 7], [8, 9, 10]]],  # nothing padded: no mask at all
+        ):
+            for ours, theirs in zip(
+                decode_steps(True, groups), decode_steps(False, groups), strict=True
+            ):
+                torch.testing.assert_close(ours, theirs)
+    finally:
+        engine.close()

@@ -63,3 +63,9 @@ def sliding_window(model_config: Any) -> int | None:
     if not kinds or any(kind != SLIDING for kind in kinds) or None in windows:
         return None
     return max(int(window) for window in windows if window is not None)
+
+
+def full_attention_only(model_config: Any) -> bool:
+    """Whether every layer attends to the whole context (no sliding or other layer kinds)."""
+    kinds, _ = get_layer_types_and_kwargs(model_config.get_text_config(decoder=True))
+    return bool(kinds) and all(kind == FULL for kind in kinds)
