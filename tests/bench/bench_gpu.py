@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -150,14 +149,9 @@ def bench_sizing(
 
     shape = read_model_shape(str(model_dir))
     if product == "cpu":
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        pool = NodePool(
-            name="bench",
-            gpu_product="cpu",
-            gpus_per_node=0,
-            memory_gib=memory / 2**30,
-            cpus=os.cpu_count() or 1,
-        )
+        from ridgeline_serving.local import local_cpu_pool
+
+        pool = local_cpu_pool()
     else:
         pool = NodePool(
             name="bench", gpu_product=product, gpus_per_node=1, gpu_memory_mib=memory_mib

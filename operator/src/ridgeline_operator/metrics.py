@@ -45,7 +45,7 @@ def observe(namespace: str, name: str, status: InferenceModelStatus) -> None:
     if status.plan is not None:
         GPUS.labels(namespace, name).set(status.plan.gpus_per_replica)
         TOKENS.labels(namespace, name).set(status.plan.predicted.tokens_per_second)
-        STEP.labels(namespace, name).set(status.plan.predicted.time_per_output_token_ms / 1000)
+        STEP.labels(namespace, name).set(status.plan.predicted.step_seconds)
     if status.replicas is not None:
         REPLICAS.labels(namespace, name, "desired").set(status.replicas.desired)
         REPLICAS.labels(namespace, name, "ready").set(status.replicas.ready)

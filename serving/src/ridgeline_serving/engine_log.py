@@ -24,7 +24,6 @@ INTERVAL_S = 10.0
 
 @dataclass
 class _Window:
-    steps: int = 0
     prompt_tokens: int = 0
     sampled_tokens: int = 0
     step_seconds: list[float] = field(default_factory=list)
@@ -50,7 +49,6 @@ class EngineLog:
         """One engine step (the engine's thread)."""
         with self._lock:
             w = self._window
-            w.steps += 1
             w.prompt_tokens += stats.prefill_tokens
             w.sampled_tokens += stats.sampled_tokens
             w.step_seconds.append(stats.seconds)
@@ -65,7 +63,7 @@ class EngineLog:
         with self._lock:
             w, self._window = self._window, _Window()
         self._began = now
-        if w.steps == 0:
+        if not w.step_seconds:
             return None
         return format_line(w, elapsed, engine, self.planned_batch, self.planned_step_s)
 

@@ -40,6 +40,11 @@ def local_pool() -> NodePool:
             )
     except ImportError:
         pass
+    return local_cpu_pool()
+
+
+def local_cpu_pool() -> NodePool:
+    """This machine's CPU and memory as a node pool."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return NodePool(
         name=LOCAL_POOL,

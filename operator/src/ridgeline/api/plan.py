@@ -35,6 +35,11 @@ class Prediction(ApiModel):
         "at the engine's efficiency.",
     )
 
+    @property
+    def step_seconds(self) -> float:
+        """The decode step at the batch target, in seconds."""
+        return self.time_per_output_token_ms / 1000
+
 
 class PlanOption(ApiModel):
     """One pool and GPU count the planner considered."""

@@ -76,7 +76,7 @@ def serving_args_for(
         usable_memory_fraction=memory.USABLE_MEMORY_FRACTION,
         num_cpus=replica_cpus,
         ongoing_requests_headroom=ONGOING_HEADROOM,
-        planned_step_seconds=plan.predicted.time_per_output_token_ms / 1000,
+        planned_step_seconds=plan.predicted.step_seconds,
     )
 
 
