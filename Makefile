@@ -48,7 +48,8 @@ unit: venv
 test: lint typecheck
 	./tests/e2e/ensure-prometheus.sh
 	./tests/e2e/ensure-node.sh
-	$(VENV)/bin/pytest --durations=25
+	# A crash in native code (even at exit, after the summary) prints every thread's stack.
+	PYTHONFAULTHANDLER=1 $(VENV)/bin/pytest --durations=25
 
 crds: venv
 	$(PY) -m ridgeline.api.crd crds/ridgeline.dev_inferencemodels.yaml docs/crd-reference.md

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ridgeline_dev.cluster import free_port
+from ridgeline_dev.ray_apps import serve_apps
 from ridgeline_dev.s3server import S3Server, running_minio
 from ridgeline_dev.tiny_model import upload_dir, write_tiny_model
 
@@ -52,28 +52,10 @@ def s3_client(s3: S3Server):  # type: ignore[no-untyped-def]
     )
 
 
-@contextmanager
-def serve_locally(apps: dict[str, tuple[str, dict[str, Any]]]) -> Iterator[dict[str, str]]:
+def serve_locally(
+    apps: dict[str, tuple[str, dict[str, Any]]],
+) -> AbstractContextManager[dict[str, str]]:
     """Ray and Serve on this machine with the given apps (name: route prefix, ServingArgs as a
-    dict); yields the HTTP base URL and the Prometheus metrics URL."""
-    os.environ["RAY_metrics_report_interval_ms"] = "500"  # noqa: SIM112 (Ray spells it so)
-    import ray
-    from ray import serve
-
-    from ridgeline_serving.app import build_app
-
-    http_port, metrics_port = free_port(), free_port()
-    ray.init(
-        num_cpus=4, include_dashboard=False, _metrics_export_port=metrics_port, log_to_driver=False
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-    try:
-        for name, (route, args) in apps.items():
-            serve.run(build_app(args), name=name, route_prefix=route)
-        yield {
-            "base": f"http://127.0.0.1:{http_port}",
-            "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
-        }
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
+    dict), in a child process (ridgeline_dev.ray_apps says why); yields the HTTP base URL, the
+    Prometheus metrics URL and Ray's log folder."""
+    return serve_apps(apps)

@@ -54,12 +54,12 @@ def test_weights_came_from_the_store_into_the_node_cache(server: dict[str, str])
     assert (cached[0].parent / ".ridgeline-complete.json").exists()
 
 
-def test_the_replica_logs_its_engine_figures_while_it_works(client: openai.OpenAI) -> None:
+def test_the_replica_logs_its_engine_figures_while_it_works(
+    server: dict[str, str], client: openai.OpenAI
+) -> None:
     """The engine line (engine_log.py) reaches the replica's stderr, which is `kubectl logs` in
     a pod (RAY_LOG_TO_STDERR) and Ray's worker log files here."""
-    import ray
-
-    logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # type: ignore[attr-defined]
+    logs = Path(server["logs"])
 
     def engine_lines() -> list[str]:
         return [
