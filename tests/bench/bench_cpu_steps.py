@@ -1,12 +1,15 @@
 """On this machine's CPU: the serving engine's decode step against the planner's step model for
 a CPU pool that is this machine, at several depths and batches, and the fit of the CPU rows'
-host terms (seconds per step, seconds per decoder layer). An eager transformers forward spends
-most of a small model's step in Python and operator dispatch, which the roofline does not see;
-without these terms the step model predicted steps 1.4-8x shorter than the engine's for the
-example model's shape. Writes docs/benchmarks.md (section "Serving, CPU step model"); the fitted constants go
-to ridgeline/planner/step_model.py by hand, and the measured points of the 4-layer model to
-planner/measurements.py, where tests/unit/test_published_numbers.py holds the step model to
-them.
+two constants: the host seconds per decoder layer and the efficiency (the fraction of the
+pool's compute and bandwidth roofs the engine reaches). An eager transformers forward spends
+most of a small model's step in Python and operator dispatch, which the roofline does not see
+(without the host term the step model predicted steps 1.4-8x shorter than the engine's); and
+the roofs of a CPU pool are an estimate from its cores, which the efficiency corrects to what
+the engine reaches (half of them was an assumption, and steps at batch 64 came out 1.6x the
+prediction). Writes docs/benchmarks.md (section "Serving, CPU step model"); the fitted
+constants go to ridgeline/planner/step_model.py by hand, and the measured points of the
+4-layer model to planner/measurements.py, where tests/unit/test_published_numbers.py holds the
+step model to them.
 
 The replica's own setting: float32, torch's default intra-op threads."""
 
@@ -40,31 +43,55 @@ from ridgeline_dev.checkpoints import TINY_LLAMA_CONFIG
 # The example model's shape (examples/models/tiny-llama), at several depths.
 SHAPE = TINY_LLAMA_CONFIG
 DEPTHS = (1, 2, 4, 8)
-BATCHES = (1, 2, 4, 8, 16, 32, 64)
-# The host terms are fitted where the device terms are small against them.
-FIT_BATCHES = (1, 2, 4, 8)
+# Up to past the batch `ridgeline serve` plans for the example model on 2 cores (108).
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 QUANTS = ("none", "int8", "nf4")
 
 
-def cpu_terms(model_dir: Path, quantization: str, host: bool) -> StepTerms:
-    """The planner's step model for this model on a CPU pool of this machine (as `ridgeline
-    serve` plans it); ``host=False``: its device terms only."""
+def cpu_terms(model_dir: Path, quantization: str) -> StepTerms:
+    """The planner's step model for this model on a CPU pool of this machine, as `ridgeline
+    serve` plans it."""
     s, shape = bench_sizing(model_dir, "cpu", 0, quantization)
-    return sweep_terms(
-        s, shape, None if host else dataclasses.replace(s.row, overhead_s=0.0, host_s_per_layer=0.0)
+    return sweep_terms(s, shape)
+
+
+def unit_device_terms(model_dir: Path, quantization: str) -> StepTerms:
+    """The row's device terms at efficiency 1 (its weight efficiency in the same proportion):
+    every device term of a CPU row is this over the row's efficiency, so a step is
+    host x layers + (this step) / efficiency, linear in the two constants."""
+    s, shape = bench_sizing(model_dir, "cpu", 0, quantization)
+    unit = dataclasses.replace(
+        s.row,
+        overhead_s=0.0,
+        host_s_per_layer=0.0,
+        efficiency=1.0,
+        weight_efficiency=s.row.weight_efficiency / s.row.efficiency,
     )
+    return sweep_terms(s, shape, unit)
 
 
-def fit_host(residuals: list[tuple[int, float]]) -> tuple[float, float]:
-    """Least squares of residual = fixed + per_layer x layers over (layers, seconds) pairs;
-    neither term below zero."""
-    layers = np.array([float(n) for n, _ in residuals])
-    seconds = np.array([s for _, s in residuals])
-    a = np.stack([np.ones_like(layers), layers], axis=1)
-    (fixed, per_layer), *_ = np.linalg.lstsq(a, seconds, rcond=None)
-    if fixed < 0:
-        fixed, per_layer = 0.0, float(seconds.sum() / layers.sum())
-    return max(float(fixed), 0.0), max(float(per_layer), 0.0)
+def fit_cpu_row(points: list[tuple[int, float, float]]) -> tuple[float, float]:
+    """(host seconds per layer, efficiency) from (layers, unit device seconds, measured seconds)
+    points: least squares of log(measured / (host x layers + device / efficiency)), so the
+    fitted step is the measured one's median and a 2x miss counts the same either way (the
+    steps span 1-100 ms; a plan is judged by its ratio). Gauss-Newton from the linear fit of the
+    relative error. A negative host part is dropped: then all of the step is the device's."""
+    layers = np.array([float(n) for n, _, _ in points])
+    device = np.array([d for _, d, _ in points])
+    measured = np.array([t for _, _, t in points])
+    basis = np.stack([layers, device], axis=1)
+    x, *_ = np.linalg.lstsq(basis / measured[:, None], np.ones_like(measured), rcond=None)
+    for _ in range(50):
+        if x[0] < 0 or x[1] <= 0:
+            break
+        fitted = basis @ x
+        step, *_ = np.linalg.lstsq(basis / fitted[:, None], np.log(measured / fitted), rcond=None)
+        x = x + step
+        if np.abs(step / x).max() < 1e-9:
+            break
+    if x[0] < 0 or x[1] <= 0:
+        return 0.0, float(np.exp(np.mean(np.log(device / measured))))
+    return float(x[0]), 1.0 / float(x[1])
 
 
 def measure(quantization: str, tmp: Path, batches: tuple[int, ...]) -> dict[int, dict[int, Point]]:
@@ -78,34 +105,32 @@ def measure(quantization: str, tmp: Path, batches: tuple[int, ...]) -> dict[int,
 
 
 def section(quantization: str, tmp: Path, curves: dict[int, dict[int, Point]]) -> list[str]:
-    device = {n: cpu_terms(tmp / f"d{n}", quantization, host=False) for n in curves}
-    now = {n: cpu_terms(tmp / f"d{n}", quantization, host=True) for n in curves}
-    residuals = [
-        (n, p.decode_step_s - device[n].step_seconds(b))
-        for n, curve in curves.items()
-        for b, p in curve.items()
-        if b in FIT_BATCHES
-    ]
-    fixed, per_layer = fit_host(residuals)
+    unit = {n: unit_device_terms(tmp / f"d{n}", quantization) for n in curves}
+    now = {n: cpu_terms(tmp / f"d{n}", quantization) for n in curves}
+    host, efficiency = fit_cpu_row(
+        [
+            (n, unit[n].step_seconds(b), p.decode_step_s)
+            for n, curve in curves.items()
+            for b, p in curve.items()
+        ]
+    )
     row = step_model(Engine.TRANSFORMERS, Quantization(quantization), on_cpu=True)
     lines = [
-        f"**{quantization}**: fitted host terms {fixed * 1e3:.2f} ms per step + "
-        f"{per_layer * 1e3:.3f} ms per decoder layer (least squares over batches "
-        f"{', '.join(map(str, FIT_BATCHES))} at every depth); the step model as it stood for "
-        f"this run: {row.overhead_s * 1e3:.2f} ms per step + {row.host_s_per_layer * 1e3:.3f} "
-        "ms per layer.",
+        f"**{quantization}**: fitted {host * 1e3:.3f} ms host time per decoder layer and "
+        f"efficiency {efficiency:.3f} (least squares of the log ratio over every point below); the step model as it stood for this run: {row.host_s_per_layer * 1e3:.3f} ms "
+        f"per layer, efficiency {row.efficiency:.3f}.",
         "",
-        "| layers | batch | decode step, measured (ms) | device terms only (ms) | "
-        "step model as it stands (ms) | measured / step model | with the fitted terms (ms) | "
-        "measured / fitted |",
+        "| layers | batch | decode step, measured (ms) | device terms as they stand (ms) | "
+        "step model as it stands (ms) | measured / step model | with the fitted constants "
+        "(ms) | measured / fitted |",
         "|---|---|---|---|---|---|---|---|",
     ]
     ratios = []
     for n, curve in curves.items():
         for b, p in curve.items():
-            dev = device[n].step_seconds(b)
             model = now[n].step_seconds(b)
-            fitted = dev + fixed + per_layer * n
+            dev = model - now[n].overhead_s
+            fitted = host * n + unit[n].step_seconds(b) / efficiency
             ratios.append(p.decode_step_s / fitted)
             lines.append(
                 f"| {n} | {b} | {p.decode_step_s * 1e3:.2f} | {dev * 1e3:.2f} | "

@@ -56,11 +56,11 @@ def test_gpu_engine_comparison_smoke_run() -> None:
 
 
 def test_cpu_step_model_benchmark_smoke_run() -> None:
-    """The CPU step-model benchmark (which fits the CPU rows' host terms): every depth at
-    batches 1 and 2, a measured step and the step model's beside it."""
+    """The CPU step-model benchmark (which fits the CPU rows' host term and efficiency): every
+    depth at batches 1 and 2, a measured step and the step model's beside it."""
     out = smoke("bench_cpu_steps.py")
     head = next(line for line in out.splitlines() if line.startswith("**none**"))
-    assert "ms per decoder layer" in head
+    assert "ms host time per decoder layer and efficiency" in head
     rows = [
         [c.strip() for c in line.strip("|").split("|")]
         for line in out.splitlines()
@@ -76,15 +76,21 @@ def test_cpu_step_model_benchmark_smoke_run() -> None:
         assert model > device  # the step model adds the host terms to the device terms
 
 
-def test_host_terms_fit_recovers_a_line_and_never_goes_below_zero() -> None:
+def test_cpu_row_fit_recovers_its_constants_and_never_goes_below_zero() -> None:
     sys.path.insert(0, str(BENCH))
     try:
-        from bench_cpu_steps import fit_host
+        from bench_cpu_steps import fit_cpu_row
     finally:
         sys.path.remove(str(BENCH))
-    fixed, per_layer = fit_host([(n, 0.002 + 0.003 * n) for n in (1, 2, 4, 8)])
-    assert (fixed, per_layer) == (pytest.approx(0.002), pytest.approx(0.003))
-    # residuals that would fit a negative fixed part: all of it goes per layer
-    fixed, per_layer = fit_host([(1, 0.001), (8, 0.016)])
-    assert fixed == 0.0
-    assert per_layer == pytest.approx(0.017 / 9)
+    # steps made from known constants: 3 ms of host per layer, a quarter of the roofs
+    points = [
+        (n, device, 0.003 * n + device / 0.25)
+        for n in (1, 2, 4, 8)
+        for device in (0.001 * n, 0.004 * n, 0.02 * n)
+    ]
+    host, efficiency = fit_cpu_row(points)
+    assert (host, efficiency) == (pytest.approx(0.003), pytest.approx(0.25))
+    # points that would fit a negative host part: all of the step is the device's
+    host, efficiency = fit_cpu_row([(1, 0.002, 0.002), (8, 0.010, 0.008)])
+    assert host == 0.0
+    assert efficiency == pytest.approx(1.25**0.5)  # the geometric mean of device / measured

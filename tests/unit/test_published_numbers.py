@@ -174,8 +174,8 @@ def test_step_model_predicts_the_engines_own_gpu_steps(sweep: MeasuredSweep) -> 
 def test_step_model_predicts_the_engines_own_cpu_steps(sweep: MeasuredSweep) -> None:
     """The CPU row, host time included, against Ridgeline's engine on the 2-core CPU it was
     fitted on: the median point within 25% and every point within 2x (a 2-core machine's
-    threads move single points by half). The host term is most of the step: without it the
-    median point is 2-5x the prediction."""
+    threads move single points by half). The host term is most of a small batch's step:
+    without it the median point of batches 1-8 is over twice the prediction."""
     shape = estimate_model_shape(TINY_LLAMA_CONFIG)
     assert sweep.matches(shape.num_params, "CPU", Engine.TRANSFORMERS, sweep.quantization)
     cpu = cpu_accelerator(16 * 2**30, OWN_CPU_CORES)
@@ -198,7 +198,8 @@ def test_step_model_predicts_the_engines_own_cpu_steps(sweep: MeasuredSweep) -> 
     assert statistics.median(with_host) == pytest.approx(1.0, abs=0.25)
     assert all(0.5 <= r <= 2.0 for r in with_host), with_host
     without = ratios(dataclasses.replace(row, overhead_s=0.0, host_s_per_layer=0.0))
-    assert statistics.median(without) > 2.0
+    small = [r for (batch, _), r in zip(sweep.points, without, strict=True) if batch <= 8]
+    assert statistics.median(small) > 2.0
 
 
 def test_eager_decode_reaches_about_a_third_of_the_roofline_at_batch_1(shape_of) -> None:

@@ -114,18 +114,18 @@ OWN = _own_sweeps(
 # 2.15, transformers 5.23, bitsandbytes 0.50, float32, two intra-op threads): a random-weight
 # Llama of the example CPU model's shape (examples/models/tiny-llama: 4 layers, 3.4M
 # parameters), 128-token prompts, 64 new tokens, greedy; the median decode step while every row
-# of the batch decodes, at batch 1 to 64. A CPU's step time depends on its cores: these points
+# of the batch decodes, at batch 1 to 128. A CPU's step time depends on its cores: these points
 # are a 2-core pool's.
 OWN_CPU_CORES = 2
 _OWN_CPU = (
     "Ridgeline engine, make bench on a 2-core x86_64 CPU (tests/bench/bench_cpu_steps.py; "
     "docs/benchmarks.md, Serving, CPU step model)"
 )
-_OWN_CPU_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+_OWN_CPU_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 _OWN_CPU_STEPS_MS = {
-    Quantization.NONE: (6.68, 10.79, 12.35, 9.46, 12.67, 23.97, 28.35),
-    Quantization.INT8: (11.33, 20.38, 23.13, 28.72, 36.03, 42.66, 62.66),
-    Quantization.NF4: (13.42, 15.53, 13.35, 15.94, 17.14, 21.80, 25.04),
+    Quantization.NONE: (4.27, 7.26, 10.00, 9.99, 7.87, 14.68, 19.96, 29.07),
+    Quantization.INT8: (10.59, 20.29, 19.19, 22.51, 21.51, 28.83, 36.13, 51.26),
+    Quantization.NF4: (11.20, 12.96, 20.43, 23.06, 19.13, 26.83, 41.29, 37.04),
 }
 OWN_CPU = _own_sweeps(
     "Llama-3.4M (random weights, 4 layers)",

@@ -16,7 +16,8 @@ Ridgeline's own engine measured on a GPU (``make bench`` there, docs/benchmarks.
 GPU"): an eager forward launches some thirty kernels per decoder layer from Python, and on the
 measured H100 host that, not the GPU, set the step time of a 1B model up to batch 512. On a CPU
 the same dispatch (and the wake-ups of torch's threads) is most of a small model's step: the CPU
-rows' host terms are the engine's on a CPU (docs/benchmarks.md "Serving, CPU step model").
+rows' host terms, and their efficiencies against a CPU pool's estimated roofs, are fitted to the
+engine on a CPU (docs/benchmarks.md "Serving, CPU step model").
 """
 
 from __future__ import annotations
@@ -81,24 +82,43 @@ _HOST_S_PER_LAYER_BF16 = 0.72e-3
 _HOST_S_PER_LAYER_INT8 = 3.97e-3
 _HOST_S_PER_LAYER_NF4 = 1.85e-3
 _OWN_H100 = "Ridgeline engine on an H100-80GB-HBM3, make bench (docs/benchmarks.md, Serving, GPU)"
-# CPU: no published measurement of transformers decode on a server CPU; half the roofline is an
-# assumption, and bitsandbytes' GPU slowdowns are carried over in proportion.
-_CPU_EFFICIENCY = 0.5
-# Ridgeline's engine (torch 2.15, transformers 5.23, bitsandbytes 0.50, float32, torch's default
-# two intra-op threads as a CPU replica runs) on a 2-core x86_64 machine, random-weight Llamas
-# of the example model's shape at 1, 2, 4 and 8 layers: the decode step minus the device terms
-# above, least squares of fixed + per layer x layers over batches 1-8 (the fixed part came out
-# 0). tests/bench/bench_cpu_steps.py; docs/benchmarks.md, "Serving, CPU step model". Without
-# them the step model predicted steps 1.4-8x shorter than the engine's at these shapes.
-_CPU_HOST_S_PER_LAYER = {
-    Quantization.NONE: 2.471e-3,
-    Quantization.INT8: 3.996e-3,
-    Quantization.NF4: 3.085e-3,
+# CPU: Ridgeline's engine (torch 2.15, transformers 5.23, bitsandbytes 0.50, float32, torch's
+# default two intra-op threads as a CPU replica runs) on a 2-core x86_64 machine, random-weight
+# Llamas of the example model's shape at 1, 2, 4 and 8 layers, batches 1-128: (host seconds per
+# decoder layer, efficiency), least squares of the log ratio of the measured step to
+#     host x layers + device terms at efficiency 1 / efficiency
+# over every point (no fixed part per step), against the roofs of a CPU pool as
+# hardware.cpu_accelerator sizes it from its cores. tests/bench/bench_cpu_steps.py;
+# docs/benchmarks.md, "Serving, CPU step model". Before, the efficiency was an assumption (half
+# the roofline) and the host term was fitted at batches 1-8 only.
+_CPU_FIT = {
+    Quantization.NONE: (1.375e-3, 0.420),
+    Quantization.INT8: (1.872e-3, 0.374),
+    Quantization.NF4: (2.715e-3, 0.333),
 }
 _OWN_CPU = (
-    "host term: Ridgeline engine on a 2-core x86_64 CPU, make bench (docs/benchmarks.md, "
-    "Serving, CPU step model)"
+    "Ridgeline engine on a 2-core x86_64 CPU, make bench (docs/benchmarks.md, Serving, CPU step "
+    "model)"
 )
+
+
+def _cpu_row(quantization: Quantization, weight_slowdown: float, source: str) -> StepModel:
+    """A CPU row from its fit; bitsandbytes' weight path keeps its measured GPU slowdown
+    against the 16-bit row (``weight_slowdown``), which the fitted efficiency scales."""
+    host_s_per_layer, efficiency = _CPU_FIT[quantization]
+    return StepModel(
+        Engine.TRANSFORMERS,
+        quantization,
+        on_cpu=True,
+        overhead_s=0.0,
+        host_s_per_layer=host_s_per_layer,
+        efficiency=efficiency,
+        weight_efficiency=efficiency * weight_slowdown,
+        kv_passes=_HF_KV_PASSES,
+        padded_rows=True,
+        source=source,
+    )
+
 
 STEP_MODELS: tuple[StepModel, ...] = (
     StepModel(
@@ -142,41 +162,18 @@ STEP_MODELS: tuple[StepModel, ...] = (
         "(design section 3; github.com/bitsandbytes-foundation/bitsandbytes/issues/181); "
         f"host term: {_OWN_H100}",
     ),
-    StepModel(
-        Engine.TRANSFORMERS,
-        Quantization.NONE,
-        on_cpu=True,
-        overhead_s=0.0,
-        host_s_per_layer=_CPU_HOST_S_PER_LAYER[Quantization.NONE],
-        efficiency=_CPU_EFFICIENCY,
-        weight_efficiency=_CPU_EFFICIENCY,
-        kv_passes=_HF_KV_PASSES,
-        padded_rows=True,
-        source=f"assumption (no published CPU measurement): half the roofline; {_OWN_CPU}",
-    ),
-    StepModel(
-        Engine.TRANSFORMERS,
+    _cpu_row(Quantization.NONE, 1.0, f"host term and efficiency fitted: {_OWN_CPU}"),
+    _cpu_row(
         Quantization.INT8,
-        on_cpu=True,
-        overhead_s=0.0,
-        host_s_per_layer=_CPU_HOST_S_PER_LAYER[Quantization.INT8],
-        efficiency=_CPU_EFFICIENCY,
-        weight_efficiency=_CPU_EFFICIENCY * _BNB_INT8_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
-        kv_passes=_HF_KV_PASSES,
-        padded_rows=True,
-        source=f"assumption: the CPU row slowed as bitsandbytes int8 slows the GPU row; {_OWN_CPU}",
+        _BNB_INT8_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
+        f"host term and efficiency fitted: {_OWN_CPU}; weight path as bitsandbytes int8 slows "
+        "the GPU row",
     ),
-    StepModel(
-        Engine.TRANSFORMERS,
+    _cpu_row(
         Quantization.NF4,
-        on_cpu=True,
-        overhead_s=0.0,
-        host_s_per_layer=_CPU_HOST_S_PER_LAYER[Quantization.NF4],
-        efficiency=_CPU_EFFICIENCY,
-        weight_efficiency=_CPU_EFFICIENCY * _BNB_NF4_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
-        kv_passes=_HF_KV_PASSES,
-        padded_rows=True,
-        source=f"assumption: the CPU row slowed as bitsandbytes nf4 slows the GPU row; {_OWN_CPU}",
+        _BNB_NF4_WEIGHT_EFFICIENCY / _HF_EFFICIENCY,
+        f"host term and efficiency fitted: {_OWN_CPU}; weight path as bitsandbytes nf4 slows "
+        "the GPU row",
     ),
 )
 
