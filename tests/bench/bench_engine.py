@@ -399,7 +399,7 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
         f"1,024, one thread) takes {topk:.2f} ms alone here. torch's CPU topk selects with "
         "nth_element when k x 64 exceeds the row (50 x 64 > 1,024) and with a partial sort "
         f"otherwise: k = 16 takes {topk16:.2f} ms. numpy's SIMD sort of the whole rows (values "
-        f"only) takes {np_sort:.2f} ms, but at vocabularies of 32k-128k it was 10-15x slower "
+        f"only) takes {np_sort:.2f} ms, but at vocabularies of 32k-128k it was 11-16x slower "
         "than topk on this machine (and numpy's partition degrades when many logits are "
         "equal, as the stub's -inf beyond the tokenizer's vocabulary), so the engine ranks "
         "with topk on every device.",
