@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ridgeline_dev.ray_apps import serve_apps
 from ridgeline_dev.s3server import S3Server, running_minio
 from ridgeline_dev.tiny_model import upload_dir, write_tiny_model
 
@@ -50,12 +47,3 @@ def s3_client(s3: S3Server):  # type: ignore[no-untyped-def]
         aws_secret_access_key=s3.secret_key,
         region_name="us-east-1",
     )
-
-
-def serve_locally(
-    apps: dict[str, tuple[str, dict[str, Any]]],
-) -> AbstractContextManager[dict[str, str]]:
-    """Ray and Serve on this machine with the given apps (name: route prefix, ServingArgs as a
-    dict), in a child process (ridgeline_dev.ray_apps says why); yields the HTTP base URL, the
-    Prometheus metrics URL and Ray's log folder."""
-    return serve_apps(apps)

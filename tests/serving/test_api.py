@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from ridgeline_dev.cluster import free_port
-from tests.serving.conftest import serve_locally
+from ridgeline_dev.ray_apps import serve_apps
 
 MODEL = "tiny-chat"
 
@@ -39,7 +39,7 @@ def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "main": ("/", {**base, "max_batch_size": 16}),
         "small": ("/small", {**base, "max_batch_size": 1, "max_queued_requests": 1}),
     }
-    with serve_locally(apps) as urls:
+    with serve_apps(apps) as urls:
         yield {**urls, "cache": str(cache)}
 
 

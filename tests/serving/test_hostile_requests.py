@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from ridgeline_dev.ray_apps import serve_apps
 from ridgeline_serving.http_limits import RequestLimits
-from tests.serving.conftest import serve_locally
 
 MODEL = "tiny-chat"
 CONTEXT = 256
@@ -37,7 +37,7 @@ def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "max_queued_requests": QUEUE,
         "body_timeout_s": BODY_TIMEOUT_S,
     }
-    with serve_locally({"hostile": ("/", args)}) as urls:
+    with serve_apps({"hostile": ("/", args)}) as urls:
         yield urls
 
 

@@ -3,8 +3,8 @@ an operator looks first (`kubectl logs`, `ridgeline serve`'s terminal), as vLLM'
 does. The dashboards carry the same figures; this line needs no Prometheus, and it puts the
 measured step beside the planned one, so a plan the engine does not deliver shows in the log:
 
-    engine: 412.3 tokens/s generated, 1024.0 prompt tokens/s; running 12 (plan 108), waiting 0;
-    step p50 9.1 ms (plan 113.2 ms at batch 108); KV cache 1536 of 110592 tokens (1.4%)
+    engine: 412.3 tokens/s generated, 1024.0 prompt tokens/s; running 12 (plan 58), waiting 0;
+    step p50 9.1 ms (plan 72.3 ms at batch 58); KV cache 1536 of 59392 tokens (2.6%)
 
 Fed from the engine's thread (``step``); read from any other (``line``), never blocking the
 engine for longer than a counter update."""

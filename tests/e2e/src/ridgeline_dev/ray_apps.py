@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,9 +60,10 @@ def _ready_line(proc: subprocess.Popen[str], stderr: IO[str]) -> dict[str, str]:
         lines.put(None)
 
     threading.Thread(target=read, args=(proc.stdout,), daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
-            line = lines.get(timeout=START_TIMEOUT_S)
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0))
         except queue.Empty:
             line = None
         if line is None:
