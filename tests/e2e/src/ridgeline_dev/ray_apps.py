@@ -29,25 +29,44 @@ from ridgeline_dev.cluster import free_port
 
 READY = "READY "
 START_TIMEOUT_S = 300.0
+START_ATTEMPTS = 3
 
 
 @contextmanager
 def serve_apps(apps: dict[str, tuple[str, dict[str, Any]]]) -> Iterator[dict[str, str]]:
     """Run the apps (name: route prefix, ServingArgs as a dict) on local Ray in a child process;
     yields the HTTP base URL, the Prometheus metrics URL and Ray's log folder."""
-    spec = {"apps": apps, "http_port": free_port(), "metrics_port": free_port()}
-    with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ridgeline_dev.ray_apps", json.dumps(spec)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-        try:
-            yield _ready_line(proc, stderr)
-        finally:
-            _stop(proc)
+    proc, urls = _start(apps)
+    try:
+        yield urls
+    finally:
+        _stop(proc)
+
+
+def _start(
+    apps: dict[str, tuple[str, dict[str, Any]]],
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """The child, once its apps run. A port from ``free_port`` is free when chosen, not when
+    Ray binds it, and Ray starts a dozen processes on ports of their own meanwhile: once here
+    Ray's metrics agent found its port taken (Errno 98) and the raylet died with it. So a
+    start that fails is tried again on fresh ports, and the error keeps every attempt's."""
+    failures = []
+    for _ in range(START_ATTEMPTS):
+        spec = {"apps": apps, "http_port": free_port(), "metrics_port": free_port()}
+        with tempfile.TemporaryFile("w+") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ridgeline_dev.ray_apps", json.dumps(spec)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+            try:
+                return proc, _ready_line(proc, stderr)
+            except RuntimeError as exc:
+                _stop(proc)
+                failures.append(str(exc))
+    raise RuntimeError("\n\n".join(failures))
 
 
 def _ready_line(proc: subprocess.Popen[str], stderr: IO[str]) -> dict[str, str]:
