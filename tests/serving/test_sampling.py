@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from ridgeline_serving.engine.detokenize import Detokenizer
-from ridgeline_serving.engine.sampling import RowParams, sample, uniform, uniforms
+from ridgeline_serving.engine.randoms import seed_array, uniform, uniforms
+from ridgeline_serving.engine.sampling import RowParams, sample
 
 
 def row(
@@ -135,28 +138,86 @@ def test_filtered_rows_follow_their_renormalized_distribution() -> None:
 def test_the_batched_uniforms_are_the_per_row_ones() -> None:
     seeds = [0, 1, 11, 2**63 - 1, 2**64 + 5, -3, 12345678901234567890]
     counters = [0, 1, 7, 1000, 3, 2, 99]
-    assert uniforms(seeds, counters).tolist() == [
-        uniform(s, c) for s, c in zip(seeds, counters, strict=True)
-    ]
+    for stream in (0, 1, 23):
+        batched = uniforms(seed_array(seeds), np.array(counters), stream)
+        assert batched.tolist() == [
+            uniform(s, c, stream) for s, c in zip(seeds, counters, strict=True)
+        ]
+    assert uniform(11, 3, 0) != uniform(11, 3, 1)
 
 
-def test_a_drawn_value_shared_by_several_tokens_gives_the_first_of_them() -> None:
-    """Whatever order the ranking gives equal logits: ties inside the ranked tokens, a tie that
-    goes on past the top_k (the ranking holds only some of it), and rows ranked whole (top_p
-    alone)."""
+def test_tied_tokens_each_keep_their_share_and_a_cut_tie_takes_the_lowest_ids() -> None:
+    """Equal logits (common in bfloat16) are distinct tokens: each is drawn, whatever order a
+    kernel ranked them in. A top_k that cuts a run of ties keeps its lowest ids, alone or in
+    any batch."""
     logits = torch.tensor(
         [
             [3.0, 9.0, 9.0, 1.0, 2.0, 9.0],  # top_k 4: 9 9 9 3, the tie inside
             [1.0, 5.0, 2.0, 5.0, 5.0, 0.0],  # top_k 2: two of the three 5s
-            [0.0, 4.0, 4.0, 4.0, 4.0, 4.0],  # top_p alone: the whole row is ranked
+            [0.0, 4.0, 4.0, 4.0, 4.0, 4.0],  # top_p alone: the nucleus sampler
         ]
     )
-    for seed in range(50):
+    seen: list[set[int]] = [set(), set(), set()]
+    for seed in range(200):
         rows = [row(top_k=4, seed=seed), row(top_k=2, seed=seed), row(top_p=0.99, seed=seed)]
-        tokens = sample(logits, rows).tokens
-        assert tokens[0] in (1, 0)
-        assert tokens[1] == 1
-        assert tokens[2] in (1, 0)
+        for i, token in enumerate(sample(logits, rows).tokens):
+            seen[i].add(token)
+        assert sample(logits[1:2], [row(top_k=2, seed=seed)]).tokens[0] in (1, 3)
+    assert {1, 2, 5} <= seen[0] <= {0, 1, 2, 5}  # token 0's share is 0.08%
+    assert seen[1] == {1, 3}
+    assert seen[2] == {1, 2, 3, 4, 5}  # token 0 is past the 0.99
     # torch's topk(1) of this row ranks token 2, not 0: the tie goes on past the ranking
     alternating = torch.tensor([[7.0, 0.0, 7.0, 0.0, 7.0, 0.0]])
     assert sample(alternating, [row(top_k=1)]).tokens == [0]
+    assert {sample(alternating, [row(top_k=2)]).tokens[0] for _ in range(100)} == {0, 2}
+
+
+def frequencies(tokens: list[int], size: int) -> torch.Tensor:
+    return torch.bincount(torch.tensor(tokens), minlength=size).float() / len(tokens)
+
+
+@pytest.mark.parametrize("ranked", [False, True], ids=["nucleus sampler", "ranked (GPU)"])
+def test_top_p_alone_draws_its_nucleus_renormalized(ranked: bool) -> None:
+    # top_p 0.6 keeps 0.4 and 0.3 (the 0.3 starts at mass 0.4 < 0.6), renormalized 4/7, 3/7;
+    # top_p 0.5 of three tied 0.3s keeps all three: none has a likelier token above it
+    draw = _ranked_only if ranked else _sampled
+    probs = torch.tensor([0.05, 0.4, 0.05, 0.3, 0.2])
+    tokens = draw(probs.log().repeat(6000, 1), [row(top_p=0.6) for _ in range(6000)])
+    assert torch.allclose(frequencies(tokens, 5), torch.tensor([0, 4 / 7, 0, 3 / 7, 0]), atol=0.03)
+    tied = torch.tensor([0.3, 0.1, 0.3, 0.3])
+    tokens = draw(tied.log().repeat(6000, 1), [row(top_p=0.5) for _ in range(6000)])
+    assert torch.allclose(frequencies(tokens, 4), torch.tensor([1 / 3, 0, 1 / 3, 1 / 3]), atol=0.03)
+
+
+def _sampled(logits: torch.Tensor, rows: list[RowParams]) -> list[int]:
+    return sample(logits, rows).tokens
+
+
+def _ranked_only(logits: torch.Tensor, rows: list[RowParams]) -> list[int]:
+    """The path a GPU takes for top_p rows, run on the CPU."""
+    from ridgeline_serving.engine.sampling import _draw_ranked, _Table
+
+    return _draw_ranked(logits, _Table.of(rows)).tolist()
+
+
+def test_nucleus_rows_are_exact_for_a_long_flat_tail_and_a_tiny_top_p() -> None:
+    """Many rejection rounds: a vocabulary of 4,096 nearly equal tokens and top_p 0.001 keeps
+    the likeliest few; past MAX_ROUNDS the undecided rows are settled by sorting."""
+    logits = torch.linspace(0, 0.05, 4096).repeat(300, 1)
+    probs = torch.softmax(logits[0], -1)
+    ranked = probs.sort(descending=True)
+    kept = int(((ranked.values.cumsum(0) - ranked.values) < 0.001).sum())
+    allowed = set(ranked.indices[:kept].tolist())
+    tokens = sample(logits, [row(top_p=0.001, seed=s) for s in range(300)]).tokens
+    assert set(tokens) <= allowed
+    assert len(set(tokens)) > 1
+    assert sample(logits[:1], [row(top_p=0.001, seed=7)]).tokens == tokens[7:8]
+
+
+def test_nucleus_rows_do_not_depend_on_their_neighbours() -> None:
+    logits = torch.randn(5, 700) * 3
+    rows = [row(top_p=0.8, seed=s) for s in range(5)]
+    alone = [sample(logits[i : i + 1], [rows[i]]).tokens[0] for i in range(5)]
+    mixed_logits = torch.cat([logits[:2], torch.randn(2, 700), logits[2:]])
+    batch = sample(mixed_logits, [*rows[:2], row(top_k=5), row(temperature=0), *rows[2:]]).tokens
+    assert batch[:2] + batch[4:] == alone
