@@ -24,6 +24,7 @@ from ridgeline_serving.engine.randoms import uniforms
 # pathological rows, never reached by a distribution whose nucleus holds top_p of its mass
 # within a few halvings of the vocabulary.
 MAX_ROUNDS = 24
+PREPARED_ROUNDS = 3
 
 
 def invert_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -54,31 +55,34 @@ def draw_nucleus(
 ) -> torch.Tensor:
     """One token per row of ``probs`` (rows x vocab, each row summing to 1), from the row's
     top_p nucleus; round r uses each row's stream-r uniform (``uniforms``)."""
-    tokens = torch.empty(probs.shape[0], dtype=torch.long)
+    tokens = np.empty(probs.shape[0], dtype=np.int64)
+    # the first rounds' numbers for every row at once: most rows need one, few need three
+    u = uniforms(seeds, counters, np.arange(PREPARED_ROUNDS, dtype=np.uint64)[:, None])
     active = np.arange(probs.shape[0])
     p, floor = probs, None
     for stream in range(MAX_ROUNDS):
-        u = torch.from_numpy(uniforms(seeds[active], counters[active], stream)).float()
+        u_now = u[stream, active] if stream < PREPARED_ROUNDS else None
+        if u_now is None:
+            u_now = uniforms(seeds[active], counters[active], stream)
         weights = p if floor is None else torch.where(p > floor, p, 0.0)
-        drawn = invert_cdf(weights, u)
+        drawn = invert_cdf(weights, torch.from_numpy(u_now).float())
         kept = in_nucleus(p, drawn, top_p[active])
+        tokens[active[kept]] = drawn.numpy()[kept]
         if kept.all():
-            tokens[torch.from_numpy(active)] = drawn
-            return tokens
-        tokens[torch.from_numpy(active[kept])] = drawn[torch.from_numpy(kept)]
+            return torch.from_numpy(tokens)
         rejected = torch.from_numpy(~kept)
         floor = p.gather(1, drawn.unsqueeze(1))[rejected]
         active, p = active[~kept], p[rejected]
-    u = torch.from_numpy(uniforms(seeds[active], counters[active], MAX_ROUNDS)).float()
-    tokens[active] = _draw_by_sorting(p, torch.from_numpy(top_p[active]).float(), u)
-    return tokens
+    last = uniforms(seeds[active], counters[active], MAX_ROUNDS)
+    tokens[active] = _draw_by_sorting(p, torch.from_numpy(top_p[active]).float(), last).numpy()
+    return torch.from_numpy(tokens)
 
 
-def _draw_by_sorting(probs: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _draw_by_sorting(probs: torch.Tensor, top_p: torch.Tensor, u: np.ndarray) -> torch.Tensor:
     """The same nucleus found by ranking: its edge is the last ranked value whose mass before
     it is below top_p (every token at or above that value is in)."""
     ranked = probs.sort(dim=-1, descending=True).values
     before = ranked.cumsum(dim=-1) - ranked
     last = ((before < top_p.unsqueeze(1)).sum(dim=-1, keepdim=True) - 1).clamp_(min=0)
     edge = ranked.gather(1, last)
-    return invert_cdf(torch.where(probs >= edge, probs, 0.0), u)
+    return invert_cdf(torch.where(probs >= edge, probs, 0.0), torch.from_numpy(u).float())

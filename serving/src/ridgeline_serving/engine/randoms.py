@@ -29,12 +29,12 @@ def seed_array(seeds: Sequence[int]) -> np.ndarray:
     return np.array([seed & MASK64 for seed in seeds], dtype=np.uint64)
 
 
-def uniforms(seeds: np.ndarray, counters: np.ndarray, stream: int = 0) -> np.ndarray:
+def uniforms(seeds: np.ndarray, counters: np.ndarray, stream: int | np.ndarray = 0) -> np.ndarray:
     """``uniform`` for every row at once (the same bits: uint64 arithmetic wraps at 2**64);
-    ``seeds`` as ``seed_array`` gives them."""
+    ``seeds`` as ``seed_array`` gives them. Arrays of seeds, counters and streams broadcast."""
     c = counters.astype(np.uint64) + np.uint64(1)
     with np.errstate(over="ignore"):
-        x = seeds + np.uint64((stream * STREAM_STEP) & MASK64)
+        x = seeds + np.asarray(stream, dtype=np.uint64) * np.uint64(STREAM_STEP)
         x = x * np.uint64(0x9E3779B97F4A7C15) + c * np.uint64(0xD1B54A32D192ED03)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
