@@ -6,6 +6,7 @@ blocking, and the engine's own work per step with a stub model. Writes docs/benc
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import os
 import random
@@ -294,13 +295,15 @@ def bench_head_of_line(engine: TransformersEngine) -> list[str]:
     ]
 
 
+STUB_VOCAB = 1024
+
+
 class StubRunner:
     """A model whose forward costs nothing: fixed random logits (vocabulary 1,024)."""
 
-    def __init__(self, usable_vocab: int, vocab: int = 1024) -> None:
+    def __init__(self, vocab: int = STUB_VOCAB) -> None:
         self.device = torch.device("cpu")
         self.logits = torch.randn(4096, vocab)
-        self.logits[:, usable_vocab:] = float("-inf")
         self.rows = 0
 
     def start(self, prompts: list[list[int]]) -> Any:
@@ -322,6 +325,15 @@ class StubRunner:
 
     def keep(self, rows: list[int]) -> None:
         self.rows = len(rows)
+
+
+def stub_tokenizer(tokenizer: Any) -> Any:
+    """The tiny model's tokenizer grown to the stub's vocabulary (added tokens), so that every
+    logit of the stub is a token the engine may draw."""
+    grown = copy.deepcopy(tokenizer)
+    grown.add_tokens([f"<stub{i}>" for i in range(STUB_VOCAB - len(grown))])
+    assert len(grown) == STUB_VOCAB
+    return grown
 
 
 OVERHEAD_CONFIGS: dict[str, dict[str, float]] = {
@@ -349,7 +361,7 @@ def overhead_step(tokenizer: Any, params: dict[str, float], seeded: bool) -> tup
     limits = Limits(
         max_batch=256, kv_tokens=256 * 2048, prefill_tokens=2048, max_context_tokens=2048
     )
-    sched = Scheduler(StubRunner(len(tokenizer)), tokenizer, set(), limits, on_step)
+    sched = Scheduler(StubRunner(), tokenizer, set(), limits, on_step)
     reqs = [
         GenerationRequest([5, 6, 7], 200, seed=i if seeded else None, **params)  # type: ignore[arg-type]
         for i in range(256)
@@ -361,7 +373,7 @@ def overhead_step(tokenizer: Any, params: dict[str, float], seeded: bool) -> tup
 
 
 def bench_overhead(engine: TransformersEngine) -> list[str]:
-    tokenizer = engine.tokenizer
+    tokenizer = stub_tokenizer(engine.tokenizer)
     replica_threads = os.cpu_count() or 1
     lines = [
         "Engine work outside the forward (scheduling, sampling, detokenization, events), stub "
@@ -384,7 +396,7 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
                 f"| {name} | {threads} | {wall * 1000:.2f} | {cpu * 1000:.2f} | {verdict} |"
             )
     torch.set_num_threads(1)
-    logits = StubRunner(len(tokenizer)).logits[:256]
+    logits = StubRunner().logits[:256]
 
     def ms(work: Callable[[], object]) -> float:
         return statistics.median(timed(work) for _ in range(50)) * 1000
@@ -394,9 +406,10 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
     whole = ms(lambda: logits.sort(dim=-1, descending=True))
     lines += [
         "",
-        "The stub's logits are random beyond the first "
-        f"{len(tokenizer)} (the tokenizer's vocabulary) and -inf past them, so every token "
-        "drawn decodes. Rows with top_p alone (what OpenAI clients send) sample their nucleus "
+        f"The stub's logits are random over all {STUB_VOCAB} tokens: the tiny model's "
+        f"tokenizer ({len(engine.tokenizer)} tokens) with added tokens up to {STUB_VOCAB}, "
+        "as the engine draws only ids its tokenizer has. Rows with top_p alone (what OpenAI "
+        "clients send) sample their nucleus "
         "by rejection on the CPU (`engine/nucleus.py`): no ranking; ranking the whole rows, "
         f"as the engine did before for them (`torch.sort`, 256 x 1,024), takes {whole:.2f} ms "
         "alone here. Rows with a top_k rank their k best tokens: `torch.topk` of 50 (256 x "

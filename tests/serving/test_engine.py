@@ -23,6 +23,7 @@ from ridgeline_serving.engine import (
     kv_batch,
     kv_layers,
 )
+from ridgeline_serving.engine.scheduler import Limits, Scheduler
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
 
@@ -458,3 +459,57 @@ def test_a_model_the_batch_cannot_hold_fails_at_load(tmp_path: Path) -> None:
         TransformersEngine(tmp_path, "llama4", Quantization.NONE, "float32", 0, 512)
     assert "llama4_text" in str(info.value)
     assert "layer_types[0]='chunked_attention'" in str(info.value)
+
+
+class PaddedRunner:
+    """A model whose embedding is padded past its tokenizer, and whose padding rows win every
+    step (untrained rows can: nothing pushed them down)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, tokens: int, padding: int = 64) -> None:
+        self.logits = torch.zeros(8, tokens + padding)
+        self.logits[:, :tokens] = torch.linspace(0, 1, tokens)
+        self.logits[:, tokens:] = 10.0
+
+    def start(self, prompts: list[list[int]]) -> Any:
+        logits = self.logits[: len(prompts)]
+
+        class Job:
+            rows = len(prompts)
+
+            def step(self, budget: int) -> tuple[int, torch.Tensor]:
+                return sum(map(len, prompts)), logits
+
+        return Job()
+
+    def join(self, group: Any) -> None:
+        pass
+
+    def decode(self, tokens: list[int]) -> torch.Tensor:
+        return self.logits[: len(tokens)]
+
+    def keep(self, rows: list[int]) -> None:
+        pass
+
+
+def test_ids_past_the_tokenizer_are_never_drawn(engine: TransformersEngine) -> None:
+    tokens = len(engine.tokenizer)
+    limits = Limits(max_batch=8, kv_tokens=8 * 64, prefill_tokens=64, max_context_tokens=64)
+    scheduler = Scheduler(PaddedRunner(tokens), engine.tokenizer, set(), limits)
+    try:
+        requests = [
+            GenerationRequest([5, 6], 12, temperature=0, logprobs=2),
+            GenerationRequest([5, 6], 12, temperature=1.0, logprobs=2),
+            GenerationRequest([5, 6], 12, temperature=1.0, top_p=0.5, logprobs=2),
+            GenerationRequest([5, 6], 12, temperature=1.0, top_k=3, seed=1, logprobs=2),
+        ]
+        results = scheduler.generate(requests)
+    finally:
+        scheduler.close()
+    for result in results:
+        drawn = [lp.token_id for lp in result.logprobs]
+        assert len(drawn) == 12
+        assert max(drawn) < tokens
+        # the alternatives too are tokens (a padding id decodes to nothing)
+        assert all(piece for lp in result.logprobs for piece, _ in lp.top)

@@ -125,6 +125,9 @@ class Scheduler:
         self.runner = runner
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
+        # Ids past the tokenizer's (a model's embedding padded to a round size: Phi-3's 32,064
+        # rows for 32,011 tokens, Qwen2's 151,936 for 151,665) are no tokens: never drawn.
+        self.tokens = len(tokenizer)
         self.limits = limits
         self.on_step = on_step
         self._ids = itertools.count(1)
@@ -292,9 +295,10 @@ class Scheduler:
             self.running += self.group.sequences
             self.group = None
         if rows:
-            sampled = sample(
-                torch.cat(parts) if len(parts) > 1 else parts[0], [s.params() for s in rows]
-            )
+            logits = torch.cat(parts) if len(parts) > 1 else parts[0]
+            if logits.shape[-1] > self.tokens:
+                logits = logits[:, : self.tokens]
+            sampled = sample(logits, [s.params() for s in rows])
             events = [self._advance(seq, sampled, i) for i, seq in enumerate(rows)]
             keep = [
                 i
