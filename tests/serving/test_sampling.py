@@ -221,3 +221,20 @@ def test_nucleus_rows_do_not_depend_on_their_neighbours() -> None:
     mixed_logits = torch.cat([logits[:2], torch.randn(2, 700), logits[2:]])
     batch = sample(mixed_logits, [*rows[:2], row(top_k=5), row(temperature=0), *rows[2:]]).tokens
     assert batch[:2] + batch[4:] == alone
+
+
+@pytest.mark.parametrize(
+    ("vocab", "k"), [(1024, 50), (1000, 50), (1027, 20), (4099, 7), (300, 100), (64, 17)]
+)
+def test_the_cpu_selection_in_groups_keeps_the_k_largest_values(vocab: int, k: int) -> None:
+    from ridgeline_serving.engine.sampling import select_top
+
+    torch.manual_seed(vocab + k)
+    padded = torch.randn(40, vocab + 13)
+    padded[:20] = torch.randint(0, 6, (20, vocab + 13)).float()  # runs of equal values
+    logits = padded[:, :vocab]  # a view, as past the tokenizer's ids
+    values, ids = select_top(logits, k)
+    expected = logits.topk(k, dim=-1).values
+    assert torch.equal(values.sort(dim=-1, descending=True).values, expected)
+    assert torch.equal(logits.gather(1, ids), values)
+    assert all(len(set(row)) == k for row in ids.tolist())
