@@ -25,7 +25,7 @@ from static_engine import StaticEngine
 from ridgeline.api import Quantization
 from ridgeline_dev.tiny_model import write_tiny_model
 from ridgeline_serving.engine import GenerationRequest, SequenceEvent, StepStats
-from ridgeline_serving.engine.sampling import select_top
+from ridgeline_serving.engine.ranked import select_top
 from ridgeline_serving.engine.scheduler import Limits, Scheduler
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ridgeline_serving.engine import ranked
 from ridgeline_serving.engine.detokenize import Detokenizer
 from ridgeline_serving.engine.randoms import seed_array, uniform, uniforms
 from ridgeline_serving.engine.sampling import RowParams, sample
@@ -195,9 +196,11 @@ def _sampled(logits: torch.Tensor, rows: list[RowParams]) -> list[int]:
 
 def _ranked_only(logits: torch.Tensor, rows: list[RowParams]) -> list[int]:
     """The path a GPU takes for top_p rows, run on the CPU."""
-    from ridgeline_serving.engine.sampling import _draw_ranked, _Table
+    from ridgeline_serving.engine.sampling import _Table
 
-    return _draw_ranked(logits, _Table.of(rows)).tolist()
+    table = _Table.of(rows)
+    filters = ranked.Filters(table.temperature, table.top_k, table.top_p, table.u())
+    return ranked.draw_ranked(logits, filters).tolist()
 
 
 def test_nucleus_rows_are_exact_for_a_long_flat_tail_and_a_tiny_top_p() -> None:
@@ -227,13 +230,11 @@ def test_nucleus_rows_do_not_depend_on_their_neighbours() -> None:
     ("vocab", "k"), [(1024, 50), (1000, 50), (1027, 20), (4099, 7), (300, 100), (64, 17)]
 )
 def test_the_cpu_selection_in_groups_keeps_the_k_largest_values(vocab: int, k: int) -> None:
-    from ridgeline_serving.engine.sampling import select_top
-
     torch.manual_seed(vocab + k)
     padded = torch.randn(40, vocab + 13)
     padded[:20] = torch.randint(0, 6, (20, vocab + 13)).float()  # runs of equal values
     logits = padded[:, :vocab]  # a view, as past the tokenizer's ids
-    values, ids = select_top(logits, k)
+    values, ids = ranked.select_top(logits, k)
     expected = logits.topk(k, dim=-1).values
     assert torch.equal(values.sort(dim=-1, descending=True).values, expected)
     assert torch.equal(logits.gather(1, ids), values)

@@ -19,6 +19,7 @@ import torch
 
 from ridgeline_serving.engine.nucleus import draw_nucleus, invert_cdf
 from ridgeline_serving.engine.randoms import seed_array, uniforms
+from ridgeline_serving.engine.ranked import Filters, draw_ranked
 
 
 @dataclass(frozen=True)
@@ -161,116 +162,8 @@ def _draw_nucleus(logits: torch.Tensor, table: _Table) -> torch.Tensor:
     return draw_nucleus(probs, table.top_p, table.seeds, table.counters)
 
 
-def _width(top_k: np.ndarray, vocab: int) -> int:
-    """How many of a row's best tokens the filters can keep: the largest top_k when every row
-    has one, else the whole vocabulary."""
-    if (top_k > 0).all():
-        return min(vocab, int(top_k.max()))
-    return vocab
-
-
 def _draw_ranked(logits: torch.Tensor, table: _Table) -> torch.Tensor:
-    """Filtered rows: each inverts the distribution of its best tokens, in rank order, within
-    its top_k and its top_p mass (top_p over the top_k, renormalized). Only the ranked values
-    are computed (when every row has a top_k, only the largest k), and ranked before the
-    temperature divides them (a positive temperature keeps the order), so the division costs
-    k values a row, not the vocabulary. Equal logits (common in bfloat16) rank by token id, so
-    each tied token keeps its own share and a seeded row's draw does not depend on the order a
-    kernel gave the ties."""
-    device = logits.device
-    width = _width(table.top_k, logits.shape[-1])
-    values, ids = _largest(logits, width)
-    top_k = np.where((table.top_k > 0) & (table.top_k < width), table.top_k, width)
-    rank = torch.arange(width, device=device).expand_as(values)
-    drop = rank >= _on(device, top_k, torch.long).unsqueeze(1)
-    probs = torch.softmax(
-        (values / _divisor(logits, table)).masked_fill_(drop, float("-inf")), dim=-1
-    )
-    # mass of the tokens strictly likelier than this one (read at the first of its ties: ties
-    # at top_p's edge stay in together, as in the nucleus sampler)
-    before = probs.cumsum(dim=-1) - probs
-    before = before.gather(1, torch.searchsorted(-values, -values))
-    drop |= before >= _on(device, table.top_p, torch.float32).unsqueeze(1)
-    drop[:, 0] = False  # the most likely token always stays
-    chosen = invert_cdf(probs.masked_fill_(drop, 0.0), _on(device, table.u(), torch.float32))
-    return _token_at(logits, values, ids, chosen.unsqueeze(1))
-
-
-def _largest(logits: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's ``width`` largest values in descending order, ties in token-id order, and
-    their token ids: selected unsorted, then the k kept sorted (sorted by id first when values
-    tie)."""
-    if width == logits.shape[-1]:
-        return logits.sort(dim=-1, descending=True, stable=True)
-    values, ids = select_top(logits, width)
-    values, order = values.sort(dim=-1, descending=True)
-    ids = ids.gather(1, order)
-    if logits.device.type == "cpu" and not bool((values[:, 1:] == values[:, :-1]).any()):
-        return values, ids  # no ties to order (a host check: free on the CPU)
-    ids, order = ids.sort(dim=-1)
-    values, order = values.gather(1, order).sort(dim=-1, descending=True, stable=True)
-    return values, ids.gather(1, order)
-
-
-def select_top(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's k largest values (unsorted) and their ids. On the CPU in two rounds: the
-    vocabulary is cut into groups of ``size`` tokens (strided, so a group's maximum is one
-    vectorized max over ``size`` slices), the k groups with the largest maxima are taken, and
-    the k largest of their tokens are the row's (a token of the top k lies in a group whose
-    maximum is at least its value, and fewer than k groups can have a larger one). torch's CPU
-    topk costs ~10 ns a token whatever k (nth_element over (value, index) pairs), so ranking
-    k x size tokens and the maxima costs 1.4-4x less: 256 rows x 1,024, k 50: 2.3 -> 1.4 ms;
-    x 128k: 70 -> 23 ms. With equal values, the ids topk keeps of a run of ties cut at the k-th
-    value are arbitrary in either way; ``_token_at`` resolves them. On a GPU topk is one
-    kernel."""
-    vocab = logits.shape[-1]
-    size = 8 if vocab // 8 >= 4 * k else 4
-    groups = vocab // size
-    if logits.device.type != "cpu" or groups < k:
-        values, ids = logits.topk(k, dim=-1, sorted=False)
-        return values, ids
-    maxima = logits[:, : groups * size].view(-1, size, groups).amax(dim=1)
-    chosen = maxima.topk(k, dim=-1, sorted=False).indices
-    ids = (chosen.unsqueeze(-1) + groups * torch.arange(size)).flatten(1)
-    if groups * size < vocab:  # the last few tokens, in no group: always candidates
-        tail = torch.arange(groups * size, vocab).expand(ids.shape[0], -1)
-        ids = torch.cat([ids, tail], dim=1)
-    values, picked = logits.gather(1, ids).topk(k, dim=-1, sorted=False)
-    return values, ids.gather(1, picked)
-
-
-def _token_at(
-    logits: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, chosen: torch.Tensor
-) -> torch.Tensor:
-    """The token at each row's chosen rank (rows x 1). When the ranking stops inside a run of
-    equal values (the last ranked value is the chosen one), topk kept an arbitrary few of the
-    tied tokens; the row then takes the tie's lowest ids instead (the j-th tied rank is the j-th
-    lowest id with that logit in the whole row), so which tokens make the top_k never depends
-    on the kernel. On the GPU the whole rows are searched always: choosing which would take a
-    host synchronisation."""
-    token = ids.gather(1, chosen).squeeze(1)
-    if values.shape[-1] == logits.shape[-1]:
-        return token
-    value = values.gather(1, chosen)
-    spill = (value == values[:, -1:]).squeeze(1)
-    if logits.device.type == "cpu":
-        if not bool(spill.any()):
-            return token
-        rows = spill.nonzero().squeeze(1)
-        token[rows] = _nth_equal(logits[rows], values[rows], value[rows], chosen[rows])
-        return token
-    return torch.where(spill, _nth_equal(logits, values, value, chosen), token)
-
-
-def _nth_equal(
-    logits: torch.Tensor, values: torch.Tensor, value: torch.Tensor, chosen: torch.Tensor
-) -> torch.Tensor:
-    """For each row, the j-th lowest token id whose logit is ``value``, j being the chosen
-    rank's place among the ranked values equal to it."""
-    first = (values == value).to(torch.uint8).argmax(dim=-1, keepdim=True)
-    place = chosen - first
-    seen = (logits == value).cumsum(dim=-1)
-    return (seen > place).to(torch.uint8).argmax(dim=-1)
+    return draw_ranked(logits, Filters(table.temperature, table.top_k, table.top_p, table.u()))
 
 
 def _penalize(logits: torch.Tensor, rows: list[RowParams], table: _Table) -> torch.Tensor:
