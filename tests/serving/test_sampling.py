@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ridgeline_serving.engine import ranked
+from ridgeline_serving.engine import ranked, ranked_host, sampling
 from ridgeline_serving.engine.detokenize import Detokenizer
 from ridgeline_serving.engine.randoms import seed_array, uniform, uniforms
 from ridgeline_serving.engine.sampling import RowParams, sample
@@ -27,6 +27,15 @@ def row(
     return RowParams(temperature, top_p, top_k, 0.0, 0.0, logprobs, seed, [])
 
 
+@pytest.fixture(params=["host", "device"])
+def ranked_on(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Rows with a top_k drawn by the numpy path (a CPU replica's) and by the torch path (a
+    GPU's), both run here on the CPU."""
+    if request.param == "device":
+        monkeypatch.setattr(sampling, "draw_ranked_on_host", ranked.draw_ranked)
+    return str(request.param)
+
+
 def test_seeded_rows_do_not_depend_on_their_neighbours() -> None:
     logits = torch.randn(4, 1000)
     alone = [sample(logits[2:3], [row(seed=11)]).tokens[0] for _ in range(1)]
@@ -36,14 +45,14 @@ def test_seeded_rows_do_not_depend_on_their_neighbours() -> None:
     assert again == alone
 
 
-def test_greedy_top_k_1_and_tiny_top_p_pick_the_argmax() -> None:
+def test_greedy_top_k_1_and_tiny_top_p_pick_the_argmax(ranked_on: str) -> None:
     logits = torch.randn(3, 500)
     best = logits.argmax(-1).tolist()
     tokens = sample(logits, [row(temperature=0), row(top_k=1), row(top_p=1e-6)]).tokens
     assert tokens == best
 
 
-def test_top_k_keeps_draws_among_the_k_best() -> None:
+def test_top_k_keeps_draws_among_the_k_best(ranked_on: str) -> None:
     logits = torch.randn(1, 50).repeat(200, 1)
     top3 = set(logits[0].topk(3).indices.tolist())
     drawn = set(sample(logits, [row(temperature=2.0, top_k=3) for _ in range(200)]).tokens)
@@ -89,7 +98,7 @@ def test_detokenizer_stops_across_tokens_and_holds_a_possible_stop(tiny_dir: Pat
     assert emitted == "the model "
 
 
-def test_rows_without_top_k_keep_their_whole_distribution_beside_top_k_rows() -> None:
+def test_rows_without_top_k_keep_their_whole_distribution_beside_top_k_rows(ranked_on: str) -> None:
     logits = torch.linspace(0, 0.1, 50).expand(400, 50)  # nearly uniform, no ties
     rows = [row(top_k=2) if i % 2 == 0 else row() for i in range(400)]
     tokens = sample(logits, rows).tokens
@@ -97,7 +106,7 @@ def test_rows_without_top_k_keep_their_whole_distribution_beside_top_k_rows() ->
     assert len(set(tokens[1::2])) > 10
 
 
-def test_seeded_filtered_rows_do_not_depend_on_their_neighbours() -> None:
+def test_seeded_filtered_rows_do_not_depend_on_their_neighbours(ranked_on: str) -> None:
     logits = torch.randn(3, 300)
     alone = sample(logits[1:2], [row(seed=5, top_k=10, top_p=0.9)]).tokens[0]
     batch = sample(logits, [row(top_k=40), row(seed=5, top_k=10, top_p=0.9), row()]).tokens
@@ -123,7 +132,7 @@ def test_detokenizer_flushes_invalid_bytes_instead_of_holding_them(tiny_dir: Pat
     assert "".join(after).endswith("ridge")
 
 
-def test_filtered_rows_follow_their_renormalized_distribution() -> None:
+def test_filtered_rows_follow_their_renormalized_distribution(ranked_on: str) -> None:
     # top_k 3 keeps 0.4, 0.3, 0.2 (renormalized 4/9, 3/9, 2/9); top_p 0.6 of those keeps the
     # first two (the second starts at mass 4/9 < 0.6), renormalized 4/7, 3/7
     probs = torch.tensor([0.05, 0.4, 0.05, 0.3, 0.2])
@@ -147,7 +156,9 @@ def test_the_batched_uniforms_are_the_per_row_ones() -> None:
     assert uniform(11, 3, 0) != uniform(11, 3, 1)
 
 
-def test_tied_tokens_each_keep_their_share_and_a_cut_tie_takes_the_lowest_ids() -> None:
+def test_tied_tokens_each_keep_their_share_and_a_cut_tie_takes_the_lowest_ids(
+    ranked_on: str,
+) -> None:
     """Equal logits (common in bfloat16) are distinct tokens: each is drawn, whatever order a
     kernel ranked them in. A top_k that cuts a run of ties keeps its lowest ids, alone or in
     any batch."""
@@ -239,3 +250,32 @@ def test_the_cpu_selection_in_groups_keeps_the_k_largest_values(vocab: int, k: i
     assert torch.equal(values.sort(dim=-1, descending=True).values, expected)
     assert torch.equal(logits.gather(1, ids), values)
     assert all(len(set(row)) == k for row in ids.tolist())
+
+
+@pytest.mark.parametrize("vocab", [1024, 1000, 300, ranked_host.SORTED_SELECTION_VOCAB + 8])
+def test_the_host_selection_ranks_by_value_then_lowest_id(vocab: int) -> None:
+    torch.manual_seed(vocab)
+    logits = torch.randn(30, vocab)
+    logits[:15] = torch.randint(0, 6, (15, vocab)).float()  # runs of equal values
+    values, ids = ranked_host._best(logits, 40)
+    for row, v, t in zip(logits.tolist(), values.tolist(), ids.tolist(), strict=True):
+        # the first 40 of (value descending, id ascending), except that a run of ties cut at
+        # the 40th value may hold other ids of that value: the draw resolves those
+        expected = sorted(range(vocab), key=lambda i: (-row[i], i))[:40]
+        assert v == [row[i] for i in expected]
+        inside = [i for i, x in zip(t, v, strict=True) if x != v[-1]]
+        assert inside == [i for i in expected if row[i] != v[-1]]
+
+
+def test_the_host_and_device_draws_agree_for_seeded_rows() -> None:
+    torch.manual_seed(3)
+    logits = torch.randn(64, 1024) * 2
+    rows = [
+        row(temperature=0.7, top_k=1 + s % 60, top_p=0.5 + s % 5 / 10, seed=s) for s in range(64)
+    ]
+    table = sampling._Table.of(rows)
+    filters = ranked.Filters(table.temperature, table.top_k, table.top_p, table.u())
+    host = ranked_host.draw_ranked_on_host(logits, filters).tolist()
+    device = ranked.draw_ranked(logits, filters).tolist()
+    # float rounding may move a draw that lands on a boundary; nothing else differs
+    assert sum(h == d for h, d in zip(host, device, strict=True)) >= 62

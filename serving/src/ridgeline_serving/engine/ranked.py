@@ -48,7 +48,7 @@ def draw_ranked(logits: torch.Tensor, f: Filters) -> torch.Tensor:
     keeps the order), so the division costs k values a row, not the vocabulary."""
     device = logits.device
     k = ranked_width(f.top_k, logits.shape[-1])
-    values, ids = _largest(logits, k)
+    values, ids = largest(logits, k)
     top_k = np.where((f.top_k > 0) & (f.top_k < k), f.top_k, k)
     rank = torch.arange(k, device=device).expand_as(values)
     drop = rank >= _on(device, top_k, torch.long).unsqueeze(1)
@@ -64,7 +64,7 @@ def draw_ranked(logits: torch.Tensor, f: Filters) -> torch.Tensor:
     return _token_at(logits, values, ids, chosen.unsqueeze(1))
 
 
-def _largest(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def largest(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's ``k`` largest values in descending order, ties in token-id order, and
     their token ids: selected unsorted, then the k kept sorted (sorted by id first when values
     tie)."""

@@ -20,6 +20,7 @@ import torch
 from ridgeline_serving.engine.nucleus import draw_nucleus, invert_cdf
 from ridgeline_serving.engine.randoms import seed_array, uniforms
 from ridgeline_serving.engine.ranked import Filters, draw_ranked
+from ridgeline_serving.engine.ranked_host import draw_ranked_on_host
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,10 @@ def _draw_nucleus(logits: torch.Tensor, table: _Table) -> torch.Tensor:
 
 
 def _draw_ranked(logits: torch.Tensor, table: _Table) -> torch.Tensor:
-    return draw_ranked(logits, Filters(table.temperature, table.top_k, table.top_p, table.u()))
+    filters = Filters(table.temperature, table.top_k, table.top_p, table.u())
+    if logits.device.type == "cpu":
+        return draw_ranked_on_host(logits, filters)
+    return draw_ranked(logits, filters)
 
 
 def _penalize(logits: torch.Tensor, rows: list[RowParams], table: _Table) -> torch.Tensor:
