@@ -24,7 +24,7 @@ from static_engine import StaticEngine
 
 from ridgeline.api import Quantization
 from ridgeline_dev.tiny_model import write_tiny_model
-from ridgeline_serving.engine import GenerationRequest, SequenceEvent, StepStats
+from ridgeline_serving.engine import GenerationRequest, SequenceEvent, StepStats, ranked_host
 from ridgeline_serving.engine.ranked import select_top
 from ridgeline_serving.engine.scheduler import Limits, Scheduler
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
@@ -373,6 +373,9 @@ def overhead_step(tokenizer: Any, params: dict[str, float], seeded: bool) -> tup
     return statistics.median(walls[1:]), cpu
 
 
+OVERHEAD_ROUNDS = 5
+
+
 def bench_overhead(engine: TransformersEngine) -> list[str]:
     tokenizer = stub_tokenizer(engine.tokenizer)
     replica_threads = os.cpu_count() or 1
@@ -382,19 +385,28 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
         "the process (every thread; on this shared 2-core machine the wall clock also counts "
         "the time other processes hold the cores). With one intra-op thread, as the rest of "
         f"this section runs, and with {replica_threads}, as a CPU replica on this machine runs "
-        "(Ray sets torch's threads to the replica's CPUs, the pod's cores):",
+        "(Ray sets torch's threads to the replica's CPUs, the pod's cores). Every row is "
+        f"measured {OVERHEAD_ROUNDS} times, the rows interleaved, and the fastest run shown "
+        "(this machine's neighbours slow a whole run by up to a third; the work is the same) "
+        "beside the range of the runs:",
         "",
         "| sampling | intra-op threads | ms per step (wall) | ms per step (CPU, all threads) | "
-        "target <= 3 ms (wall) |",
-        "|---|---|---|---|---|",
+        "runs (wall) | target <= 3 ms (wall) |",
+        "|---|---|---|---|---|---|",
     ]
     for threads in sorted({1, replica_threads}):
         torch.set_num_threads(threads)
-        for name, params in OVERHEAD_CONFIGS.items():
-            wall, cpu = overhead_step(tokenizer, params, "seeded" in name)
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in OVERHEAD_CONFIGS}
+        for _ in range(OVERHEAD_ROUNDS):
+            for name, params in OVERHEAD_CONFIGS.items():
+                runs[name].append(overhead_step(tokenizer, params, "seeded" in name))
+        for name, measured in runs.items():
+            wall, cpu = min(measured)
+            walls = sorted(w for w, _ in measured)
             verdict = "met" if wall <= 3e-3 else "NOT met"
             lines.append(
-                f"| {name} | {threads} | {wall * 1000:.2f} | {cpu * 1000:.2f} | {verdict} |"
+                f"| {name} | {threads} | {wall * 1000:.2f} | {cpu * 1000:.2f} | "
+                f"{walls[0] * 1000:.2f}-{walls[-1] * 1000:.2f} | {verdict} |"
             )
     torch.set_num_threads(1)
     logits = StubRunner().logits[:256]
@@ -404,6 +416,7 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
 
     topk = ms(lambda: logits.topk(50, dim=-1, sorted=False))
     grouped = ms(lambda: select_top(logits, 50))
+    packed = ms(lambda: ranked_host._best(logits, 50))
     whole = ms(lambda: logits.sort(dim=-1, descending=True))
     lines += [
         "",
@@ -413,13 +426,15 @@ def bench_overhead(engine: TransformersEngine) -> list[str]:
         "clients send) sample their nucleus by rejection on the CPU (`engine/nucleus.py`): "
         "no ranking; ranking the whole rows, as the engine did before for them "
         f"(`torch.sort`, 256 x 1,024, one thread), takes {whole:.2f} ms alone here. Rows with "
-        "a top_k select their k best tokens in two rounds on the CPU (`sampling.select_top`: "
-        "the maxima of groups of tokens, then the tokens of the k best groups): "
-        f"{grouped:.2f} ms for k = 50, against {topk:.2f} ms for `torch.topk` over the whole "
-        "rows, whose CPU kernel (nth_element over (value, index) pairs) costs about 10 ns a "
-        "token whatever k. That selection is most of the top_k rows' step beyond the "
-        "others'; numpy's SIMD sort and partition, and compacting the tokens above a "
-        "bound, measured no faster here.",
+        "a top_k rank their k best tokens only: `torch.topk` over the whole rows takes "
+        f"{topk:.2f} ms for k = 50 (its CPU kernel, nth_element over (value, index) pairs, "
+        "costs about 10 ns a token whatever k); selecting in two rounds, the maxima of groups "
+        "of tokens and then the tokens of the k best groups, takes "
+        f"{grouped:.2f} ms with topk for each round (`ranked.select_top`, vocabularies above "
+        f"4,096) and {packed:.2f} ms sorting packed (value, id) keys with numpy's SIMD sort "
+        "for each round, the result already in order (`ranked_host`, up to 4,096). The ranked "
+        "arithmetic after it runs on numpy arrays on the CPU: on 256 x 50 arrays torch's cost "
+        "per operation was most of it.",
     ]
     return lines
 
