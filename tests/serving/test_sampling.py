@@ -279,3 +279,56 @@ def test_the_host_and_device_draws_agree_for_seeded_rows() -> None:
     device = ranked.draw_ranked(logits, filters).tolist()
     # float rounding may move a draw that lands on a boundary; nothing else differs
     assert sum(h == d for h, d in zip(host, device, strict=True)) >= 62
+
+
+def test_a_nan_logit_fails_no_row_and_moves_no_other_row(ranked_on: str) -> None:
+    """A model that emits NaN for one row (a broken checkpoint, an overflow) must not take the
+    batch down: every kind of row still gets a token, and the other rows the same ones."""
+    torch.manual_seed(5)
+    logits = torch.randn(6, 64)
+    rows = [
+        row(temperature=0, seed=1),
+        row(seed=2),
+        row(top_p=0.7, seed=3),
+        row(top_k=5, seed=4),
+        row(top_k=100, top_p=0.9, seed=5),  # top_k past the vocabulary: the whole row ranked
+        row(top_k=5, seed=6),
+    ]
+    clean = sample(logits, rows).tokens
+    for broken in range(6):
+        poisoned = logits.clone()
+        poisoned[broken, 7] = float("nan")
+        tokens = sample(poisoned, rows).tokens
+        assert all(0 <= t < 64 for t in tokens)
+        assert tokens[:broken] + tokens[broken + 1 :] == clean[:broken] + clean[broken + 1 :]
+
+
+def test_top_p_keeps_the_same_tokens_on_every_path() -> None:
+    """top_p is compared in float64 everywhere: a top_p just above a token's mass before it
+    keeps that token on the nucleus sampler, its sorting fallback and the ranked path alike."""
+    from ridgeline_serving.engine import nucleus
+
+    logits = torch.tensor([[0.625, 0.25, 0.125]]).log().repeat(400, 1)
+    probs = torch.softmax(logits, dim=-1)
+    top_p = float(probs[0, 0]) + 1e-12  # float32 rounds it to the first token's mass
+    rows = [row(top_p=top_p, seed=s) for s in range(400)]
+    table = sampling._Table.of(rows)
+    rejection = set(sample(logits, rows).tokens)
+    fallback = set(
+        nucleus._draw_by_sorting(probs, torch.from_numpy(table.top_p), table.u()).tolist()
+    )
+    ranked_rows = set(_ranked_only(logits, rows))
+    assert rejection == fallback == ranked_rows == {0, 1}
+
+
+def test_a_temperature_too_small_to_divide_by_is_greedy() -> None:
+    logits = torch.randn(4, 300)
+    rows = [row(temperature=1e-40, **kw) for kw in ({}, {"top_p": 0.5}, {"top_k": 9}, {})]
+    assert sample(logits, rows).tokens == logits.argmax(-1).tolist()
+
+
+def test_the_host_selection_ties_minus_zero_with_zero_by_id() -> None:
+    logits = torch.full((1, 64), -5.0)
+    logits[0, 3], logits[0, 10], logits[0, 20] = -0.0, 0.0, 1.0
+    _, ids = ranked_host._best(logits, 3)
+    assert ids.tolist() == [[20, 3, 10]]

@@ -74,7 +74,7 @@ def draw_nucleus(
         floor = p.gather(1, drawn.unsqueeze(1))[rejected]
         active, p = active[~kept], p[rejected]
     last = uniforms(seeds[active], counters[active], MAX_ROUNDS)
-    tokens[active] = _draw_by_sorting(p, torch.from_numpy(top_p[active]).float(), last).numpy()
+    tokens[active] = _draw_by_sorting(p, torch.from_numpy(top_p[active]), last).numpy()
     return torch.from_numpy(tokens)
 
 

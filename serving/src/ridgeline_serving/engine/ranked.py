@@ -29,7 +29,7 @@ class Filters:
     u: np.ndarray  # float64, in [0, 1)
 
 
-def _on(device: torch.device, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+def on_device(device: torch.device, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(array).to(device=device, dtype=dtype)
 
 
@@ -51,17 +51,28 @@ def draw_ranked(logits: torch.Tensor, f: Filters) -> torch.Tensor:
     values, ids = largest(logits, k)
     top_k = np.where((f.top_k > 0) & (f.top_k < k), f.top_k, k)
     rank = torch.arange(k, device=device).expand_as(values)
-    drop = rank >= _on(device, top_k, torch.long).unsqueeze(1)
-    scaled = values / _on(device, f.temperature, torch.float32).unsqueeze(1)
+    drop = rank >= on_device(device, top_k, torch.long).unsqueeze(1)
+    scaled = values / on_device(device, f.temperature, torch.float32).unsqueeze(1)
     probs = torch.softmax(scaled.masked_fill_(drop, float("-inf")), dim=-1)
     # mass of the tokens strictly likelier than this one (read at the first of its ties: ties
-    # at top_p's edge stay in together, as in the nucleus sampler)
+    # at top_p's edge stay in together, as in the nucleus sampler); top_p compared in float64
+    # on every path, so that all keep the same tokens
     before = probs.cumsum(dim=-1) - probs
-    before = before.gather(1, torch.searchsorted(-values, -values))
-    drop |= before >= _on(device, f.top_p, torch.float32).unsqueeze(1)
+    before = before.gather(1, _first_of_run(values))
+    top_p = on_device(device, f.top_p, torch.float64).unsqueeze(1)
+    drop |= (before >= top_p) & (before > 0) & (top_p < 1)
     drop[:, 0] = False  # the most likely token always stays
-    chosen = invert_cdf(probs.masked_fill_(drop, 0.0), _on(device, f.u, torch.float32))
+    chosen = invert_cdf(probs.masked_fill_(drop, 0.0), on_device(device, f.u, torch.float32))
     return _token_at(logits, values, ids, chosen.unsqueeze(1))
+
+
+def _first_of_run(values: torch.Tensor) -> torch.Tensor:
+    """For each place of rows sorted in descending order, where its run of equal values
+    starts."""
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    places = torch.arange(values.shape[1], device=values.device).expand_as(values)
+    return torch.where(starts, places, 0).cummax(dim=-1).values
 
 
 def largest(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,8 @@
 """``ranked.draw_ranked``'s draw for a CPU replica, on the ranked arrays in numpy: on rows x k
 arrays (256 x 50) torch's cost per operation was most of the work, and small vocabularies are
 selected by sorting packed keys (``_best``). The same distribution, the same ties rule (by
-value, then by lowest token id), the same uniforms: a seeded row draws the same token either
-way."""
+value, then by lowest token id) and the same uniforms: a seeded row draws the same token
+either way, except for a draw on a rounding boundary (numpy's exp against torch's softmax)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ _LOW = np.int64(0xFFFFFFFF)
 
 
 def draw_ranked_on_host(logits: torch.Tensor, f: Filters) -> torch.Tensor:
+    """One token per row of CPU ``logits``, within its top_k and the top_p of it."""
     vocab = logits.shape[-1]
     k = ranked_width(f.top_k, vocab)
     if k == vocab:
@@ -36,7 +37,8 @@ def draw_ranked_on_host(logits: torch.Tensor, f: Filters) -> torch.Tensor:
     before = (mass - e) / mass[:, -1:]
     if (v[:, 1:] == v[:, :-1]).any():
         before = np.take_along_axis(before, _first_of_run(v), 1)
-    drop |= before >= f.top_p[:, None]
+    top_p = f.top_p[:, None]
+    drop |= (before >= top_p) & (before > 0) & (top_p < 1)
     drop[:, 0] = False  # the most likely token always stays
     e[drop] = 0.0
     cdf = np.cumsum(e, axis=1)
@@ -76,7 +78,8 @@ def _top_ids(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
     """The ids of each row's k largest values, largest first, ties by lowest id: one sort of
     int64 keys (the float's bits made monotone, then the inverted id), which numpy sorts with
     SIMD, where argsort or topk would sort (value, index) pairs."""
-    bits = values.view(np.int32)
+    # -0.0 as 0.0 (equal values, tied by id as elsewhere); NaN as the largest, as topk has it
+    bits = np.where(np.isnan(values), np.float32(np.inf), values + np.float32(0)).view(np.int32)
     monotone = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
     keys = (monotone.astype(np.int64) << 32) | (_LOW - ids)
     top = np.sort(keys, axis=1)[:, : -k - 1 : -1]

@@ -19,8 +19,10 @@ import torch
 
 from ridgeline_serving.engine.nucleus import draw_nucleus, invert_cdf
 from ridgeline_serving.engine.randoms import seed_array, uniforms
-from ridgeline_serving.engine.ranked import Filters, draw_ranked
+from ridgeline_serving.engine.ranked import Filters, draw_ranked, on_device
 from ridgeline_serving.engine.ranked_host import draw_ranked_on_host
+
+GREEDY_BELOW = 1e-5
 
 
 @dataclass(frozen=True)
@@ -114,14 +116,11 @@ def sample(logits: torch.Tensor, rows: list[RowParams]) -> Sampled:
     )
 
 
-def _on(device: torch.device, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    return torch.from_numpy(array).to(device=device, dtype=dtype)
-
-
 def _draw(logits: torch.Tensor, table: _Table) -> torch.Tensor:
     """Each kind of row drawn as one batch (a kind holding every row reads ``logits`` in place)."""
     device = logits.device
-    greedy = table.temperature == 0
+    # below vLLM's epsilon a temperature is greedy: dividing by it overflows to inf and NaN
+    greedy = table.temperature < GREEDY_BELOW
     ranked = ~greedy & ((table.top_k > 0) | ((table.top_p < 1.0) & (device.type != "cpu")))
     nucleus = ~greedy & ~ranked & (table.top_p < 1.0)
     plain = ~(greedy | ranked | nucleus)
@@ -136,7 +135,7 @@ def _draw(logits: torch.Tensor, table: _Table) -> torch.Tensor:
         if idx.size == len(kind):
             return draw(logits, table)
         if idx.size:
-            rows = _on(device, idx, torch.long)
+            rows = on_device(device, idx, torch.long)
             tokens[rows] = draw(logits[rows], table.take(idx))
     return tokens
 
@@ -150,12 +149,12 @@ def _argmax(logits: torch.Tensor, table: _Table) -> torch.Tensor:
 
 
 def _divisor(logits: torch.Tensor, table: _Table) -> torch.Tensor:
-    return _on(logits.device, table.temperature, torch.float32).unsqueeze(1)
+    return on_device(logits.device, table.temperature, torch.float32).unsqueeze(1)
 
 
 def _draw_plain(logits: torch.Tensor, table: _Table) -> torch.Tensor:
     probs = torch.softmax(logits / _divisor(logits, table), dim=-1)
-    return invert_cdf(probs, _on(logits.device, table.u(), torch.float32))
+    return invert_cdf(probs, on_device(logits.device, table.u(), torch.float32))
 
 
 def _draw_nucleus(logits: torch.Tensor, table: _Table) -> torch.Tensor:
@@ -184,6 +183,6 @@ def _penalize(logits: torch.Tensor, rows: list[RowParams], table: _Table) -> tor
             ids[i, : len(row.output_ids)] = torch.tensor(row.output_ids)
             ones[i, : len(row.output_ids)] = 1
     counts.scatter_add_(1, ids.to(device), ones.to(device))
-    freq = _on(device, table.frequency, torch.float32).unsqueeze(1)
-    pres = _on(device, table.presence, torch.float32).unsqueeze(1)
+    freq = on_device(device, table.frequency, torch.float32).unsqueeze(1)
+    pres = on_device(device, table.presence, torch.float32).unsqueeze(1)
     return logits - counts * freq - (counts > 0).float() * pres
