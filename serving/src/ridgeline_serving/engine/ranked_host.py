@@ -9,7 +9,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ridgeline_serving.engine.ranked import Filters, draw_ranked, largest, ranked_width
+from ridgeline_serving.engine.ranked import (
+    Filters,
+    draw_ranked,
+    group_maxima,
+    group_tokens,
+    largest,
+    ranked_width,
+)
 
 # Up to this vocabulary the k best are selected by sorting packed keys (two rounds, as
 # ``ranked.select_top``); above it by topk. Measured with one thread on this repository's
@@ -59,17 +66,13 @@ def draw_ranked_on_host(logits: torch.Tensor, f: Filters) -> torch.Tensor:
 def _best(logits: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k largest values, largest first, ties by lowest id, and their ids."""
     vocab = logits.shape[-1]
-    size = 8 if vocab // 8 >= 4 * k else 4
-    groups = vocab // size
-    if vocab > SORTED_SELECTION_VOCAB or groups < k:
+    grouped = group_maxima(logits, k) if vocab <= SORTED_SELECTION_VOCAB else None
+    if grouped is None:
         values, ids = largest(logits, k)
         return values.numpy(), ids.numpy()
-    rows = logits.shape[0]
-    maxima = logits[:, : groups * size].view(rows, size, groups).amax(dim=1)
-    best_groups = torch.from_numpy(_top_ids(maxima.numpy(), np.arange(groups), k))
-    ids = (best_groups.unsqueeze(-1) + groups * torch.arange(size)).flatten(1)
-    if groups * size < vocab:  # the last few tokens, in no group: always candidates
-        ids = torch.cat([ids, torch.arange(groups * size, vocab).expand(rows, -1)], dim=1)
+    maxima, size = grouped
+    best_groups = _top_ids(maxima.numpy(), np.arange(maxima.shape[1]), k)
+    ids = group_tokens(torch.from_numpy(best_groups), size, vocab)
     top = torch.from_numpy(_top_ids(logits.gather(1, ids).numpy(), ids.numpy(), k))
     return logits.gather(1, top).numpy(), top.numpy()
 

@@ -12,7 +12,7 @@ without a seed get a random one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -74,15 +74,7 @@ class _Table:
         )
 
     def take(self, idx: np.ndarray) -> _Table:
-        return _Table(
-            self.temperature[idx],
-            self.top_p[idx],
-            self.top_k[idx],
-            self.presence[idx],
-            self.frequency[idx],
-            self.seeds[idx],
-            self.counters[idx],
-        )
+        return _Table(*(getattr(self, field.name)[idx] for field in fields(self)))
 
     @property
     def penalized(self) -> bool:
