@@ -127,7 +127,7 @@ class Scheduler:
         self.eos_ids = eos_ids
         # Ids past the tokenizer's (a model's embedding padded to a round size: Phi-3's 32,064
         # rows for 32,011 tokens, Qwen2's 151,936 for 151,665) are no tokens: never drawn.
-        self.tokens = len(tokenizer)
+        self.tokenizer_size = len(tokenizer)
         self.limits = limits
         self.on_step = on_step
         self._ids = itertools.count(1)
@@ -296,8 +296,8 @@ class Scheduler:
             self.group = None
         if rows:
             logits = torch.cat(parts) if len(parts) > 1 else parts[0]
-            if logits.shape[-1] > self.tokens:
-                logits = logits[:, : self.tokens]
+            if logits.shape[-1] > self.tokenizer_size:
+                logits = logits[:, : self.tokenizer_size]
             sampled = sample(logits, [s.params() for s in rows])
             events = [self._advance(seq, sampled, i) for i, seq in enumerate(rows)]
             keep = [
