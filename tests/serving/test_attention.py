@@ -86,7 +86,7 @@ def test_decode_with_its_own_mask_gives_the_models_own_logits(tiny_dir: Path) ->
     """The running batch builds a decode step's 4D mask itself (or none when nothing is
     padded); the logits are those of transformers' own mask, with rows that started at
     different columns and with a batch that started together."""
-    from ridgeline_serving.engine.kv_batch import TransformersRunner
+    from ridgeline_serving.engine.runner import TransformersRunner
 
     engine = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 256)
 

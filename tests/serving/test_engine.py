@@ -20,9 +20,10 @@ from ridgeline_serving.engine import (
     GenerationRequest,
     SequenceEvent,
     attention,
-    kv_batch,
     kv_layers,
+    slot_cache,
 )
+from ridgeline_serving.engine.runner import TransformersRunner
 from ridgeline_serving.engine.scheduler import Limits, Scheduler
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
@@ -265,7 +266,7 @@ def run_waves(
     """Each request of ``WAVES`` through the running batch: (prompt, max tokens, greedy output
     tokens). ``columns``: a buffer narrower than the plan's, to make it grow."""
     runner = engine.scheduler.runner
-    assert isinstance(runner, kv_batch.TransformersRunner)
+    assert isinstance(runner, TransformersRunner)
     if columns is not None:
         runner.running.max_columns = columns
     saved = engine.scheduler.eos_ids
@@ -314,7 +315,7 @@ def test_continuous_batching_matches_greedy_generate(tiny_dir: Path) -> None:
     tokens, never reallocated, room made by dropping the columns no running row uses."""
     eng = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 256, max_batch=4)
     runner = eng.scheduler.runner
-    assert isinstance(runner, kv_batch.TransformersRunner)
+    assert isinstance(runner, TransformersRunner)
     batch = runner.running
     buffers: set[int] = set()
     cells: list[int] = []
@@ -344,7 +345,7 @@ def test_a_buffer_below_the_context_grows_and_still_batches_exactly(tiny_dir: Pa
     doubles where dropping unused columns cannot make room, and the outputs stay exact."""
     eng = TransformersEngine(tiny_dir, "tiny", Quantization.NONE, "float32", 0, 512, max_batch=4)
     runner = eng.scheduler.runner
-    assert isinstance(runner, kv_batch.TransformersRunner)
+    assert isinstance(runner, TransformersRunner)
     columns: list[int] = []
     eng.scheduler.on_step = lambda stats: columns.append(runner.running.columns)
     try:
@@ -423,7 +424,7 @@ def test_sliding_window_models_batch_like_generate(tmp_path: Path, kind: str) ->
     )
     columns: list[int] = []
     runner = eng.scheduler.runner
-    assert isinstance(runner, kv_batch.TransformersRunner)
+    assert isinstance(runner, TransformersRunner)
     eng.scheduler.on_step = lambda stats: columns.append(runner.running.columns)
     narrow = 32  # a buffer narrower than the sequences: for a full layer, it must grow
     try:
@@ -441,7 +442,7 @@ def test_sliding_window_models_batch_like_generate(tmp_path: Path, kind: str) ->
     longest = max(len(ids) + n for ids, n, _ in results)
     if kind == "mistral":  # every layer slides: the columns behind the window are dropped, so
         # the buffer never outgrows the widest prompt (and the headroom), however long the outputs
-        assert max(columns) <= max(narrow, widest + kv_batch.HEADROOM_COLUMNS) < longest
+        assert max(columns) <= max(narrow, widest + slot_cache.HEADROOM_COLUMNS) < longest
     else:  # a full-attention layer keeps every token of the longest sequence but its last
         assert max(columns) >= longest - 1
 

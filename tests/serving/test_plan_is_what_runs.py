@@ -17,7 +17,9 @@ import torch
 from ridgeline.api import InferenceModel
 from ridgeline.planner import memory
 from ridgeline.render import serving_args_for
-from ridgeline_serving.engine import GenerationRequest, SequenceEvent, kv_batch
+from ridgeline_serving.engine import GenerationRequest, SequenceEvent
+from ridgeline_serving.engine.prefill import PrefillGroup
+from ridgeline_serving.engine.runner import TransformersRunner
 from ridgeline_serving.local import local_plan
 from ridgeline_serving.startup import load_engine
 
@@ -58,7 +60,7 @@ def test_the_replica_holds_the_kv_its_plan_counts(
     engine, _ = load_engine(args)
     try:
         runner = engine.scheduler.runner
-        assert isinstance(runner, kv_batch.TransformersRunner)
+        assert isinstance(runner, TransformersRunner)
         batch = runner.running
 
         def buffers() -> list[torch.Tensor]:
@@ -70,7 +72,7 @@ def test_the_replica_holds_the_kv_its_plan_counts(
         groups: list[int] = []  # a prompt group's KV when it joins (its largest)
         join = runner.join
 
-        def measured_join(group: kv_batch.PrefillGroup) -> None:
+        def measured_join(group: PrefillGroup) -> None:
             layers = group.cache.layers
             groups.append(kv_bytes([t for lr in layers for t in (lr.keys, lr.values)]))
             join(group)

@@ -1,7 +1,7 @@
 """Which models the running batch can hold, decided from the config when the engine loads.
 
 The running batch keeps every layer's keys and values at full length, one column per token
-(``kv_batch.py``), whatever cache transformers would build for the model. That is exact for
+(``slot_cache.py``), whatever cache transformers would build for the model. That is exact for
 full attention and for sliding-window attention: each row's tokens fill consecutive columns up
 to the current one, so a window counted in columns is the window in tokens, and the model's
 own sliding-window mask (``masking_utils.create_sliding_window_causal_mask``, which measures

@@ -24,7 +24,7 @@ from ridgeline_serving.engine.base import (
     GenerationResult,
     StepStats,
 )
-from ridgeline_serving.engine.kv_batch import TransformersRunner
+from ridgeline_serving.engine.runner import TransformersRunner
 from ridgeline_serving.engine.scheduler import Limits, Scheduler
 
 log = logging.getLogger("ridgeline.engine")

@@ -17,7 +17,7 @@ need), plus a copy beside the old one at each growth. Every row is at most the c
 long, so the newest column minus the oldest one a running row still uses never exceeds it:
 dropping unused columns always makes room. Only a plan below one context per slot (a
 test's) makes the buffer grow. Beside it, a prompt group being prefilled holds its own KV
-until it joins (``PrefillGroup``; the planner's workspace counts it).
+until it joins (``prefill.PrefillGroup``; the planner's workspace counts it).
 
 Sliding-window and hybrid models (Mistral, Qwen2 with ``use_sliding_window``, Gemma-2/3) are
 batched the same way: every layer keeps full-length columns and the model's own sliding-window
@@ -39,20 +39,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import DynamicLayer
 
 from ridgeline_serving.engine import attention, kv_layers
+from ridgeline_serving.engine.prefill import PrefillGroup, full_length_cache
 
 # Columns added beyond a prompt wider than a buffer below one context per slot (a test's).
 HEADROOM_COLUMNS = 64
-
-
-def full_length_cache() -> Any:
-    """A cache of full-length ``DynamicLayer``s, whatever the model's layer kinds: without a
-    config, ``DynamicCache`` makes no ``DynamicSlidingWindowLayer`` (one cuts its columns to
-    the last window at every step, which the slot buffers here, written in place, do not do).
-    The model's sliding-window masks keep the attention exact (``kv_layers.py``)."""
-    return DynamicCache()
 
 
 class SlotLayer(DynamicLayer):
@@ -83,51 +76,6 @@ class SlotLayer(DynamicLayer):
         return self.key_buffer[: self.rows, :, : self.end], self.value_buffer[
             : self.rows, :, : self.end
         ]
-
-
-class PrefillGroup:
-    """Prompts being prefilled together (left-padded, in their own cache), a chunk per step."""
-
-    def __init__(self, model: Any, prompts: list[list[int]], pad_id: int) -> None:
-        device = next(model.parameters()).device
-        longest = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), longest), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, longest - len(prompt) :] = torch.tensor(prompt)
-            mask[row, longest - len(prompt) :] = 1
-        self.model = model
-        self.ids = ids.to(device)
-        self.mask = mask.to(device)
-        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # on the model's device
-        self.cache = full_length_cache()
-        self.done = 0
-
-    @property
-    def rows(self) -> int:
-        return int(self.ids.shape[0])
-
-    @property
-    def remaining(self) -> int:
-        return int(self.ids.shape[1]) - self.done
-
-    @torch.inference_mode()
-    def step(self, budget_tokens: int) -> tuple[int, torch.Tensor | None]:
-        """Run the next chunk within the token budget: (tokens run, last logits when done)."""
-        width = max(1, min(self.remaining, budget_tokens // self.rows))
-        end = self.done + width
-        out = self.model(
-            input_ids=self.ids[:, self.done : end],
-            attention_mask=self.mask[:, :end],
-            position_ids=self.positions[:, self.done : end],
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self.done = end
-        if self.remaining:
-            return width * self.rows, None
-        return width * self.rows, out.logits[:, -1, :]
 
 
 class SlotBatch:
@@ -316,35 +264,3 @@ class SlotBatch:
                     buffer[:span, :, :kept] = buffer[:span, :, first : self.end].clone()
             self.mask[:, :kept] = self.mask[:, first : self.end].clone()
             self.end = kept
-
-
-class TransformersRunner:
-    """The model side of the scheduling loop: prefill groups, the running batch, decode."""
-
-    def __init__(
-        self, model: Any, pad_id: int, *, max_batch: int, kv_tokens: int, max_context: int
-    ) -> None:
-        self.model = model
-        self.pad_id = pad_id
-        self.device: torch.device = next(model.parameters()).device
-        self.running = SlotBatch(
-            model,
-            pad_id,
-            max_slots=max_batch,
-            max_columns=min(kv_tokens // max_batch, max_context),
-            # raises at load time for a model whose layers cannot be held (kv_layers.py)
-            window=kv_layers.sliding_window(model.config),
-        )
-
-    def start(self, prompts: list[list[int]]) -> PrefillGroup:
-        return PrefillGroup(self.model, prompts, self.pad_id)
-
-    def join(self, group: PrefillGroup) -> None:
-        self.running.join(group)
-
-    def decode(self, tokens: list[int]) -> torch.Tensor:
-        ids = torch.tensor(tokens, dtype=torch.long).to(self.device, non_blocking=True)
-        return self.running.decode(ids)
-
-    def keep(self, rows: list[int]) -> None:
-        self.running.keep(rows)
