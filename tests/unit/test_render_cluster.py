@@ -156,10 +156,11 @@ def test_workers_fit_the_nodes_of_their_pool(shape_of) -> None:
     ]["limits"]
     # one L4 on a 4-core, 15 GiB node: 90% of it, not 8 CPU / 64 GiB
     assert limits == {"cpu": "3", "memory": "13Gi", "nvidia.com/gpu": "1"}
-    unknown = L4.model_copy(update={"cpus": None, "memory_gib": None})
-    limits = _worker(_render(shape_of("tiny-llama"), unknown))["template"]["spec"]["containers"][0][
+    t4 = NodePool(name="t4", gpu_product="Tesla-T4", gpus_per_node=1, driver_version="550.54.15")
+    limits = _worker(_render(shape_of("tiny-llama"), t4))["template"]["spec"]["containers"][0][
         "resources"
     ]["limits"]
+    # no node size and no instance shape known: the config's per-GPU figures
     assert limits == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
 
 

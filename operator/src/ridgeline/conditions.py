@@ -16,6 +16,8 @@ class ConditionType(enum.StrEnum):
     COMPATIBLE = "Compatible"
     APPLIED = "Applied"
     READY = "Ready"
+    # Only on models planned on a declared pool with nodeLabels.
+    NODES_MATCH_POOL = "NodesMatchPool"
 
 
 class Reason(enum.StrEnum):
@@ -29,6 +31,7 @@ class Reason(enum.StrEnum):
     # Compatible
     IMAGE_SELECTED = "ImageSelected"
     NO_COMPATIBLE_IMAGE = "NoCompatibleImage"
+    CACHE_DOES_NOT_FIT = "CacheDoesNotFit"
     # Applied
     APPLIED = "Applied"
     APPLY_REFUSED = "ApplyRefused"
@@ -37,6 +40,10 @@ class Reason(enum.StrEnum):
     NOT_READY = "NotReady"
     RAYSERVICE_MISSING = "RayServiceMissing"
     RAYSERVICE_STARTING = "RayServiceStarting"
+    # NodesMatchPool
+    NODES_MATCH = "NodesMatch"
+    DRIVER_OLDER_THAN_DECLARED = "DriverOlderThanDeclared"
+    NODE_DISAGREES = "NodeDisagrees"
 
     @classmethod
     def batch_target(cls, bound: Bound) -> Reason:
@@ -95,3 +102,7 @@ def transitions(old: list[Condition], new: list[Condition]) -> list[Transition]:
         if c.type not in before
         or (before[c.type].status, before[c.type].reason) != (c.status, c.reason)
     ]
+
+
+def drop_condition(conditions: list[Condition], type_: ConditionType) -> list[Condition]:
+    return [c for c in conditions if c.type != type_]

@@ -9,6 +9,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ridgeline import cold_start
 from ridgeline.api.inference_model import (
     Condition,
     InferenceModel,
@@ -23,6 +24,7 @@ from ridgeline.conditions import (
     Reason,
     Status,
     Transition,
+    drop_condition,
     is_true,
     set_condition,
     transitions,
@@ -30,6 +32,8 @@ from ridgeline.conditions import (
 from ridgeline.planner import InfeasiblePlanError, NodePool, plan_model
 from ridgeline.planner.report import options_table
 from ridgeline.platform_config import PlatformConfig
+from ridgeline.pool_checks import cache_fit_error, nodes_condition
+from ridgeline.render.pods import cache_bytes_estimate
 from ridgeline.render.rayservice import (
     CLUSTER_HASH,
     SPEC_HASH,
@@ -253,6 +257,11 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
             return finish(Result.INFEASIBLE)
     assert plan is not None
     pool = next(p for p in obs.pools if p.name == plan.pool)
+    agree = nodes_condition(pool)
+    if agree is None:
+        conds = drop_condition(conds, ConditionType.NODES_MATCH_POOL)
+    else:
+        conds = set_condition(conds, ConditionType.NODES_MATCH_POOL, *agree, gen, now)
     conds = set_condition(
         conds,
         ConditionType.PLANNED,
@@ -281,6 +290,23 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
             now,
         )
         return finish(Result.INCOMPATIBLE)
+    checkpoint = obs.shape.checkpoint_bytes if obs.shape else None
+    cache_bytes = checkpoint or cache_bytes_estimate(plan)
+    too_small = cache_fit_error(config, pool, cache_bytes)
+    if too_small is not None:
+        conds = set_condition(
+            conds,
+            ConditionType.COMPATIBLE,
+            "False",
+            Reason.CACHE_DOES_NOT_FIT,
+            f"{too_small}.{left_alone}",
+            gen,
+            now,
+        )
+        return finish(Result.INCOMPATIBLE)
+    if checkpoint is not None or plan.cold_start is None:
+        cold = cold_start.predict(cache_bytes, gpu=not pool.is_cpu)
+        plan = plan.model_copy(update={"cold_start": cold})
     conds = set_condition(
         conds,
         ConditionType.COMPATIBLE,
@@ -302,7 +328,7 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
         config,
         uid=obs.uid,
         pool=pool,
-        checkpoint_bytes=obs.shape.checkpoint_bytes if obs.shape else None,
+        checkpoint_bytes=checkpoint,
     )
     current = ((obs.rayservice or {}).get("metadata") or {}).get("annotations") or {}
     wanted = manifest["metadata"]["annotations"][SPEC_HASH]

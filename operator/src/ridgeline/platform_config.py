@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from ridgeline.errors import format_validation_error
+from ridgeline.instance_shapes import products, smallest_per_gpu
 from ridgeline.planner.pools import NodePool
 
 
@@ -69,6 +70,13 @@ class PlatformConfig(_Config):
     ray_version: str = "2.60.0"
     head_image: str | None = Field(default=None, description="Defaults to the chosen image.")
     head_resources: PodResources = Field(default_factory=PodResources)
+    head_node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node selector of the Ray head pods (e.g. a CPU node pool's label).",
+    )
+    head_tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Tolerations of the Ray head pods (beside tolerations)."
+    )
     # The most CPU and memory a GPU worker asks per GPU it holds; less where the pool's nodes
     # have less to give (their allocatable, times allocatable_fraction, shared by GPU count).
     worker_cpu_per_gpu: int = Field(default=8, ge=1)
@@ -89,6 +97,12 @@ class PlatformConfig(_Config):
     # replicas, made writable by a root init container (needs the "privileged" level).
     weights_cache_volume: Literal["emptyDir", "hostPath"] = "emptyDir"
     serve_port: int = Field(default=8000, ge=1, le=65535)
+    runtime_class_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="RuntimeClass of the GPU worker pods (e.g. nvidia where the NVIDIA runtime "
+        "is not containerd's default: the standalone device plugin on k3s or RKE2).",
+    )
     gpu_tolerations: list[dict[str, Any]] = Field(
         default_factory=lambda: [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -111,6 +125,21 @@ class PlatformConfig(_Config):
         description="Ray token authentication with a per-model Secret the operator creates.",
     )
     network_policy: NetworkPolicyConfig = Field(default_factory=NetworkPolicyConfig)
+
+    @field_validator("node_pools")
+    @classmethod
+    def _sized(cls, pools: list[NodePool]) -> list[NodePool]:
+        """A declared GPU pool's pods are sized from its nodes' CPUs and memory, or else from
+        the smallest instance shape of its GPU: a product without one must say its size."""
+        for pool in pools:
+            unsized = pool.cpus is None or pool.memory_gib is None
+            if not pool.is_cpu and unsized and smallest_per_gpu(pool.gpu_product) is None:
+                raise ValueError(
+                    f"pool {pool.name}: add cpus and memoryGiB (a node's allocatable CPUs and "
+                    f"memory in GiB): Ridgeline knows no instance shape of {pool.gpu_product} "
+                    f"to size its pods from (it knows {', '.join(products())})"
+                )
+        return pools
 
 
 # The images `make images` builds (images/serving, one per CUDA version): the chart's default

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ridgeline.discovery import discover_pools, merge_pools
+from ridgeline.discovery import merge_pools, pools_from_nodes
 from ridgeline.planner import NodePool
 
 # What discover_pools reads of a Node: labels, allocatable, schedulable (and Ready).
@@ -72,7 +72,7 @@ class PoolCache:
         self._stale = False
         self.derivations += 1
         before = {p.name: _sans_count(p) for p in self._pools}
-        pools = merge_pools(discover_pools(self._nodes.values()), self._declared)
+        pools = pools_from_nodes(self._nodes, self._declared)
         after = {p.name: _sans_count(p) for p in pools}
         self._pools = pools
         return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}

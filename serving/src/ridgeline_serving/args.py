@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ridgeline.api import Quantization
 
 IMPORT_PATH = "ridgeline_serving.app:build_app"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 log = logging.getLogger("ridgeline.serving")
 
 
@@ -91,6 +91,20 @@ class ServingArgs(BaseModel):
         ge=0,
         le=3600,
         description="Seconds between the replica's engine log lines while it works (0: none).",
+    )
+    # ---- version 5 -------------------------------------------------------------------------
+    predicted_cold_start_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="The operator's predicted cold start of a replica (image, weights, load, "
+        "Ray's start): what a 503's Retry-After counts down from (none: not predicted).",
+    )
+    cold_start_wait_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="How long a request may wait for a replica that is starting before it is "
+        "answered 503 with Retry-After, saying the model is starting (none: it waits).",
     )
 
     @model_validator(mode="before")

@@ -41,6 +41,18 @@ class Prediction(ApiModel):
         return self.time_per_output_token_ms / 1000
 
 
+class ColdStart(ApiModel):
+    """Predicted time from a new worker pod to a replica that answers (not counting a new
+    node's boot): image pull, weight download, load, and Ray's own start."""
+
+    seconds: float = Field(description="The sum of the parts below.")
+    image_pull_seconds: float = Field(description="Serving image pulled and unpacked.")
+    download_seconds: float = Field(description="Checkpoint downloaded into the cache.")
+    load_seconds: float = Field(description="Weights loaded onto the device.")
+    start_seconds: float = Field(description="Pod start, Ray joining, Serve placing the replica.")
+    basis: str = Field(description="The sizes and rates assumed, and where they come from.")
+
+
 class PlanOption(ApiModel):
     """One pool and GPU count the planner considered."""
 
@@ -118,3 +130,8 @@ class Plan(ApiModel):
     predicted: Prediction = Field(description="Step-model prediction at the batch target.")
     reasons: list[str] = Field(description="The plan explained, one sentence per step.")
     options: list[PlanOption] = Field(description="Every option considered.")
+    cold_start: ColdStart | None = Field(
+        default=None,
+        description="Predicted cold start of a replica (the operator fills it in once the "
+        "image is chosen).",
+    )

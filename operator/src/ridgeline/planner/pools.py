@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -63,6 +65,28 @@ class NodePool(BaseModel):
         description="Replicas sharing one GPU (time-slicing or MPS, nvidia.com/gpu.replicas): "
         "a -SHARED product needs it, and each replica is planned on its share.",
     )
+    node_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels every node of a declared pool carries from boot (its node group "
+        "template's): its pods select on these, not on GPU Feature Discovery's labels, which "
+        "a node gets only once it runs.",
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Tolerations for this pool's own taints (beside gpuTolerations).",
+    )
+    ephemeral_storage_gib: float | None = Field(
+        default=None,
+        gt=0,
+        le=2**20,
+        allow_inf_nan=False,
+        alias="ephemeralStorageGiB",
+        description="Allocatable ephemeral storage per node (the kubelet's disk): a weight cache "
+        "that does not fit is refused.",
+    )
+    # What the nodes matching a declared pool's nodeLabels report against its declaration
+    # (discovery.py): one sentence per disagreement; never read from a file.
+    _mismatches: tuple[str, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _share(self) -> NodePool:
@@ -81,6 +105,20 @@ class NodePool(BaseModel):
             if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
                 raise ValueError(f"driverVersion {value!r} is not MAJOR.MINOR[.REVISION]")
         return value
+
+    @property
+    def declared_by_labels(self) -> bool:
+        """A declared pool whose pods select on its nodeLabels (no GFD terms)."""
+        return bool(self.node_labels)
+
+    @property
+    def mismatches(self) -> tuple[str, ...]:
+        return self._mismatches
+
+    def with_mismatches(self, mismatches: list[str]) -> NodePool:
+        pool = self.model_copy()
+        pool._mismatches = tuple(mismatches)
+        return pool
 
     @property
     def is_cpu(self) -> bool:

@@ -62,3 +62,10 @@ def _affinity(terms: list[list[dict[str, Any]]]) -> dict[str, Any]:
             }
         }
     }
+
+
+def label_node_affinity(node_labels: dict[str, str]) -> dict[str, Any]:
+    """A declared pool's nodes by the labels its node template carries: a node that scales up
+    from zero has them when the scheduler (and Cluster Autoscaler or Karpenter, which simulate
+    it) first sees it, before GFD has labelled anything. The driver is the declared one."""
+    return _affinity([[_expr(k, "In", [v]) for k, v in sorted(node_labels.items())]])

@@ -9,6 +9,7 @@ from typing import Any
 
 from ridgeline.api.inference_model import Quantization
 from ridgeline.api.plan import Plan
+from ridgeline.instance_shapes import smallest_per_gpu
 from ridgeline.planner.pools import GIB, NodePool
 from ridgeline.platform_config import PlatformConfig
 
@@ -64,17 +65,28 @@ def gpu_worker_resources(
     gpus: int, pool: NodePool | None, config: PlatformConfig
 ) -> dict[str, str]:
     """CPU and memory in proportion to the node's GPUs the pod holds, capped by the per-GPU
-    figures of the config; the per-GPU figures alone where the pool's nodes are unknown."""
+    figures of the config. Where the pool does not say its nodes' size, the smallest common
+    instance shape of its GPU (instance_shapes.py) caps them; the per-GPU figures alone where
+    neither is known."""
     cpu = config.worker_cpu_per_gpu * gpus
     memory_gib = config.worker_memory_gib_per_gpu * gpus
+    fraction = config.allocatable_fraction
     share = _share(pool, gpus)
     if pool is not None and share is not None:
+        shape = smallest_per_gpu(pool.gpu_product)
         if pool.cpus:
-            cpu = max(1, min(cpu, math.floor(pool.cpus * config.allocatable_fraction * share)))
+            cpu = min(cpu, math.floor(pool.cpus * fraction * share))
+        elif shape is not None:
+            cpu = min(cpu, math.floor(shape.cpus * gpus * fraction))
         if pool.memory_gib:
-            fits = math.floor(pool.memory_gib * config.allocatable_fraction * share)
-            memory_gib = max(1, min(memory_gib, fits))
-    return {"cpu": str(cpu), "memory": f"{memory_gib}Gi", "nvidia.com/gpu": str(gpus)}
+            memory_gib = min(memory_gib, math.floor(pool.memory_gib * fraction * share))
+        elif shape is not None:
+            memory_gib = min(memory_gib, math.floor(shape.memory_gib * gpus * fraction))
+    return {
+        "cpu": str(max(1, cpu)),
+        "memory": f"{max(1, memory_gib)}Gi",
+        "nvidia.com/gpu": str(gpus),
+    }
 
 
 def cpu_worker_resources(pool: NodePool | None, config: PlatformConfig) -> dict[str, str]:

@@ -17,16 +17,20 @@ import yaml
 
 from ridgeline.api.inference_model import POD_IDLE_S, InferenceModel, Placement
 from ridgeline.api.plan import Plan
+from ridgeline.cold_start import wait_bound_seconds
 from ridgeline.planner import memory
 from ridgeline.planner.pools import NodePool
 from ridgeline.platform_config import PlatformConfig
 from ridgeline.quantity import parse_quantity
 from ridgeline.render import pods
-from ridgeline.render.affinity import gpu_node_affinity
-from ridgeline.render.meta import labels, object_meta
+from ridgeline.render.groups import (
+    REPLICA_RESOURCE,
+    head_group,
+    is_cpu_plan,
+    worker_group,
+)
+from ridgeline.render.meta import object_meta
 from ridgeline.render.security import (
-    DASHBOARD_PORT,
-    METRICS_PORT,
     auth_options,
     build_network_policy,
 )
@@ -41,11 +45,11 @@ QUEUE_FACTOR = 4
 # Requests Ray Serve lets through beyond batch + queue (health checks, /v1/models): they
 # reach the replica in ServingArgs.
 ONGOING_HEADROOM = 8
-# A Ray resource each worker pod offers once and each Serve replica takes once: one replica
-# per pod, whatever CPUs or GPUs the pod has.
-REPLICA_RESOURCE = "ridgeline_replica"
-# The worker group's bound; Serve's autoscaling bounds (spec.replicas) decide within it.
-MAX_WORKERS = 1000
+# A replica Serve stops (downscaling) finishes its answers first for up to this long: the
+# longest answer (maxContextTokens) at the planned step, at least Serve's own 20 s default plus
+# margin, at most 10 minutes (a stuck request must not hold a GPU node for longer).
+DRAIN_FLOOR_S = 30
+DRAIN_CAP_S = 600
 
 # libyaml's emitter when PyYAML has it: the same text as yaml.safe_dump (a test holds them
 # equal, so the spec hash does not move), six times faster; rendering runs in every reconcile.
@@ -65,7 +69,7 @@ def serving_args_for(
         compute_dtype=plan.compute_dtype,
         max_batch_size=plan.batch_target,
         max_context_tokens=spec.workload.max_context_tokens,
-        gpus_per_replica=0 if _cpu(plan) else plan.gpus_per_replica,
+        gpus_per_replica=0 if is_cpu_plan(plan) else plan.gpus_per_replica,
         # The replica holds the batch being decoded and the next one; the rest waits in Serve's
         # router, where a replica that autoscaling adds can take it.
         max_queued_requests=plan.batch_target,
@@ -77,11 +81,15 @@ def serving_args_for(
         num_cpus=replica_cpus,
         ongoing_requests_headroom=ONGOING_HEADROOM,
         planned_step_seconds=plan.predicted.step_seconds,
+        predicted_cold_start_s=plan.cold_start.seconds if plan.cold_start else None,
+        cold_start_wait_s=wait_bound_seconds(plan.cold_start) if plan.cold_start else None,
     )
 
 
-def _cpu(plan: Plan) -> bool:
-    return plan.gpu_product.lower() == "cpu"
+def drain_seconds(model: InferenceModel, plan: Plan) -> int:
+    """Serve's ``graceful_shutdown_timeout_s`` for the plan (an idle replica stops at once)."""
+    longest = model.spec.workload.max_context_tokens * plan.predicted.step_seconds
+    return int(min(DRAIN_CAP_S, max(DRAIN_FLOOR_S, math.ceil(longest))))
 
 
 def serve_config(
@@ -105,6 +113,7 @@ def serve_config(
                         "max_ongoing_requests": args.max_ongoing_requests,
                         # Beyond this, Serve answers 503: a bounded queue, never a backlog.
                         "max_queued_requests": QUEUE_FACTOR * plan.batch_target * replicas.max,
+                        "graceful_shutdown_timeout_s": drain_seconds(model, plan),
                         "ray_actor_options": {
                             "num_gpus": args.gpus_per_replica,
                             "num_cpus": args.num_cpus,
@@ -126,122 +135,6 @@ def serve_config(
     }
 
 
-def _cpu_affinity() -> dict[str, Any]:
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}
-                        ]
-                    }
-                ]
-            }
-        }
-    }
-
-
-def _worker_resources(plan: Plan, pool: NodePool | None, config: PlatformConfig) -> dict[str, str]:
-    if _cpu(plan):
-        return pods.cpu_worker_resources(pool, config)
-    return pods.gpu_worker_resources(plan.gpus_per_replica, pool, config)
-
-
-def _worker(
-    model: InferenceModel,
-    plan: Plan,
-    placement: Placement,
-    config: PlatformConfig,
-    pool: NodePool | None,
-    cache_bytes: int,
-) -> dict[str, Any]:
-    limits = _worker_resources(plan, pool, config)
-    requests = dict(limits)
-    if config.weights_cache_volume == "emptyDir":
-        requests["ephemeral-storage"] = pods.ephemeral_storage_request(cache_bytes)
-    if _cpu(plan):
-        affinity = _cpu_affinity()
-        tolerations = list(config.tolerations)
-    else:
-        shared_by = pool.shared_by if pool is not None else None
-        affinity = gpu_node_affinity(plan.gpu_product, placement.min_driver, shared_by)
-        tolerations = [*config.gpu_tolerations, *config.tolerations]
-    container: dict[str, Any] = {
-        "name": "ray-worker",
-        "image": placement.image,
-        "resources": {"limits": limits, "requests": requests},
-        "env": [
-            {"name": "RIDGELINE_CACHE_DIR", "value": config.weights_cache_dir},
-            pods.LOG_TO_STDERR,
-        ],
-        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
-        "volumeMounts": [{"name": pods.CACHE_VOLUME, "mountPath": config.weights_cache_dir}],
-        "securityContext": pods.container_security_context(),
-    }
-    if model.spec.model.credentials_secret:
-        container["envFrom"] = [{"secretRef": {"name": model.spec.model.credentials_secret}}]
-    spec: dict[str, Any] = {
-        **pods.pod_spec_extras(config),
-        "affinity": affinity,
-        "tolerations": tolerations,
-        "containers": [container],
-        "volumes": [pods.cache_volume(config)],
-    }
-    init = pods.cache_init_containers(config, placement.image)
-    if init:
-        spec["initContainers"] = init
-    return {
-        "groupName": "cpu" if _cpu(plan) else "gpu",
-        # Workers that start with the head (Serve's initial replicas); then Serve's autoscaling
-        # asks for replicas and Ray's autoscaler adds or removes the pods they need. KubeRay
-        # leaves these three out of its cluster hash and never updates them on a running
-        # cluster, so the bounds are fixed rather than copied from spec.replicas.
-        "replicas": max(model.spec.replicas.min, 1),
-        "minReplicas": 0,
-        "maxReplicas": MAX_WORKERS,
-        "rayStartParams": {},
-        # KubeRay's group-level resources (not a JSON string in rayStartParams, which its pod
-        # builder fails to parse when escaped): KubeRay passes them to `ray start`, and Ray's
-        # autoscaler reads them to know that a new pod of this group holds one replica.
-        "resources": {REPLICA_RESOURCE: "1"},
-        "template": {"metadata": {"labels": labels(model)}, "spec": spec},
-    }
-
-
-def _head(model: InferenceModel, placement: Placement, config: PlatformConfig) -> dict[str, Any]:
-    res = {"cpu": config.head_resources.cpu, "memory": config.head_resources.memory}
-    image = config.head_image or placement.image
-    return {
-        # The head runs the Serve controller and proxy, no model replicas. The dashboard
-        # listens on the pod IP for the KubeRay operator (behind Ray's token and the
-        # NetworkPolicy).
-        "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-        "template": {
-            "metadata": {"labels": labels(model)},
-            "spec": {
-                **pods.pod_spec_extras(config),
-                "tolerations": list(config.tolerations),
-                "containers": [
-                    {
-                        "name": "ray-head",
-                        "image": image,
-                        "resources": {"limits": res, "requests": dict(res)},
-                        "env": [pods.LOG_TO_STDERR],
-                        "ports": [
-                            {"name": "gcs", "containerPort": 6379},
-                            {"name": "dashboard", "containerPort": DASHBOARD_PORT},
-                            {"name": "serve", "containerPort": config.serve_port},
-                            {"name": "metrics", "containerPort": METRICS_PORT},
-                        ],
-                        "securityContext": pods.container_security_context(),
-                    }
-                ],
-            },
-        },
-    }
-
-
 def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -257,7 +150,7 @@ def _cluster_hash(cluster: dict[str, Any]) -> str:
 
 def _replica_cpus(plan: Plan, pool: NodePool | None, config: PlatformConfig) -> int:
     """A CPU replica takes its whole pod's cores (Ray sizes torch's threads from num_cpus)."""
-    if not _cpu(plan):
+    if not is_cpu_plan(plan):
         return 1
     cpu = pods.cpu_worker_resources(pool, config)["cpu"]
     return max(1, math.floor(parse_quantity(cpu)))
@@ -286,8 +179,8 @@ def build_rayservice(
             "upscalingMode": "Default",
             "securityContext": pods.container_security_context(),
         },
-        "headGroupSpec": _head(model, placement, config),
-        "workerGroupSpecs": [_worker(model, plan, placement, config, pool, cache_bytes)],
+        "headGroupSpec": head_group(model, placement, config),
+        "workerGroupSpecs": [worker_group(model, plan, placement, config, pool, cache_bytes)],
     }
     auth = auth_options(model, config)
     if auth is not None:
