@@ -34,6 +34,16 @@ class Prediction(ApiModel):
         description="What an unbounded batch would approach: the compute or KV-bandwidth roof "
         "at the engine's efficiency.",
     )
+    price_per_replica_hour: float | None = Field(
+        default=None,
+        description="A replica's share of its node's pricePerNodeHour (GPUs per replica / GPUs "
+        "per node; a CPU replica's node is all its own). Absent when the pool has no price.",
+    )
+    cost_per_million_tokens: float | None = Field(
+        default=None,
+        description="pricePerReplicaHour / (tokensPerSecond x 3600) x 10^6: what a million "
+        "output tokens cost at the batch target. Absent when the pool has no price.",
+    )
 
     @property
     def step_seconds(self) -> float:
@@ -69,7 +79,14 @@ class PlanOption(ApiModel):
         default=None, description="Predicted output tokens per second per replica."
     )
     tokens_per_second_per_gpu: float | None = Field(
-        default=None, description="tokensPerSecond / gpusPerReplica: what options rank by."
+        default=None,
+        description="tokensPerSecond / gpusPerReplica: what options rank by (after the cost, "
+        "where every allowed pool has a price).",
+    )
+    cost_per_million_tokens: float | None = Field(
+        default=None,
+        description="What a million output tokens cost with this option (as "
+        "predicted.costPerMillionTokens); absent when the pool has no price.",
     )
     note: str = Field(description="Why it was chosen, rejected, or passed over.")
 

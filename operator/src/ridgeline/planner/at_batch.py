@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ridgeline.api.inference_model import InferenceModelSpec
 from ridgeline.api.plan import Plan
+from ridgeline.planner import cost
 from ridgeline.planner.pools import NodePool
 from ridgeline.planner.sizing import size
 from ridgeline.shape import ModelShape
@@ -22,6 +23,13 @@ class BatchPrediction:
     plateau_tokens_per_second: float
     memory_bytes: int
     usable_bytes: int
+    price_per_replica_hour: float | None = None
+
+    @property
+    def cost_per_million_tokens(self) -> float | None:
+        if self.price_per_replica_hour is None:
+            return None
+        return cost.cost_per_million_tokens(self.price_per_replica_hour, self.tokens_per_second)
 
     @property
     def tokens_per_second_per_gpu(self) -> float:
@@ -45,6 +53,7 @@ def predict_at_batch(
         plateau_tokens_per_second=s.terms.plateau_tokens_per_second,
         memory_bytes=s.needed_bytes(batch),
         usable_bytes=s.usable(plan.gpus_per_replica),
+        price_per_replica_hour=cost.replica_hour_price(pool, plan.gpus_per_replica),
     )
 
 
@@ -60,5 +69,15 @@ def batch_text(p: BatchPrediction, plan: Plan) -> str:
         f"per decode step, {p.tokens_per_second:.0f} tokens/s per replica "
         f"({p.tokens_per_second_per_gpu:.0f} per GPU, "
         f"{p.tokens_per_second / p.plateau_tokens_per_second:.0%} of the "
-        f"{p.plateau_tokens_per_second:.0f} plateau); {memory}."
+        f"{p.plateau_tokens_per_second:.0f} plateau); {memory}" + _cost(p) + "."
+    )
+
+
+def _cost(p: BatchPrediction) -> str:
+    per_million = p.cost_per_million_tokens
+    if per_million is None or p.price_per_replica_hour is None:
+        return ""
+    return (
+        f"; {cost.money(per_million)} per million tokens at "
+        f"{cost.money(p.price_per_replica_hour)} per replica-hour"
     )

@@ -5,7 +5,9 @@ smallest batch reaching 90% of the tokens/s an unbounded batch would approach), 
 per-token SLO and by memory. A replica gets the fewest GPUs that hold the weights and that
 target at the maximum context; a larger GPU count wins only if it raises tokens/s per GPU.
 GPU counts are powers of two that divide the attention and KV heads, at most one node's GPUs.
-Options, and pools, rank by tokens/s per GPU, then fewest GPUs, then the pool name.
+Options, and pools, rank by tokens/s per GPU, then fewest GPUs, then the pool name. Where every
+allowed pool has a price, pools rank first by cost per million tokens (planner/cost.py); within a
+pool the GPU count is the same either way, since a replica's price grows with its GPUs.
 
 The serving engine is transformers with ``device_map``: a layer split, where memory adds up
 over the GPUs but only one computes at a time. So N GPUs have the step time of one GPU: they add
@@ -15,10 +17,11 @@ sequences (memory), not speed, and more throughput comes from replicas.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from ridgeline.api.inference_model import InferenceModelSpec, Quantization
 from ridgeline.api.plan import Bound, Plan, PlanOption, Prediction
-from ridgeline.planner import memory, roofline
+from ridgeline.planner import cost, memory, roofline
 from ridgeline.planner.pools import NodePool
 from ridgeline.planner.reasons import count_params, plan_reasons
 from ridgeline.planner.sizing import Candidate, candidate, size
@@ -57,9 +60,24 @@ def _allowed(pool: NodePool, accelerators: list[str] | None) -> bool:
     return product in wanted
 
 
+Rank = Callable[[Candidate], tuple[float | int | str, ...]]
+
+
 def _rank(c: Candidate) -> tuple[float, int, str]:
     """Most tokens/s per GPU, then fewest GPUs, then the pool name."""
     return (-c.tokens_per_second_per_gpu, c.gpus, c.sizing.pool.name)
+
+
+def _cost_rank(c: Candidate) -> tuple[float, float, int, str]:
+    """The lowest cost per million tokens, then as ``_rank``; only where every pool is priced."""
+    price = c.cost_per_million_tokens
+    assert price is not None
+    return (price, *_rank(c))
+
+
+def priced(pools: list[NodePool]) -> bool:
+    """Whether the plan chooses by cost: every allowed pool has a price."""
+    return bool(pools) and all(p.price_per_node_hour is not None for p in pools)
 
 
 def _evaluate_pool(
@@ -124,8 +142,13 @@ def _evaluate_pool(
             max_batch_by_memory=c.max_batch_by_memory,
             tokens_per_second=round(c.tokens_per_second, 1),
             tokens_per_second_per_gpu=round(c.tokens_per_second_per_gpu, 1),
+            cost_per_million_tokens=_rounded(c.cost_per_million_tokens),
         )
     return chosen, [options[n] for n in counts]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else cost.significant(value)
 
 
 def _note(c: Candidate, chosen: Candidate) -> str:
@@ -168,20 +191,22 @@ def plan_model(shape: ModelShape, spec: InferenceModelSpec, pools: list[NodePool
             candidates.append(cand)
     if not candidates:
         raise InfeasiblePlanError(_infeasible_message(shape, spec, options), options)
-    best = min(candidates, key=_rank)
+    rank: Rank = _cost_rank if priced(allowed) else _rank
+    best = min(candidates, key=rank)
     options = [
         o.model_copy(update={"chosen": True})
         if o.pool == best.sizing.pool.name and o.gpus_per_replica == best.gpus
         else o
         for o in options
     ]
-    others = [c for c in candidates if c is not best]
+    others = sorted((c for c in candidates if c is not best), key=rank)
     alternatives = [
         c
         for g in gpu_counts(best.sizing.pool, shape)
         if g != best.gpus and (c := candidate(best.sizing, g)) is not None
     ]
-    return _plan(shape, spec, best, options, others, alternatives)
+    unpriced = [p.name for p in allowed if p.price_per_node_hour is None]
+    return _plan(shape, spec, best, options, others, alternatives, unpriced)
 
 
 def _infeasible_message(
@@ -213,6 +238,7 @@ def _plan(
     options: list[PlanOption],
     others: list[Candidate],
     alternatives: list[Candidate],
+    unpriced: list[str],
 ) -> Plan:
     s = c.sizing
     slo_batch = None if s.slo_batch is None else roofline.floor_batch(s.slo_batch)
@@ -241,7 +267,9 @@ def _plan(
             time_per_output_token_ms=round(c.step_seconds * 1000, 2),
             tokens_per_second_per_gpu=round(c.tokens_per_second_per_gpu, 1),
             plateau_tokens_per_second=round(s.terms.plateau_tokens_per_second, 1),
+            price_per_replica_hour=_rounded(c.price_per_replica_hour),
+            cost_per_million_tokens=_rounded(c.cost_per_million_tokens),
         ),
-        reasons=plan_reasons(shape, spec, c, others, alternatives),
+        reasons=plan_reasons(shape, spec, c, others, alternatives, unpriced),
         options=options,
     )

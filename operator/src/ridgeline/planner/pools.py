@@ -65,6 +65,15 @@ class NodePool(BaseModel):
         description="Replicas sharing one GPU (time-slicing or MPS, nvidia.com/gpu.replicas): "
         "a -SHARED product needs it, and each replica is planned on its share.",
     )
+    price_per_node_hour: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="A node-hour's price in the platform's currency (a cloud price list's "
+        "per-instance figure): the plan's cost per million tokens, and where every allowed "
+        "pool has one, the pool it chooses.",
+    )
     node_labels: dict[str, str] = Field(
         default_factory=dict,
         description="Labels every node of a declared pool carries from boot (its node group "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ridgeline.api.inference_model import InferenceModelSpec, Quantization, WorkloadMode
 from ridgeline.api.plan import Bound
-from ridgeline.planner import memory
+from ridgeline.planner import cost, memory
 from ridgeline.planner.sizing import Candidate, Sizing
 from ridgeline.planner.step_model import step_model
 from ridgeline.planner.throughput import KNEE_FRACTION, StepTerms
@@ -39,7 +39,10 @@ def plan_reasons(
     c: Candidate,
     others: list[Candidate],
     alternatives: list[Candidate],
+    unpriced: list[str],
 ) -> list[str]:
+    """``others``: the other pools' best candidates, best first; ``unpriced``: the allowed
+    pools without a price (none: the pool was chosen by cost)."""
     s = c.sizing
     acc = s.acc
     q = spec.quantization.value
@@ -63,14 +66,10 @@ def plan_reasons(
         f"{s.terms.plateau_tokens_per_second:.0f})"
         + (", one GPU computing at a time." if c.gpus > 1 else "."),
     ]
+    if (price := c.price_per_replica_hour) is not None:
+        out.append(_cost_reason(c, price))
     if others:
-        names = ", ".join(
-            f"{o.sizing.pool.name} ({_gpus(o.gpus)}, {o.tokens_per_second_per_gpu:.0f} per GPU)"
-            for o in others
-        )
-        out.append(
-            f"Pool {s.pool.name} chosen over {names}: most tokens/s per GPU, then fewest GPUs."
-        )
+        out.append(_pools_reason(c, others, unpriced))
     if s.pool.shared:
         out.append(
             f"The pool's GPUs are shared by {s.pool.shared_by} replicas (time-slicing or "
@@ -80,6 +79,54 @@ def plan_reasons(
     if spec.quantization is not Quantization.NONE:
         out.append(_quantization_reason(shape, spec, c))
     return out
+
+
+def _cost_reason(c: Candidate, price: float) -> str:
+    pool = c.sizing.pool
+    assert pool.price_per_node_hour is not None
+    if pool.is_cpu:
+        share = "the whole node"
+    else:
+        share = f"{c.gpus} of the node's {pool.gpus_per_node} GPUs"
+        if pool.shared_by:
+            share += f", each shared by {pool.shared_by} replicas"
+    per_million = cost.cost_per_million_tokens(price, c.tokens_per_second)
+    return (
+        f"Cost: {cost.money(price)} per replica-hour ({share} at "
+        f"{cost.money(pool.price_per_node_hour)} per node-hour), "
+        f"{cost.money(per_million)} per million tokens at batch {c.batch_target} "
+        f"({c.tokens_per_second:.0f} tokens/s)."
+    )
+
+
+def _pools_reason(c: Candidate, others: list[Candidate], unpriced: list[str]) -> str:
+    def describe(o: Candidate) -> str:
+        per_million = o.cost_per_million_tokens
+        price = "" if per_million is None else f", {cost.money(per_million)} per million tokens"
+        return (
+            f"{o.sizing.pool.name} ({_gpus(o.gpus)}, {o.tokens_per_second_per_gpu:.0f} per "
+            f"GPU{price})"
+        )
+
+    head = f"Pool {c.sizing.pool.name} chosen over {', '.join(describe(o) for o in others)}"
+    mine, nxt = c.cost_per_million_tokens, others[0]
+    if unpriced or mine is None or nxt.cost_per_million_tokens is None:
+        rule = "most tokens/s per GPU, then fewest GPUs"
+        if unpriced:
+            rule += f" (not every pool has a price: {', '.join(unpriced)} has none)"
+        return f"{head}: {rule}."
+    theirs = nxt.cost_per_million_tokens
+    saving = "the same" if theirs == mine else f"{1 - mine / theirs:.0%} less"
+    out = (
+        f"{head}: the lowest cost per million tokens, {cost.money(mine)} against "
+        f"{cost.money(theirs)} on {nxt.sizing.pool.name}, the next best ({saving})"
+    )
+    if nxt.tokens_per_second_per_gpu > c.tokens_per_second_per_gpu:
+        out += (
+            f", though {nxt.sizing.pool.name} has more tokens/s per GPU "
+            f"({nxt.tokens_per_second_per_gpu:.0f} vs {c.tokens_per_second_per_gpu:.0f})"
+        )
+    return out + "."
 
 
 def _step_model_reason(spec: InferenceModelSpec, s: Sizing) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ridgeline.api.inference_model import InferenceModelSpec, WorkloadMode
 from ridgeline.api.plan import Bound
 from ridgeline.hardware import Accelerator
-from ridgeline.planner import memory, roofline
+from ridgeline.planner import cost, memory, roofline
 from ridgeline.planner.pools import NodePool
 from ridgeline.planner.step_model import Engine, StepModel, kv_context_tokens, step_model
 from ridgeline.planner.throughput import StepTerms
@@ -132,6 +132,18 @@ class Candidate:
     @property
     def tokens_per_second_per_gpu(self) -> float:
         return self.tokens_per_second / self.gpus
+
+    @property
+    def price_per_replica_hour(self) -> float | None:
+        return cost.replica_hour_price(self.sizing.pool, self.gpus)
+
+    @property
+    def cost_per_million_tokens(self) -> float | None:
+        """At the batch target; None where the pool has no price."""
+        price = self.price_per_replica_hour
+        if price is None:
+            return None
+        return cost.cost_per_million_tokens(price, self.tokens_per_second)
 
 
 def candidate(s: Sizing, gpus: int) -> Candidate | None:
