@@ -3,13 +3,15 @@ output. A fast (Rust) tokenizer decodes through its own ``DecodeStream``; any ot
 short window of recent tokens (vLLM's prefix/read offsets: the window starts at the previous
 emission so a tokenizer's leading-space rules see context). Either way the text
 holds back a trailing partial UTF-8 character and any tail that could begin a stop string, and
-searches for stop strings only in the text that can contain a new match."""
+stop strings are matched as the text arrives (``stops``), each character once per stop."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tokenizers.decoders import DecodeStream
+
+from ridgeline_serving.engine.stops import StopMatcher
 
 # A UTF-8 character spans at most 4 bytes, so at most 4 byte tokens: a stream that has held
 # back more tokens than this is holding invalid bytes, and would decode them all again at
@@ -20,20 +22,20 @@ MAX_PENDING_TOKENS = 8
 class Detokenizer:
     def __init__(self, tokenizer: Any, stops: list[str]) -> None:
         self.tokenizer = tokenizer
-        self.stops = [s for s in stops if s]
-        self.longest_stop = max((len(s) for s in self.stops), default=0)
+        self.matcher = StopMatcher(stops)
+        self.stops = self.matcher.stops
         self.ids: list[int] = []
         self.prefix = 0  # start of the decode window
         self.read = 0  # tokens already turned into text
         self.fed = 0  # tokens given to the stream
         self.held = ""  # stable text not yet emitted (may begin a stop string)
-        self.tail = ""  # the last emitted characters a stop string could span
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self.backend = backend
         self.stream = DecodeStream(skip_special_tokens=True) if backend is not None else None
 
-    def add(self, token: int, final: bool) -> tuple[str, bool]:
-        """Append a token; returns (text now safe to emit, stop string hit)."""
+    def add(self, token: int, final: bool, stops: bool = True) -> tuple[str, bool]:
+        """Append a token; returns (text now safe to emit, stop string hit). With ``stops``
+        False a stop string that ends in this token's text does not count (min_tokens)."""
         self.ids.append(token)
         if (
             self.stream is not None
@@ -47,7 +49,7 @@ class Detokenizer:
                 return "", False
             self.read = self.fed
             return piece, False
-        return self._advance(final)
+        return self._advance(final, stops)
 
     def _step_stream(self, token: int) -> str | None:
         assert self.stream is not None
@@ -64,7 +66,8 @@ class Detokenizer:
         text, _ = self._advance(True)
         return text
 
-    def _advance(self, final: bool) -> tuple[str, bool]:
+    def _advance(self, final: bool, stops: bool = True) -> tuple[str, bool]:
+        seen = len(self.held)  # the held text the matcher has already taken
         if self.stream is not None and self.backend is not None:
             if self.fed < len(self.ids):
                 self.fed = len(self.ids)
@@ -87,31 +90,17 @@ class Detokenizer:
         if not self.stops:
             out, self.held = self.held, ""
             return out, False
-        window = self.tail + self.held
-        cut = min((i for s in self.stops if (i := window.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            out = window[len(self.tail) : cut] if cut >= len(self.tail) else ""
-            self.held = ""
+        match = self.matcher.feed(self.held[seen:], stops)
+        if match is not None:
+            # the match began in the held text: the matcher never holds more than is held
+            cut = match - (self.matcher.fed - len(self.held))
+            out, self.held = self.held[: max(cut, 0)], ""
             return out, True
-        keep = 0 if final else _stop_prefix_overlap(window, self.stops)
-        emit_to = max(len(window) - keep, len(self.tail))
-        out = window[len(self.tail) : emit_to]
-        self.held = window[emit_to:]
-        self.tail = (self.tail + out)[-self.longest_stop :]
+        emit_to = len(self.held) - (0 if final else min(self.matcher.pending, len(self.held)))
+        out, self.held = self.held[:emit_to], self.held[emit_to:]
         return out, False
 
     def _decode(self, ids: list[int]) -> str:
         if not ids:
             return ""
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
-
-
-def _stop_prefix_overlap(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of ``text`` that a stop string starts with."""
-    best = 0
-    for stop in stops:
-        for k in range(min(len(stop) - 1, len(text)), best, -1):
-            if stop.startswith(text[-k:]):
-                best = k
-                break
-    return best
