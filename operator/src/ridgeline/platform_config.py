@@ -12,6 +12,7 @@ from pydantic.alias_generators import to_camel
 
 from ridgeline.errors import format_validation_error
 from ridgeline.instance_shapes import products, smallest_per_gpu
+from ridgeline.node_prices import NodePrices
 from ridgeline.planner.pools import NodePool
 
 
@@ -62,6 +63,11 @@ class PlatformConfig(_Config):
     images: list[ServingImage] = Field(min_length=1)
     node_pools: list[NodePool] = Field(
         default_factory=list, description="Pools that may have no nodes now (scale from zero)."
+    )
+    node_prices: NodePrices = Field(
+        default_factory=NodePrices,
+        description="Prices of discovered pools (and of declared ones without their own "
+        "pricePerNodeHour): by instance type, else by GPU product.",
     )
     minor_version_compatibility: bool = Field(
         default=False,

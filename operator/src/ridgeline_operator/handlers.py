@@ -49,6 +49,7 @@ def configure(*, settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None
         STATE.config = load_platform_config(Path(path))
     STATE.api = kube.load_client()
     STATE.pools.set_declared(STATE.config.node_pools)
+    STATE.pools.set_prices(STATE.config.node_prices)
     for node in kube.list_nodes(STATE.api, GPU_PRODUCT):
         meta = node["metadata"]
         STATE.pools.node(

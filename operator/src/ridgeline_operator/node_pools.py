@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ridgeline.discovery import merge_pools, pools_from_nodes
+from ridgeline.node_prices import NodePrices, price_pools
 from ridgeline.planner import NodePool
 
 # What discover_pools reads of a Node: labels, allocatable, schedulable (and Ready).
@@ -32,6 +33,7 @@ class PoolCache:
 
     def __init__(self, declared: list[NodePool] | None = None) -> None:
         self._declared = list(declared or [])
+        self._prices = NodePrices()
         self._nodes: dict[str, NodeFacts] = {}
         self._pools: list[NodePool] = merge_pools([], self._declared)
         self._stale = False
@@ -49,6 +51,12 @@ class PoolCache:
     def set_declared(self, declared: list[NodePool]) -> None:
         if declared != self._declared:
             self._declared = list(declared)
+            self._stale = True
+
+    def set_prices(self, prices: NodePrices) -> None:
+        """The chart's price map (serving.nodePrices): a change prices the pools again."""
+        if prices != self._prices:
+            self._prices = prices
             self._stale = True
 
     def node(self, name: str, facts: NodeFacts | None) -> bool:
@@ -73,6 +81,7 @@ class PoolCache:
         self.derivations += 1
         before = {p.name: _sans_count(p) for p in self._pools}
         pools = pools_from_nodes(self._nodes, self._declared)
+        pools = price_pools(pools, self._nodes.values(), self._prices, self._declared)
         after = {p.name: _sans_count(p) for p in pools}
         self._pools = pools
         return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
