@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,7 @@ def test_detokenizer_flushes_invalid_bytes_instead_of_holding_them(tiny_dir: Pat
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     lead = tok.convert_tokens_to_ids("â")  # a UTF-8 lead byte that no continuation follows
+    assert isinstance(lead, int)
     detok = Detokenizer(tok, [])
     parts, pending = [], []
     for _ in range(100):
@@ -332,3 +334,60 @@ def test_the_host_selection_ties_minus_zero_with_zero_by_id() -> None:
     logits[0, 3], logits[0, 10], logits[0, 20] = -0.0, 0.0, 1.0
     _, ids = ranked_host._best(logits, 3)
     assert ids.tolist() == [[20, 3, 10]]
+
+
+def test_the_repetition_penalty_is_transformers_on_the_same_logits() -> None:
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 300) * 3
+    prompts = [[5, 6, 7, 5], [], [299, 0], [1, 2]]
+    outputs = [[8, 9, 8], [10, 11], [], [3]]
+    penalties = [1.3, 0.6, 2.0, 1.0]
+    rows = [
+        replace(row(), repetition_penalty=p, prompt_ids=prompt, output_ids=out)
+        for p, prompt, out in zip(penalties, prompts, outputs, strict=True)
+    ]
+    got = sampling._penalize(logits, rows, sampling._Table.of(rows))
+    for i, (p, prompt, out) in enumerate(zip(penalties, prompts, outputs, strict=True)):
+        seen = torch.tensor([prompt + out])
+        expected = RepetitionPenaltyLogitsProcessor(p)(seen, logits[i : i + 1].clone())
+        assert torch.equal(got[i : i + 1], expected)
+    assert torch.equal(got[3], logits[3])  # 1.0 is off
+
+
+def test_the_repetition_penalty_comes_before_presence_and_frequency() -> None:
+    logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
+    rows = [RowParams(1.0, 1.0, 0, 0.25, 0.5, None, 1, [1, 1], 2.0, 0, (), [0])]
+    got = sampling._penalize(logits, rows, sampling._Table.of(rows))
+    # vLLM's order: 2 / 2, -2 x 2, then -2 x 0.5 (frequency) - 0.25 (presence) for token 1
+    assert got.tolist() == [[1.0, -4.0 - 1.0 - 0.25, 1.0, 0.5]]
+
+
+def test_min_tokens_keeps_the_end_of_sequence_from_being_drawn(ranked_on: str) -> None:
+    logits = torch.zeros(6, 50)
+    logits[:, 7] = 30.0  # the end of sequence, near certain
+    rows = [
+        replace(row(temperature=0), min_tokens=3, eos_ids=(7, 60), output_ids=[1, 2]),
+        replace(row(seed=1), min_tokens=3, eos_ids=(7,), output_ids=[1]),
+        replace(row(top_k=5, seed=2), min_tokens=3, eos_ids=(7,)),
+        replace(row(top_p=0.5, seed=3), min_tokens=1, eos_ids=(7,)),
+        replace(row(temperature=0), min_tokens=3, eos_ids=(7,), output_ids=[1, 2, 3]),
+        replace(row(seed=4), min_tokens=0, eos_ids=(7,)),
+    ]
+    result = sample(logits, rows)
+    assert 7 not in result.tokens[:4]
+    assert result.tokens[4:] == [7, 7]  # min_tokens reached (or none): no longer held off
+
+
+def test_row_parameters_past_the_vocabulary_are_the_vocabulary() -> None:
+    from ridgeline_serving.engine.row_params import checked
+
+    assert checked(row(top_k=10**30), 500).top_k == 0
+    assert checked(row(top_k=500), 500).top_k == 0
+    assert checked(row(top_k=-1), 500).top_k == 0
+    assert checked(row(top_k=499), 500).top_k == 499
+    assert checked(row(logprobs=10**30), 500).logprobs == 500
+    assert checked(row(seed=-(2**200)), 500).seed == -(2**200)  # wraps as every seed does
+    with pytest.raises(ValueError, match="temperature"):
+        checked(row(temperature=float("nan")), 500)

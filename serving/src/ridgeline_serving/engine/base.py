@@ -23,6 +23,11 @@ class GenerationRequest:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: int | None = None  # None: none; k >= 0: the chosen token's and the k most likely
+    # vLLM's extensions: never stop at the end-of-sequence token; no end of sequence (nor stop
+    # string) before min_tokens; the multiplicative penalty over prompt and output (1: off)
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    repetition_penalty: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Sampling on the model's device, batched over rows: per-row temperature, top_p, top_k,
-presence and frequency penalties and seed, in a fixed number of kernels whatever the batch.
+presence, frequency and repetition penalties, min_tokens and seed, in a fixed number of
+kernels whatever the batch.
 
 Rows are drawn by kind, each kind as one batch: greedy rows take their argmax; rows without a
 filter invert their distribution, in vocabulary order, at one uniform number; rows with a
@@ -12,6 +13,7 @@ without a seed get a random one.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -21,20 +23,12 @@ from ridgeline_serving.engine.nucleus import draw_nucleus, invert_cdf
 from ridgeline_serving.engine.randoms import seed_array, uniforms
 from ridgeline_serving.engine.ranked import Filters, draw_ranked, on_device
 from ridgeline_serving.engine.ranked_host import draw_ranked_on_host
+from ridgeline_serving.engine.row_params import RowParams, checked
+
+__all__ = ["RowParams", "Sampled", "checked", "sample", "sample_rows"]
+log = logging.getLogger("ridgeline.engine")
 
 GREEDY_BELOW = 1e-5
-
-
-@dataclass(frozen=True)
-class RowParams:
-    temperature: float
-    top_p: float
-    top_k: int
-    presence_penalty: float
-    frequency_penalty: float
-    logprobs: int | None
-    seed: int
-    output_ids: list[int]  # the sequence's own list, grown by the scheduler
 
 
 @dataclass(frozen=True)
@@ -57,6 +51,8 @@ class _Table:
     top_k: np.ndarray  # int64, 0 = off
     presence: np.ndarray  # float64
     frequency: np.ndarray  # float64
+    repetition: np.ndarray  # float64, 1 = off
+    min_tokens: np.ndarray  # int64
     seeds: np.ndarray  # uint64
     counters: np.ndarray  # int64: tokens the row has generated, its draw's index
 
@@ -69,6 +65,8 @@ class _Table:
             np.array([r.top_k for r in rows], dtype=np.int64),
             np.array([r.presence_penalty for r in rows], dtype=np.float64),
             np.array([r.frequency_penalty for r in rows], dtype=np.float64),
+            np.array([r.repetition_penalty for r in rows], dtype=np.float64),
+            np.array([r.min_tokens for r in rows], dtype=np.int64),
             seed_array([r.seed for r in rows]),
             np.array([len(r.output_ids) for r in rows], dtype=np.int64),
         )
@@ -77,8 +75,10 @@ class _Table:
         return _Table(*(getattr(self, field.name)[idx] for field in fields(self)))
 
     @property
-    def penalized(self) -> bool:
-        return bool(self.presence.any() or self.frequency.any())
+    def penalized(self) -> np.ndarray:
+        """Which rows have a penalty."""
+        mask: np.ndarray = (self.presence != 0) | (self.frequency != 0) | (self.repetition != 1)
+        return mask
 
     def u(self) -> np.ndarray:
         return uniforms(self.seeds, self.counters)
@@ -89,8 +89,11 @@ def sample(logits: torch.Tensor, rows: list[RowParams]) -> Sampled:
     logits = logits.float()
     raw = logits
     table = _Table.of(rows)
-    if table.penalized:
+    if table.penalized.any():
         logits = _penalize(logits, rows, table)
+    early = np.flatnonzero(table.counters < table.min_tokens)
+    if early.size:
+        logits = _ban_eos(logits, [rows[i] for i in early], early)
     tokens = _draw(logits, table)
 
     wanted = [r.logprobs for r in rows if r.logprobs is not None]
@@ -106,6 +109,25 @@ def sample(logits: torch.Tensor, rows: list[RowParams]) -> Sampled:
         top.indices.tolist() if top is not None else [[] for _ in rows],
         top.values.tolist() if top is not None else [[] for _ in rows],
     )
+
+
+def sample_rows(logits: torch.Tensor, rows: list[RowParams]) -> list[tuple[Sampled, int] | str]:
+    """Each row's draw (a sample and the row's index in it), or why it has none: when the
+    batch fails to sample, each row is sampled alone, so that only the rows at fault fail (a
+    seeded row draws the same token alone as in its batch)."""
+    try:
+        sampled = sample(logits, rows)
+        return [(sampled, i) for i in range(len(rows))]
+    except Exception:
+        log.exception("sampling a batch of %d rows failed; sampling each alone", len(rows))
+    draws: list[tuple[Sampled, int] | str] = []
+    for i, row in enumerate(rows):
+        try:
+            draws.append((sample(logits[i : i + 1], [row]), 0))
+        except Exception as exc:
+            log.exception("row %d of %d: sampling failed", i, len(rows))
+            draws.append(f"sampling failed: {type(exc).__name__}: {exc}")
+    return draws
 
 
 def _draw(logits: torch.Tensor, table: _Table) -> torch.Tensor:
@@ -162,19 +184,56 @@ def _draw_ranked(logits: torch.Tensor, table: _Table) -> torch.Tensor:
 
 
 def _penalize(logits: torch.Tensor, rows: list[RowParams], table: _Table) -> torch.Tensor:
-    """OpenAI's penalties: logit -= count * frequency + (count > 0) * presence."""
+    """The penalties in vLLM's order, on the rows that have one (a new tensor; the others'
+    logits are copied unchanged): the repetition penalty over the prompt's and the output's
+    tokens (a positive logit divided by it, any other multiplied, as transformers'
+    ``RepetitionPenaltyLogitsProcessor``), then OpenAI's presence and frequency penalties over
+    the output's: logit -= count x frequency + (count > 0) x presence."""
     device = logits.device
-    counts = torch.zeros_like(logits)
-    longest = max((len(r.output_ids) for r in rows), default=0)
-    if longest == 0:
-        return logits
-    ids = torch.zeros((len(rows), longest), dtype=torch.long)
-    ones = torch.zeros((len(rows), longest))
+    idx = np.flatnonzero(table.penalized)
+    some = table.take(idx)
+    picked = [rows[i] for i in idx]
+    rows_on_device = on_device(device, idx, torch.long)
+    x = logits[rows_on_device]
+    if (some.repetition != 1).any():
+        seen = torch.zeros(x.shape, dtype=torch.bool, device=device)
+        seen.view(-1)[_positions(picked, x.shape[-1], device, prompt=True)] = True
+        penalty = on_device(device, some.repetition, torch.float32).unsqueeze(1)
+        factor = torch.where(seen, penalty, 1.0)
+        x = torch.where(x > 0, x / factor, x * factor)
+    if some.presence.any() or some.frequency.any():
+        positions = _positions(picked, x.shape[-1], device, prompt=False)
+        counts = torch.zeros(x.numel(), device=device)
+        counts.index_add_(0, positions, torch.ones(len(positions), device=device))
+        counts = counts.view_as(x)
+        freq = on_device(device, some.frequency, torch.float32).unsqueeze(1)
+        pres = on_device(device, some.presence, torch.float32).unsqueeze(1)
+        x = x - counts * freq - (counts > 0).float() * pres
+    return logits.index_copy(0, rows_on_device, x)
+
+
+def _positions(
+    rows: list[RowParams], vocab: int, device: torch.device, prompt: bool
+) -> torch.Tensor:
+    """Where each row's output tokens (and, with ``prompt``, its prompt's) lie in the rows'
+    logits flattened: row x vocab + token. Prompt ids past the logits (a model's padded
+    embedding) are not tokens any row can draw: left out."""
+    parts = []
     for i, row in enumerate(rows):
-        if row.output_ids and (row.presence_penalty or row.frequency_penalty):
-            ids[i, : len(row.output_ids)] = torch.tensor(row.output_ids)
-            ones[i, : len(row.output_ids)] = 1
-    counts.scatter_add_(1, ids.to(device), ones.to(device))
-    freq = on_device(device, table.frequency, torch.float32).unsqueeze(1)
-    pres = on_device(device, table.presence, torch.float32).unsqueeze(1)
-    return logits - counts * freq - (counts > 0).float() * pres
+        ids = np.asarray(row.output_ids, dtype=np.int64)
+        if prompt:
+            ids = np.concatenate([np.asarray(row.prompt_ids, dtype=np.int64), ids])
+        parts.append(ids[(ids >= 0) & (ids < vocab)] + i * vocab)
+    return on_device(device, np.concatenate(parts), torch.long)
+
+
+def _ban_eos(logits: torch.Tensor, rows: list[RowParams], idx: np.ndarray) -> torch.Tensor:
+    """The end-of-sequence ids of rows that have not yet reached their min_tokens, at -inf (a
+    new tensor: the model's logits still give the logprobs)."""
+    vocab = logits.shape[-1]
+    pairs = [(i, t) for i, row in zip(idx, rows, strict=True) for t in row.eos_ids if t < vocab]
+    if not pairs:
+        return logits
+    where = torch.tensor(pairs, dtype=torch.long, device=logits.device)
+    minus_inf = torch.tensor(float("-inf"), device=logits.device)
+    return logits.index_put((where[:, 0], where[:, 1]), minus_inf)

@@ -38,7 +38,8 @@ from ridgeline_serving.engine.base import (
     TokenLogprob,
 )
 from ridgeline_serving.engine.detokenize import Detokenizer
-from ridgeline_serving.engine.sampling import RowParams, Sampled, sample
+from ridgeline_serving.engine.row_params import RowParams, checked
+from ridgeline_serving.engine.sampling import Sampled, sample_rows
 
 log = logging.getLogger("ridgeline.engine")
 # While a batch decodes, a lone arrival waits up to this many steps for company, so that
@@ -91,10 +92,11 @@ class Sequence:
     def reserved(self) -> int:
         return len(self.request.prompt_ids) + self.budget
 
-    def params(self) -> RowParams:
-        if self._params is None:
-            r = self.request
-            self._params = RowParams(
+    def prepare(self, vocab: int, eos_ids: set[int]) -> None:
+        """Its sampling parameters, checked once (ValueError: they cannot be sampled with)."""
+        r = self.request
+        self._params = checked(
+            RowParams(
                 r.temperature,
                 r.top_p,
                 r.top_k,
@@ -103,7 +105,16 @@ class Sequence:
                 r.logprobs,
                 self.seed,
                 self.output_ids,
-            )
+                r.repetition_penalty,
+                r.min_tokens,
+                tuple(sorted(eos_ids)),
+                r.prompt_ids,
+            ),
+            vocab,
+        )
+
+    def params(self) -> RowParams:
+        assert self._params is not None, "prepared at intake"
         return self._params
 
 
@@ -231,7 +242,12 @@ class Scheduler:
             cancels, self._cancels = self._cancels, set()
         for seq in new:
             seq.queued_step = self.steps
-        self.waiting.extend(new)
+            try:
+                seq.prepare(self.tokenizer_size, self.eos_ids)
+            except ValueError as exc:  # parameters no row can be sampled with fail their row
+                self._fail([seq], f"invalid sampling parameters: {exc}")
+                continue
+            self.waiting.append(seq)
         if cancels:
             for seq in itertools.chain(
                 self.waiting, self.running, self.group.sequences if self.group else []
@@ -298,8 +314,11 @@ class Scheduler:
             logits = torch.cat(parts) if len(parts) > 1 else parts[0]
             if logits.shape[-1] > self.tokenizer_size:
                 logits = logits[:, : self.tokenizer_size]
-            sampled = sample(logits, [s.params() for s in rows])
-            events = [self._advance(seq, sampled, i) for i, seq in enumerate(rows)]
+            params = [s.params() for s in rows]
+            events = [
+                self._advance(seq, *draw) if isinstance(draw, tuple) else self._failed(seq, draw)
+                for seq, draw in zip(rows, sample_rows(logits, params), strict=True)
+            ]
             keep = [
                 i
                 for i, (seq, event) in enumerate(zip(rows, events, strict=True))
@@ -326,6 +345,12 @@ class Scheduler:
                 )
             )
 
+    def _failed(self, seq: Sequence, error: str) -> SequenceEvent | None:
+        """A row whose sampling failed: its last event (it leaves the batch with the finished)."""
+        if seq.cancelled:
+            return None
+        return SequenceEvent("", "stop", len(seq.output_ids), error=error)
+
     def _advance(self, seq: Sequence, sampled: Sampled, row: int) -> SequenceEvent | None:
         """Apply one sampled token to a sequence: the event to send, if any."""
         if seq.cancelled:
@@ -333,12 +358,16 @@ class Scheduler:
         token = sampled.tokens[row]
         logprobs: list[TokenLogprob] = []
         finish: FinishReason | None = None
-        if token in self.eos_ids:
+        r = seq.request
+        # ignore_eos: the token is output like any other (it decodes to no text); before
+        # min_tokens it cannot be drawn (sampling bans it), nor end the sequence
+        if token in self.eos_ids and not r.ignore_eos and len(seq.output_ids) >= r.min_tokens:
             text, finish = seq.detok.finish(), "stop"
         else:
             seq.output_ids.append(token)
             final = len(seq.output_ids) >= seq.budget
-            text, hit = seq.detok.add(token, final)
+            # as vLLM: stop strings end a sequence only past min_tokens
+            text, hit = seq.detok.add(token, final, len(seq.output_ids) > r.min_tokens)
             finish = "stop" if hit else ("length" if final else None)
             if seq.request.logprobs is not None and sampled.logprobs is not None:
                 logprobs.append(self._logprob(sampled, row, token, seq.request.logprobs))
