@@ -7,7 +7,15 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from ridgeline_serving.engine.base import TokenLogprob
 
@@ -40,8 +48,39 @@ UNSUPPORTED: list[tuple[str, Any]] = [
     ("functions", []),
     ("tool_choice", "none"),
     ("response_format", {"type": "text"}),
+    # vLLM's extensions that this engine does not implement (guided decoding, other filters)
+    ("guided_json", None),
+    ("guided_regex", None),
+    ("guided_choice", None),
+    ("guided_grammar", None),
+    ("guided_decoding_backend", None),
+    ("guided_whitespace_pattern", None),
+    ("structured_outputs", None),
+    ("min_p", 0.0),
+    ("stop_token_ids", []),
+    ("include_stop_str_in_output", False),
+    ("bad_words", []),
+    ("allowed_token_ids", None),
+    ("use_beam_search", False),
+    ("prompt_logprobs", None),
 ]
 MAX_N = 16
+# Integers the engine holds in int64 arrays: anything larger is refused here, by name, rather
+# than overflowing a batch's arrays (a top_k above the vocabulary means the vocabulary).
+MAX_INT = 2**31 - 1
+# OpenAI's limit on stop strings, and a bound on their total length (the engine holds back at
+# most the longest one's length of text, and builds a table per stop when a request joins).
+MAX_STOPS = 4
+MAX_STOP_CHARS = 4096
+MAX_REPETITION_PENALTY = 2.0
+
+
+class StreamOptions(BaseModel):
+    """Strict booleans: ``"false"`` (a string) is refused, not taken as true."""
+
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+    continuous_usage_stats: StrictBool = False  # vLLM's; refused when true (check_supported)
 
 
 class SamplingParams(BaseModel):
@@ -50,24 +89,31 @@ class SamplingParams(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_INT)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=-1, description="vLLM's extension; 0 or -1: off")
+    top_k: int = Field(default=0, ge=-1, le=MAX_INT, description="vLLM's; 0 or -1: off")
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    # vLLM's sampling extensions, which benchmarking clients send to fix output lengths
+    ignore_eos: bool = False
+    min_tokens: int = Field(default=0, ge=0, le=MAX_INT)
+    repetition_penalty: float = Field(default=1.0, gt=0.0, le=MAX_REPETITION_PENALTY)
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
     stream: bool = False
     n: int = Field(default=1, ge=1, le=MAX_N)
-    best_of: int | None = None
-    stream_options: dict[str, Any] | None = None
+    best_of: int | None = Field(default=None, ge=1, le=MAX_INT)
+    stream_options: StreamOptions | None = None
 
     @field_validator("stop")
     @classmethod
     def _stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop sequences")
+        if sum(map(len, stops)) > MAX_STOP_CHARS:
+            raise ValueError(f"stop sequences total at most {MAX_STOP_CHARS} characters")
         return value
 
     def check_supported(self) -> None:
@@ -77,6 +123,18 @@ class SamplingParams(BaseModel):
                 raise ApiError(400, f"{name} is not supported by this server", param=name)
         if self.best_of not in (None, self.n):
             raise ApiError(400, "best_of is not supported by this server", param="best_of")
+        if self.stream_options is not None and self.stream_options.continuous_usage_stats:
+            raise ApiError(
+                400,
+                "stream_options.continuous_usage_stats is not supported by this server",
+                param="stream_options.continuous_usage_stats",
+            )
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise ApiError(
+                400,
+                f"min_tokens ({self.min_tokens}) must be at most max_tokens ({self.max_tokens})",
+                param="min_tokens",
+            )
 
     @property
     def stops(self) -> list[str]:
@@ -86,7 +144,7 @@ class SamplingParams(BaseModel):
 
     @property
     def include_usage(self) -> bool:
-        return bool((self.stream_options or {}).get("include_usage"))
+        return self.stream_options is not None and self.stream_options.include_usage
 
     @property
     def top_logprobs_wanted(self) -> int | None:
@@ -148,6 +206,20 @@ class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None  # null: an assistant turn that only called tools
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        for part in value if isinstance(value, list) else []:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind != "text":
+                # image_url, input_audio, file...: say why, rather than "a valid string"
+                raise PydanticCustomError(
+                    "text_only",
+                    "this model serves text only; {kind} content parts are not supported",
+                    {"kind": kind},
+                )
+        return value
+
     @field_validator("content")
     @classmethod
     def _unicode(cls, value: str | list[ContentPart] | None) -> str | list[ContentPart] | None:
@@ -168,7 +240,7 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplingParams):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_INT)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
