@@ -479,7 +479,8 @@ def test_prometheus_returns_data_for_every_dashboard_query(
     plan = plan_model(
         read_model_shape("s3://models/tiny-chat"),
         spec,
-        [NodePool(name="cpu", gpu_product="cpu", gpus_per_node=0)],
+        # priced, so the dashboard's cost row has the operator's price gauge to query
+        [NodePool(name="cpu", gpu_product="cpu", gpus_per_node=0, price_per_node_hour=0.36)],
     )
     operator_metrics.observe(
         "default",

@@ -36,6 +36,12 @@ STEP = Gauge(
     "Planned decode step time at the batch target (the engine's step, as the plan predicts it).",
     ["namespace", "model"],
 )
+PRICE = Gauge(
+    f"{P}replica_hour_price",
+    "Price of one replica-hour as the plan counts it (its share of the pool's pricePerNodeHour, "
+    "in the platform's currency); absent where the pool has no price.",
+    ["namespace", "model"],
+)
 
 _conditions: dict[tuple[str, str], dict[str, str]] = {}
 
@@ -46,6 +52,13 @@ def observe(namespace: str, name: str, status: InferenceModelStatus) -> None:
         GPUS.labels(namespace, name).set(status.plan.gpus_per_replica)
         TOKENS.labels(namespace, name).set(status.plan.predicted.tokens_per_second)
         STEP.labels(namespace, name).set(status.plan.predicted.step_seconds)
+        price = status.plan.predicted.price_per_replica_hour
+        if price is None:
+            # a plan on an unpriced pool: no price, rather than the last one
+            with contextlib.suppress(KeyError):
+                PRICE.remove(namespace, name)
+        else:
+            PRICE.labels(namespace, name).set(price)
     if status.replicas is not None:
         REPLICAS.labels(namespace, name, "desired").set(status.replicas.desired)
         REPLICAS.labels(namespace, name, "ready").set(status.replicas.ready)
@@ -53,7 +66,7 @@ def observe(namespace: str, name: str, status: InferenceModelStatus) -> None:
 
 def forget(namespace: str, name: str) -> None:
     _count((namespace, name), None)
-    for gauge in (GPUS, TOKENS, STEP):
+    for gauge in (GPUS, TOKENS, STEP, PRICE):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
     for kind in ("desired", "ready"):
