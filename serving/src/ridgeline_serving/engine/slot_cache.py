@@ -109,6 +109,8 @@ class SlotBatch:
         self.slot_of: list[int] = []  # logical row -> slot
         self.end = 0  # the column the next decode step writes
         self._index: torch.Tensor | None = None  # slot_of on the device; None when 0..n-1
+        # counts buffer (re)allocations: a captured step holds the addresses of the old ones
+        self.generation = 0
 
     @property
     def rows(self) -> int:
@@ -157,11 +159,15 @@ class SlotBatch:
         if not self.slot_of:  # the buffers stay (the plan's, for the replica's life)
             self.end = 0
 
+    def slot_index(self) -> torch.Tensor | None:
+        """The rows' slots on the device; None when row i is in slot i."""
+        return self._index
+
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """One token for every row: written in place at the next column; the next logits."""
         if self.end == self.columns:
-            self._make_room()
+            self.make_room()
         span = self.span
         if self._index is None:
             ids = tokens.view(-1, 1)
@@ -218,6 +224,7 @@ class SlotBatch:
         self.cache.layers = self.layers
         self.mask = torch.zeros((slots, columns), dtype=torch.long, device=self.device)
         self.positions = torch.zeros(slots, dtype=torch.long, device=self.device)
+        self.generation += 1
 
     def _resize(self, slots: int, columns: int) -> None:
         """New buffers, the used columns copied to their start."""
@@ -234,6 +241,7 @@ class SlotBatch:
         positions = self.positions.new_zeros(slots)
         positions[:rows] = self.positions[:rows]
         self.mask, self.positions, self.end = mask, positions, end
+        self.generation += 1
 
     def _shift(self, by: int) -> None:
         """Move every column ``by`` to the right (room for a longer prompt)."""
@@ -247,9 +255,10 @@ class SlotBatch:
         self.mask[:, :by] = 0
         self.end += by
 
-    def _make_room(self) -> None:
+    def make_room(self) -> None:
         """The columns are full: drop those no running row uses (or, below one context per
-        slot, double them)."""
+        slot, double them). Columns past the new end are masked: a static decode step reads a
+        whole bucket of columns, not just those up to the end."""
         live = self.mask[torch.tensor(self.slot_of, device=self.device), : self.end]
         used = live.any(dim=0)
         first = int(used.int().argmax()) if bool(used.any()) else self.end
@@ -263,4 +272,5 @@ class SlotBatch:
                 for buffer in (layer.key_buffer, layer.value_buffer):
                     buffer[:span, :, :kept] = buffer[:span, :, first : self.end].clone()
             self.mask[:, :kept] = self.mask[:, first : self.end].clone()
+            self.mask[:, kept:] = 0
             self.end = kept

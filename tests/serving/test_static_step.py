@@ -1,0 +1,109 @@
+"""The static decode step (what a CUDA replica captures as graphs), checked on the CPU: it
+compiles whole under ``torch.compile(fullgraph=True, dynamic=False)`` (a graph break is what a
+host sync or a data-dependent shape would be under capture), recompiles once per bucket it
+meets, and its greedy tokens are the eager step's, through joins, leaves, compaction and
+sliding windows."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounter
+
+from ridgeline_serving.engine import attention
+from ridgeline_serving.engine.static_step import bucket, column_buckets, row_buckets
+from tests.serving.decode_driver import Driver, runner, tiny_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_buckets() -> None:
+    assert row_buckets(64) == [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]
+    assert row_buckets(3) == [1, 2, 3]
+    assert row_buckets(1) == [1]
+    assert row_buckets(20) == [1, 2, 4, 8, 16, 20]
+    assert column_buckets(600, 256) == [256, 512, 600]
+    assert column_buckets(512, 256) == [256, 512]
+    assert bucket(17, row_buckets(64)) == 24
+    assert bucket(65, row_buckets(64)) is None
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
+def test_the_static_step_compiles_whole_and_decodes_as_eager(kind: str) -> None:
+    """200 steps of joins (a wider prompt shifting the columns), leaves (freed slots reused,
+    rows out of slot order), KV growing to the context and compacted: one compile per bucket
+    met, none of them with a graph break, and the same greedy tokens as the eager step."""
+    model = tiny_model(kind)
+    counter = CompileCounter()
+    static = runner(model, "compiled", counter)
+    eager = runner(model, "eager")
+    assert static.mode == "compiled"
+    assert static.static is not None
+    seen: set[tuple[int, int]] = set()
+    ends: list[int] = []
+    unordered = False
+    prepare = static.static.prepare
+
+    def watch(tokens: torch.Tensor) -> tuple[int, int] | None:
+        step = prepare(tokens)
+        assert step is not None
+        seen.add(step)
+        return step
+
+    static.static.prepare = watch  # type: ignore[method-assign]
+    drivers = [Driver(static), Driver(eager)]
+    with torch._dynamo.config.patch(recompile_limit=64):
+        for number in range(200):
+            for driver in drivers:
+                driver.step(number)
+            assert drivers[0].tokens == drivers[1].tokens, f"step {number}"
+            ends.append(static.running.end)
+            unordered |= static.running.slot_index() is not None
+    torch._dynamo.reset()
+    assert static.mode == "compiled"  # never fell back to eager
+    assert counter.frame_count == len(seen)  # a compile per bucket met, and no more
+    assert len(seen) >= 5
+    assert unordered  # rows ran out of slot order
+    assert any(later < earlier for earlier, later in itertools.pairwise(ends) if later)
+    assert sum(map(len, drivers[0].steps)) > 250
+
+
+def test_a_model_that_cannot_run_static_stays_eager(caplog: pytest.LogCaptureFixture) -> None:
+    """Eager attention (a float mask it builds itself): the runner says why, once, and decodes
+    eager; a static step that fails at run time turns the runner eager, not the replica off."""
+    model = tiny_model("llama")
+    model.config._attn_implementation = "eager"
+    with caplog.at_level(logging.INFO, logger="ridgeline.engine"):
+        plain = runner(model, "compiled")
+    assert plain.mode == "eager"
+    assert plain.static is None
+    assert "attention 'eager'" in caplog.text
+    model.config._attn_implementation = attention.NAME
+
+    def broken(gm: Any, inputs: Any) -> Any:
+        raise RuntimeError("no capture today")
+
+    failing, eager = runner(model, "compiled", broken), runner(model, "eager")
+    drivers = [Driver(failing), Driver(eager)]
+    with caplog.at_level(logging.WARNING, logger="ridgeline.engine"):
+        for number in range(12):
+            for driver in drivers:
+                driver.step(number)
+            assert drivers[0].tokens == drivers[1].tokens
+    torch._dynamo.reset()
+    assert failing.mode == "eager"
+    assert caplog.text.count("decode steps run eager from now on") == 1
+    # graphs are for CUDA devices only
+    assert runner(model, "auto").mode == "eager"
+    assert runner(model, "graphs").mode == "eager"
