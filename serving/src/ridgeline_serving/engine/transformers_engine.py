@@ -24,7 +24,7 @@ from ridgeline_serving.engine.base import (
     GenerationResult,
     StepStats,
 )
-from ridgeline_serving.engine.runner import TransformersRunner
+from ridgeline_serving.engine.runner import DecodeMode, TransformersRunner
 from ridgeline_serving.engine.scheduler import Limits, Scheduler
 
 log = logging.getLogger("ridgeline.engine")
@@ -112,6 +112,7 @@ class TransformersEngine:
         prefill_tokens: int = 2048,
         usable_memory_fraction: float = 0.9,
         on_step: Callable[[StepStats], None] | None = None,
+        decode: DecodeMode = "auto",
     ) -> None:
         from transformers import AutoTokenizer
 
@@ -148,6 +149,7 @@ class TransformersEngine:
                 max_batch=self.limits.max_batch,
                 kv_tokens=self.limits.kv_tokens,
                 max_context=max_context_tokens,
+                decode=decode,  # auto: CUDA graphs on a CUDA device where the model allows
             ),
             self.tokenizer,
             self.eos_ids,
