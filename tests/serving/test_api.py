@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from ridgeline_dev.cluster import free_port
-from ridgeline_dev.ray_apps import serve_apps
+from ridgeline_dev.ray_apps import BUILDER, serve_apps
 
 MODEL = "tiny-chat"
 
@@ -38,6 +38,10 @@ def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     apps = {
         "main": ("/", {**base, "max_batch_size": 16}),
         "small": ("/small", {**base, "max_batch_size": 1, "max_queued_requests": 1}),
+        "breakable": (
+            "/breakable",
+            {**base, "max_batch_size": 2, BUILDER: "ridgeline_dev.breakable_app:build_app"},
+        ),
     }
     with serve_apps(apps) as urls:
         yield {**urls, "cache": str(cache)}
@@ -78,6 +82,44 @@ def test_the_replica_logs_its_engine_figures_while_it_works(
     assert "tokens/s generated" in line
     assert "(plan 16)" in line or "(plan 1)" in line  # the app's planned batch
     assert "KV cache" in line
+
+
+def test_a_header_over_the_budget_is_refused_by_the_proxy(server: dict[str, str]) -> None:
+    """Serve's proxy runs with proxy_limits installed (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH,
+    as the serving image sets it): 431 past 16 KiB of headers, in OpenAI's shape."""
+    ok = httpx.get(server["base"] + "/health", headers={"x-pad": "a" * 15_000}, timeout=30)
+    assert ok.status_code == 200
+    big = httpx.get(server["base"] + "/health", headers={"x-pad": "a" * 17_000}, timeout=30)
+    assert big.status_code == 431
+    assert "16384 bytes" in big.json()["error"]["message"]
+
+
+def test_a_replica_whose_engine_breaks_is_replaced(server: dict[str, str]) -> None:
+    """After a sticky device fault every step fails: its requests get 500 engine_error, the
+    health check's probe fails, /health says why, and Serve replaces the replica."""
+    url = server["base"] + "/breakable"
+    body = {"model": MODEL, "prompt": "hello", "max_tokens": 4, "temperature": 0}
+    with httpx.Client(timeout=120) as http:
+        assert http.post(url + "/v1/completions", json=body).status_code == 200
+        assert http.post(url + "/test/break").status_code == 200
+        failed = http.post(url + "/v1/completions", json=body)
+        assert failed.status_code == 500
+        assert failed.json()["error"]["code"] == "engine_error"
+        assert "illegal memory access" in failed.json()["error"]["message"]
+        reasons = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            health = http.get(url + "/health")
+            if health.status_code == 503:
+                reasons.append(health.json()["reason"])
+            elif reasons:  # a new replica answers
+                break
+            time.sleep(0.5)
+        assert reasons, "the broken replica never said it was unhealthy"
+        assert "keep failing" in reasons[-1]
+        assert "illegal memory access" in reasons[-1]
+        assert health.status_code == 200
+        assert http.post(url + "/v1/completions", json=body).status_code == 200
 
 
 def test_models(client: openai.OpenAI) -> None:

@@ -156,27 +156,26 @@ def test_a_slow_body_gets_408_and_frees_its_slot(base: str) -> None:
     assert _complete(base).status_code == 200
 
 
-def test_slow_bodies_count_from_their_first_byte_and_health_answers(base: str) -> None:
-    """The issue's attack: 70 clients each send one byte of a 1 MB body. The first 64 (batch +
-    queue) hold their place until 408; the rest, and a completion, get 429 at once; /health
-    answers all along; afterwards the replica serves again."""
+def test_slow_bodies_do_not_lock_complete_requests_out_and_health_answers(base: str) -> None:
+    """The issue's attack: 64 clients (batch + queue) each send one byte of a 1 MB body. A body
+    counts against the in-flight limit only once complete, so a complete request is answered
+    meanwhile; past the 1 s grace, 4 slow bodies keep the slow-body slots (half of Serve's
+    headroom of 8) and the other 60 are cut off at once with 408, the 4 at the body timeout;
+    /health answers all along; afterwards the replica serves as before."""
     socks = [_open(base, 1_000_000) for _ in range(BATCH + QUEUE)]
     try:
         time.sleep(0.5)  # every one of them has reached the replica
-        busy = _complete(base)
-        assert busy.status_code == 429, busy.text
-        assert busy.headers["retry-after"] == "1"
-        extra = [_open(base, 1_000_000) for _ in range(6)]
-        for sock in extra:
-            assert _response(sock)[0] == 429
-            sock.close()
+        answered = _complete(base)
+        assert answered.status_code == 200, answered.text
         latencies = [_health_s(base) for _ in range(5)]
         assert max(latencies) < 1.0, latencies
-        codes = [_response(sock)[0] for sock in socks]
+        answers = [_response(sock) for sock in socks]
     finally:
         for sock in socks:
             sock.close()
-    assert codes == [408] * len(socks)
+    assert [status for status, _, _ in answers] == [408] * len(socks)
+    cut = [body for _, _, body in answers if "slower bodies" in str(body["error"])]
+    assert len(cut) == len(socks) - 4
     assert _complete(base).status_code == 200
 
 

@@ -136,4 +136,16 @@ class ServingMetrics:
         self.step_seconds.observe(stats.seconds, self.tags)
 
     def request(self, route: str, code: int) -> None:
+        """One answered request: its HTTP code, or 499 when the client left first."""
         self.requests.inc(1, {**self.tags, "route": route, "code": str(code)})
+
+    def first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds, self.tags)
+
+    def tokens(self, prompt: int, completion: int, per_token_s: float | None) -> None:
+        """A finished request's tokens, and its mean time per output token after the first."""
+        self.prompt_tokens.inc(prompt, self.tags)
+        if completion:
+            self.completion_tokens.inc(completion, self.tags)
+        if per_token_s is not None:
+            self.tpot.observe(per_token_s, self.tags)

@@ -11,6 +11,7 @@ stdin closes (the parent is done or gone: no Ray is left behind) or it gets SIGT
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import queue
@@ -28,6 +29,8 @@ from typing import IO, Any
 from ridgeline_dev.cluster import free_port
 
 READY = "READY "
+# An app's args may name another app builder ("module:function") under this key: test apps.
+BUILDER = "ridgeline_dev.builder"
 START_TIMEOUT_S = 300.0
 START_ATTEMPTS = 3
 
@@ -107,6 +110,9 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 def _run(spec: dict[str, Any]) -> None:
     # Metrics every half second, so the tests' scrapes see a request's effect soon.
     os.environ.setdefault("RAY_metrics_report_interval_ms", "500")
+    from ridgeline_serving.proxy_limits import proxy_env
+
+    os.environ.update(proxy_env())  # Serve's proxy with the serving image's head limits
     import ray
     from ray import serve
 
@@ -129,7 +135,12 @@ def _run(spec: dict[str, Any]) -> None:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": spec["http_port"]})
         for name, (route, args) in spec["apps"].items():
-            serve.run(build_app(args), name=name, route_prefix=route)
+            builder = build_app
+            if BUILDER in args:
+                args = dict(args)
+                module, _, function = args.pop(BUILDER).partition(":")
+                builder = getattr(importlib.import_module(module), function)
+            serve.run(builder(args), name=name, route_prefix=route)
         logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # type: ignore[attr-defined]
         urls = {
             "base": f"http://127.0.0.1:{spec['http_port']}",
