@@ -121,6 +121,9 @@ def serve_forever(
     print()
     fetch_weights(args)
     print(f"starting Ray and loading {args.model_uri} ...", flush=True)
+    from ridgeline_serving.proxy_limits import proxy_env
+
+    os.environ.update(proxy_env())  # Serve's proxy with the serving image's head limits
     import ray
     from ray import serve
 

@@ -174,12 +174,11 @@ class TransformersEngine:
         return ids
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        ids: Any = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return [int(i) for i in ids]
+        """``apply_chat_template``'s ids, the template rendered within a time bound (a template
+        that never returns would hold a worker thread for good: see ``chat_template.py``)."""
+        from ridgeline_serving.chat_template import encode_chat
+
+        return encode_chat(self.tokenizer, messages)
 
     # ---- the engine protocol -----------------------------------------------------------
 
