@@ -94,6 +94,9 @@ class Operator:
                 {"image": "example.invalid/serving:cu128", "cuda": "12.8", "torch": "2.9.1"},
                 {"image": "example.invalid/serving:cpu", "torch": "2.15.0"},
             ],
+            # One product priced: models allowed on H100s alone get a price (the dashboard's
+            # cost row has its gauge); every other choice keeps the tokens/s rule.
+            "nodePrices": {"perGpuByProduct": {"NVIDIA-H100-80GB-HBM3": 6.88}},
             "nodePools": [
                 {
                     "name": "h200-scale-from-zero",
@@ -258,6 +261,8 @@ def test_create_plans_pins_and_applies(
     assert condition(obj, "Compatible")["status"] == "True"  # type: ignore[index]
     plan = status["plan"]
     assert plan["gpuProduct"] == "NVIDIA-H100-80GB-HBM3"
+    # the discovered H100 pool priced from serving.nodePrices: its GPUs' share of 8 x 6.88
+    assert plan["predicted"]["pricePerReplicaHour"] == 6.88 * plan["gpusPerReplica"]
     # driver 550.54.15 runs CUDA 12.4 but not 12.8: the newest image it can run
     assert max_cuda_for_driver("550.54.15") == "12.4"
     assert status["placement"] == {
