@@ -125,6 +125,43 @@ def test_a_key_used_as_another_keys_directory_is_refused(tmp_path: Path) -> None
         download_model(_store(client, "m"), tmp_path, progress=False)
 
 
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("a/" * 2100 + "x", r"4201 characters, 2101 levels"),  # a path past PATH_MAX
+        ("n" * 300, r"300 characters, 1 levels"),  # a name past NAME_MAX
+        ("d" * 256 + "/x", r"258 characters, 2 levels"),  # a directory name past NAME_MAX
+    ],
+    ids=["path", "name", "directory-name"],
+)
+def test_a_key_longer_than_the_filesystem_allows_is_refused_and_named(
+    tmp_path: Path, key: str, why: str
+) -> None:
+    client = FakeS3({"m/config.json": b"{}", f"m/{key}": b"x"})
+    with pytest.raises(UnsafeKeyError, match=why) as exc:
+        download_model(_store(client, "m"), tmp_path, progress=False)
+    message = str(exc.value)
+    assert "longer than the cache's filesystem allows" in message
+    assert repr(f"{key[:60]}...{key[-16:]}") in message  # named, but not 4 KB of it
+    assert len(message) < 500
+    assert client.gets == 0
+
+
+def test_a_key_1500_levels_deep_is_downloaded_and_replaced(tmp_path: Path) -> None:
+    """Within PATH_MAX, so the filesystem holds it; the cache's walks and mkdir -p used to
+    recurse once per level (RecursionError past about 1,000)."""
+    key = "a/" * 1500 + "x"
+    client = FakeS3({"m/config.json": b"{}", f"m/{key}": b"deep"})
+    try:
+        stats = download_model(_store(client, "m"), tmp_path, progress=False)
+        assert stats.path.joinpath(*key.split("/")).read_bytes() == b"deep"
+    finally:
+        # The update removes the 1,500 levels (and pytest's own clean-up would recurse).
+        client.objects = {"m/config.json": b"{}", "m/a": b"now a file"}
+        again = download_model(_store(client, "m"), tmp_path, progress=False)
+    assert (again.path / "a").read_bytes() == b"now a file"
+
+
 def test_nested_keys_that_stay_inside_are_downloaded(tmp_path: Path) -> None:
     client = FakeS3({"m/config.json": b"{}", "m/sub/dir/tokenizer.json": b"tok"})
     stats = download_model(_store(client, "m"), tmp_path, progress=False)
@@ -174,6 +211,48 @@ def test_stale_partial_files_of_unlisted_objects_are_removed(tmp_path: Path) -> 
     stats = download_model(_store(client, "m"), tmp_path, progress=False)
     assert _files(stats.path) == {"config.json", COMPLETE, ".ridgeline-versions.json"}
     assert not (dest / "gone").exists()
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"m/tokenizer": b"a file"}, {"m/tokenizer/vocab.json": b"now a directory"}),
+        ({"m/tokenizer/vocab.json": b"a directory"}, {"m/tokenizer": b"now a file"}),
+        ({"m/a/b/c/d": b"deep"}, {"m/a/b": b"a file half-way down"}),
+    ],
+    ids=["file-to-directory", "directory-to-file", "deep-directory-to-file"],
+)
+def test_an_update_that_turns_a_file_into_a_directory_or_back_is_downloaded(
+    tmp_path: Path, before: dict[str, bytes], after: dict[str, bytes]
+) -> None:
+    """Issue 28, item 6: the old layout used to stand in the way ("Not a directory") until
+    someone deleted the cache by hand."""
+    client = FakeS3({"m/config.json": b"{}", **before})
+    download_model(_store(client, "m"), tmp_path, progress=False)
+    client.objects = {"m/config.json": b"{}", **after}
+    stats = download_model(_store(client, "m"), tmp_path, progress=False)
+    assert _files(stats.path) - {COMPLETE, ".ridgeline-versions.json"} == {
+        k.removeprefix("m/") for k in client.objects
+    }
+    for key, data in after.items():
+        assert (stats.path / key.removeprefix("m/")).read_bytes() == data
+    assert download_model(_store(client, "m"), tmp_path, progress=False).reused
+
+
+def test_a_link_where_a_directory_must_go_is_replaced_not_followed(tmp_path: Path) -> None:
+    """A link inside the cache (never made by the downloader) is removed, and what it pointed
+    to is left alone."""
+    client = FakeS3({"m/config.json": b"{}", "m/keep/a": b"kept"})
+    dest = download_model(_store(client, "m"), tmp_path, progress=False).path
+    (dest / "tok").symlink_to(dest / "keep", target_is_directory=True)
+    client.objects["m/tok/b"] = b"through the link?"
+    stats = download_model(_store(client, "m"), tmp_path, progress=False)
+    assert not (dest / "tok").is_symlink()
+    assert (dest / "tok" / "b").read_bytes() == b"through the link?"
+    assert not (dest / "keep" / "b").exists()
+    assert (dest / "keep" / "a").read_bytes() == b"kept"
+    assert download_model(_store(client, "m"), tmp_path, progress=False).reused
+    assert stats.path == dest
 
 
 # ---- 9. a damaged completion marker means "incomplete", never a crash ------------------------

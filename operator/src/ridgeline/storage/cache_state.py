@@ -11,24 +11,57 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterable
+from pathlib import Path
 
+from ridgeline.storage import tree
 from ridgeline.storage.base import ObjectInfo, StorageError
 
 COMPLETE = ".ridgeline-complete.json"
 VERSIONS = ".ridgeline-versions.json"
-# The downloader's own files beside each object (see download._FileJob).
+# The downloader's own files beside each object (see file_job.FileJob).
 PARTIAL_SUFFIXES = (".partial", ".partial.json")
+# The longest name the downloader makes of a key's: ".<name>.partial.json.<pid>.tmp", the
+# temporary file of an atomic write (pids go up to 4194304).
+BOOKKEEPING_RESERVE = len("..partial.json.4194304.tmp")
 
 
 class UnsafeKeyError(StorageError):
     """An object key that would be written outside its model's cache directory."""
 
 
+def _fs_limit(dest: Path, name: str, default: int) -> int:
+    path = Path(os.path.abspath(dest))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return os.pathconf(path, name)
+    except (OSError, ValueError):
+        return default
+
+
+def _check_length(dest: Path, key: str, parts: list[str], root_uri: str) -> None:
+    """Refuse a key the filesystem cannot hold with its bookkeeping names: a name over
+    NAME_MAX or a path over PATH_MAX fails deep inside the download otherwise."""
+    name_max = _fs_limit(dest, "PC_NAME_MAX", 255)
+    path_max = _fs_limit(dest, "PC_PATH_MAX", 4096)
+    longest = max(len(os.fsencode(p)) for p in parts[:-1]) if len(parts) > 1 else 0
+    last = len(os.fsencode(parts[-1])) + BOOKKEEPING_RESERVE
+    total = len(os.fsencode(os.path.abspath(dest.joinpath(*parts)))) + BOOKKEEPING_RESERVE
+    if longest > name_max or last > name_max or total >= path_max:
+        shown = key if len(key) <= 80 else f"{key[:60]}...{key[-16:]}"
+        raise UnsafeKeyError(
+            f"{root_uri}: refusing object key {shown!r} ({len(key)} characters, {len(parts)} "
+            f"levels): longer than the cache's filesystem allows (a name up to {name_max} "
+            f"bytes, a path up to {path_max}, each less {BOOKKEEPING_RESERVE} for the "
+            "downloader's own suffixes)"
+        )
+
+
 def target_path(dest: Path, key: str, root_uri: str) -> Path:
     """Where ``key`` is cached under ``dest``; refuses keys that are not plain relative paths
-    (absolute, empty or ``.``/``..`` segments, backslashes, NUL) or that would collide with the
-    downloader's bookkeeping files."""
+    (absolute, empty or ``.``/``..`` segments, backslashes, NUL), that would collide with the
+    downloader's bookkeeping files, or that are longer than the filesystem allows."""
     parts = key.split("/")
     bad = (
         not key
@@ -38,6 +71,8 @@ def target_path(dest: Path, key: str, root_uri: str) -> Path:
         or key in (COMPLETE, VERSIONS)
         or key.endswith(PARTIAL_SUFFIXES)
     )
+    if not bad:
+        _check_length(dest, key, parts, root_uri)
     # The resolve() check is the backstop: it also catches a symlinked directory in the cache.
     if bad or not dest.joinpath(*parts).resolve().is_relative_to(dest.resolve()):
         raise UnsafeKeyError(
@@ -115,22 +150,51 @@ def record(dest: Path, infos: list[ObjectInfo]) -> None:
     atomic_write_text(dest / VERSIONS, json.dumps(data))
 
 
+def clear_way(dest: Path, targets: Iterable[Path]) -> list[str]:
+    """Remove what stands where the new listing puts a file: a file or link where one of its
+    directories must go, a directory where the file (or its partial files) must go. Only
+    under ``dest``, and links are removed, never followed. Returns what was removed."""
+    removed = []
+    for target in targets:
+        rel = target.relative_to(dest).parts
+        for depth in range(1, len(rel)):
+            parent = dest.joinpath(*rel[:depth])
+            if tree.is_real_dir(parent):
+                continue
+            if os.path.lexists(parent):
+                parent.unlink()
+                removed.append("/".join(rel[:depth]))
+            break  # nothing exists below a missing or removed parent
+        else:
+            for path in (target, *(target.with_name(target.name + s) for s in PARTIAL_SUFFIXES)):
+                if tree.is_other_than_file(path):
+                    tree.remove_tree(path)
+                    removed.append(path.relative_to(dest).as_posix())
+    return removed
+
+
+def sync_dirs(dirs: Iterable[Path]) -> None:
+    """Flush directory entries (renames into them) to disk."""
+    for directory in dirs:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def keep_only(dest: Path, listing: list[ObjectInfo]) -> list[str]:
     """Remove every file under ``dest`` that the current listing does not name (an old single
     file beside new shards would otherwise be loaded), with its recorded version and any
     leftover partial download; returns the removed keys. Empty directories go too."""
     keep = {i.key for i in listing}
     removed = []
-    for dirpath, _dirs, files in os.walk(dest, topdown=False):
-        for name in files:
-            path = Path(dirpath, name)
-            key = PurePosixPath(path.relative_to(dest)).as_posix()
-            if key in keep or key in (COMPLETE, VERSIONS):
-                continue
-            path.unlink(missing_ok=True)
-            removed.append(key)
-        if Path(dirpath) != dest and not os.listdir(dirpath):
-            os.rmdir(dirpath)
+    for key, entry in list(tree.entries(dest)):
+        if entry.is_dir(follow_symlinks=False) or key in keep or key in (COMPLETE, VERSIONS):
+            continue
+        os.unlink(entry.path)
+        removed.append(key)
+    tree.remove_empty_dirs(dest)
     data = _read_json_dict(dest / VERSIONS)
     if data is not None and set(data) - keep:
         atomic_write_text(dest / VERSIONS, json.dumps({k: v for k, v in data.items() if k in keep}))

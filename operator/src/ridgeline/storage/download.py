@@ -10,7 +10,10 @@ at 0.6 GB/s on this machine (docs/benchmarks.md), a cap on every download. A mis
 the partial file and raises, naming the URI and both digests.
 
 What the directory may hold (keys proven to stay inside it, exactly the current listing, an
-atomically written completion marker) is ``cache_state``'s job; progress is ``progress``'s.
+atomically written completion marker) is ``cache_state``'s job; one object's parts are
+``file_job``'s; progress is ``progress``'s. The disk: a download that cannot fit fails before
+it starts, every write is complete or raises, and a full disk fails the download naming the
+disk and the bytes needed (``diskspace``).
 """
 
 from __future__ import annotations
@@ -18,11 +21,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
-import os
 import re
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +32,11 @@ from pathlib import Path
 from ridgeline.storage import cache_state
 from ridgeline.storage.base import ObjectInfo, ObjectStore, StorageError
 from ridgeline.storage.cache_state import COMPLETE
+from ridgeline.storage.diskspace import check_space, disk_full, is_disk_full
+from ridgeline.storage.file_job import FileJob, IntegrityError
 from ridgeline.storage.progress import Progress
+
+__all__ = ["DownloadStats", "IntegrityError", "cache_key", "download_model", "parse_manifest"]
 
 log = logging.getLogger("ridgeline.download")
 
@@ -40,10 +44,6 @@ PART_BYTES = 32 * 2**20
 PARALLEL = 8
 # Weights in other formats beside safetensors are skipped: transformers loads safetensors.
 SKIP_WHEN_SAFETENSORS = re.compile(r"(\.bin|\.pt|\.pth|\.gguf|\.msgpack|\.h5|\.ckpt)$|^original/")
-
-
-class IntegrityError(StorageError):
-    """Downloaded bytes do not match the expected digest."""
 
 
 @dataclass(frozen=True)
@@ -102,113 +102,6 @@ def _node_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _parts(size: int, part_bytes: int) -> list[tuple[int, int]]:
-    return [(start, min(part_bytes, size - start)) for start in range(0, size, part_bytes)] or [
-        (0, 0)
-    ]
-
-
-class _FileJob:
-    """One object: its parts, the partial file, the record of parts already written."""
-
-    def __init__(self, info: ObjectInfo, dest: Path, part_bytes: int) -> None:
-        # dest comes from cache_state.target_path: proven to lie inside the model's directory.
-        self.info = info
-        self.dest = dest
-        self.partial = dest.with_name(dest.name + ".partial")
-        self.state = dest.with_name(dest.name + ".partial.json")
-        self.part_bytes = part_bytes
-        self.parts = _parts(info.size_bytes, part_bytes)
-        self._lock = threading.Lock()
-        done: set[int] = set()
-        if self.partial.exists() and self.state.exists():
-            try:
-                saved = json.loads(self.state.read_text())
-                if saved.get("version") == info.version and saved.get("part_bytes") == part_bytes:
-                    done = set(saved.get("done", []))
-            except (OSError, ValueError):
-                done = set()
-        else:
-            self.partial.unlink(missing_ok=True)
-        self.done = done
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
-        os.ftruncate(fd, info.size_bytes)
-        os.close(fd)
-        self._save()
-
-    def _save(self) -> None:
-        self.state.write_text(
-            json.dumps(
-                {
-                    "version": self.info.version,
-                    "part_bytes": self.part_bytes,
-                    "done": sorted(self.done),
-                }
-            )
-        )
-
-    def pending(self) -> list[int]:
-        return [i for i in range(len(self.parts)) if i not in self.done]
-
-    def write_part(self, store: ObjectStore, index: int, progress: Progress) -> None:
-        start, length = self.parts[index]
-        version = self.info.version or None
-        written = 0
-        fd = os.open(self.partial, os.O_WRONLY)
-        try:
-            if length:
-                for chunk in store.iter_range(self.info.key, start, length, version):
-                    os.pwrite(fd, chunk, start + written)
-                    written += len(chunk)
-                    progress.add(len(chunk))
-        finally:
-            os.close(fd)
-        if written != length:
-            raise StorageError(
-                f"{store.root_uri}/{self.info.key}: short read at byte {start}: got {written} "
-                f"of {length} bytes"
-            )
-        with self._lock:
-            self.done.add(index)
-            self._save()
-
-    def finish(self, store: ObjectStore, expected_sha256: str | None) -> None:
-        _verify(store, self.info, self.partial, expected_sha256)
-        self.state.unlink(missing_ok=True)
-        os.replace(self.partial, self.dest)
-
-
-def _digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(8 * 2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _verify(store: ObjectStore, info: ObjectInfo, path: Path, expected_sha256: str | None) -> None:
-    where = f"{store.root_uri}/{info.key}"
-    size = path.stat().st_size
-    if size != info.size_bytes:
-        path.unlink(missing_ok=True)
-        raise IntegrityError(f"{where}: size {size} != {info.size_bytes} bytes")
-    checks: list[tuple[str, str]] = []
-    if expected_sha256:
-        checks.append(("sha256", expected_sha256))
-    elif info.version.startswith("sha256:"):
-        checks.append(("sha256", info.version.removeprefix("sha256:")))
-    for algorithm, expected in checks:
-        actual = _digest(path, algorithm)
-        if actual != expected.lower():
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".json").unlink(missing_ok=True)
-            raise IntegrityError(
-                f"{where}: {algorithm} mismatch: expected {expected}, got {actual}; the partial "
-                "file was removed"
-            )
-
-
 def download_model(
     store: ObjectStore,
     cache_root: Path,
@@ -225,6 +118,8 @@ def download_model(
     try:
         return _download(store, cache_root, manifest_key, parallel, part_bytes, progress)
     except OSError as exc:  # the cache's disk, not the store: full, read-only, no permission
+        if is_disk_full(exc):
+            raise disk_full(store.root_uri, cache_root, None, exc) from exc
         where = exc.filename or cache_root
         raise StorageError(
             f"{store.root_uri}: cannot write the weight cache ({where}: {exc.strerror or exc})"
@@ -261,6 +156,11 @@ def _download(
         if cache_state.complete_versions(dest) == versions:
             return DownloadStats(dest, len(files), total, 0, time.monotonic() - started, True)
         cache_state.mark_incomplete(dest)
+        # A file where the new listing needs a directory, or the reverse (a model update that
+        # moved files), is removed first: writing through it fails with "Not a directory".
+        cleared = cache_state.clear_way(dest, targets.values())
+        if cleared:
+            log.info("%s: removed what the new layout replaces: %s", store.root_uri, cleared)
         jobs = []
         for info in files:
             target = targets[info.key]
@@ -270,23 +170,18 @@ def _download(
                 and cache_state.recorded(dest, info)
             ):
                 continue
-            jobs.append(_FileJob(info, target, part_bytes))
-        todo = sum(j.parts[i][1] for j in jobs for i in j.pending())
-        bar = Progress.auto(f"weights {store.root_uri}", todo, progress)
-        tasks = [(job, i) for job in jobs for i in job.pending()]
-        try:
-            with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-                futures = [pool.submit(job.write_part, store, i, bar) for job, i in tasks]
-                for future in futures:
-                    future.result()
-        finally:
-            bar.close()
+            jobs.append(FileJob(info, target, part_bytes))
+        todo = sum(job.pending_bytes() for job in jobs)
+        check_space(store.root_uri, dest, todo)
+        _fetch(store, jobs, todo, parallel, progress, dest)
         for job in jobs:
             job.finish(store, manifest.get(job.info.key))
             cache_state.record(dest, [job.info])
         removed = cache_state.keep_only(dest, files)
         if removed:
             log.info("%s: removed files no longer listed: %s", store.root_uri, removed)
+        # The renames above reach the disk before the marker that vouches for them.
+        cache_state.sync_dirs({dest} | {job.dest.parent for job in jobs})
         cache_state.mark_complete(dest, store.root_uri, versions)
     seconds = time.monotonic() - started
     stats = DownloadStats(dest, len(files), total, todo, seconds, False)
@@ -299,3 +194,34 @@ def _download(
         stats.gb_per_s,
     )
     return stats
+
+
+def _fetch(
+    store: ObjectStore,
+    jobs: list[FileJob],
+    todo: int,
+    parallel: int,
+    progress: bool | None,
+    dest: Path,
+) -> None:
+    """Write every pending part; the first failure cancels the parts not yet started."""
+    bar = Progress.auto(f"weights {store.root_uri}", todo, progress)
+    tasks = [(job, i) for job in jobs for i in job.pending()]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = [pool.submit(job.write_part, store, i, bar) for job, i in tasks]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    except OSError as exc:
+        if is_disk_full(exc):
+            # What is still missing: the bytes of every part not yet recorded as written.
+            needed = sum(j.pending_bytes() for j in jobs)
+            raise disk_full(store.root_uri, dest, needed, exc) from exc
+        raise
+    finally:
+        bar.close()
