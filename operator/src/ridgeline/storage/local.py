@@ -1,11 +1,12 @@
-"""``file://`` and plain paths: a local directory or a mounted volume."""
+"""``file://`` and plain paths: a local directory or a mounted volume. Links to files are
+followed (inside the root only); links to directories are not entered."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ridgeline.storage import tree
 from ridgeline.storage.base import CHUNK_BYTES, ObjectInfo, StorageError
 
 
@@ -18,8 +19,16 @@ class LocalStore:
         return self._root.as_uri()
 
     def _path(self, key: str) -> Path:
-        path = (self._root / key).resolve()
-        if self._root.resolve() not in path.parents and path != self._root.resolve():
+        try:
+            path = (self._root / key).resolve()
+            root = self._root.resolve()
+        except (RuntimeError, OSError) as exc:
+            # Python 3.11 raises RuntimeError for a loop of links, later ones OSError ELOOP.
+            raise StorageError(
+                f"{self.root_uri}/{key}: a symbolic link loop at {self._root / key} (a link "
+                f"that leads back to itself): {exc}"
+            ) from exc
+        if root not in path.parents and path != root:
             raise StorageError(f"{self.root_uri}: key {key!r} escapes the model root")
         return path
 
@@ -39,10 +48,19 @@ class LocalStore:
         if not self._root.is_dir():
             raise StorageError(f"{self.root_uri}: no such directory")
         out = []
-        for dirpath, _dirs, files in os.walk(self._root):
-            for name in files:
-                rel = Path(dirpath, name).relative_to(self._root).as_posix()
-                out.append(self.stat(rel))
+        try:
+            for key, entry in tree.entries(self._root):
+                # A link to a directory is not entered (as os.walk does); links to files are
+                # files, and a broken link or a loop of links is named by stat.
+                try:
+                    linked_dir = entry.is_dir()
+                except OSError:  # a loop of links: stat names it
+                    linked_dir = False
+                if not linked_dir:
+                    out.append(self.stat(key))
+        except OSError as exc:
+            where = exc.filename or self._root
+            raise StorageError(f"{self.root_uri}: cannot list {where}: {exc.strerror}") from exc
         return sorted(out, key=lambda o: o.key)
 
     def read_range(self, key: str, start: int, length: int, if_version: str | None = None) -> bytes:

@@ -31,7 +31,11 @@ class ModelURI:
 
 def parse_model_uri(uri: str) -> ModelURI:
     if "://" not in uri:
-        return ModelURI(scheme="file", authority="", path=str(Path(uri).expanduser().resolve()))
+        try:
+            path = Path(uri).expanduser().resolve()
+        except (RuntimeError, OSError) as exc:  # 3.11: RuntimeError for a loop of links
+            raise StorageError(f"{uri}: cannot resolve the path: {exc}") from exc
+        return ModelURI(scheme="file", authority="", path=str(path))
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
     if scheme not in SCHEMES:
