@@ -315,9 +315,11 @@ def run(base: str, server: psutil.Process) -> list[str]:
         "",
         f"The machine: a 2-core box shared with other work (load average {load:.1f} at the end "
         "of the attack). The attackers and the well-behaved clients run in separate processes.",
-        "Slow bodies hold the replica's batch + queue places until their 10 s body timeout "
-        "(408); every request beyond them gets 429 with `Retry-After` before its body is read, "
-        "and the well-behaved clients get through as places free. A 50 MB prompt is refused "
+        "A request counts against the replica's batch + queue places once its body is "
+        "complete: slow bodies take none; past a 1 s grace 4 of them keep the slow-body slots "
+        "until their 10 s body timeout (408) and the rest are cut off with 408 at once, so "
+        "complete requests are admitted meanwhile (429 with `Retry-After` only when batch + "
+        "queue hold complete requests). A 50 MB prompt is refused "
         "from its `Content-Length` (413) and a prompt over the context before tokenizing (400), "
         "so neither leaves memory behind in the replica. `/health` goes through Serve's proxy "
         "and router like every request: under a flood at the proxy's capacity it waits in line "
