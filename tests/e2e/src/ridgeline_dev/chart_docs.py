@@ -113,16 +113,20 @@ ACCESS = [
     "",
     "- body size: 6 x 32 bytes per token of `spec.workload.maxContextTokens` + 1 MiB (2.5 MiB for an",  # noqa: E501
     "  8192-token context): 413 above it, before the body is read when `Content-Length` says so;",
+    "- request line and headers: 16 KiB (431), complete within 10 s of the connection or of its",
+    "  next request (408), at most 4,096 connections per client address (503), in Serve's proxy;",
     "- body time: the whole body within 10 s of the first byte (`body_timeout_s` in ServingArgs),",
-    "  else 408 and the slot is freed;",
+    "  else 408 and the slot is freed; a body still arriving after 1 s takes one of 4 slow-body",
+    "  slots or is cut off at once (408);",
     "- prompt size: at most 32 characters per token of the context, checked before tokenizing (400);",  # noqa: E501
     "  prompt plus `max_tokens` within the context (400);",
     "- queue: the planned batch plus `max_queued_requests` (the batch again) per replica, counted",
-    "  from a request's first byte until its work is gone (a disconnected client's sequences",
+    "  from a request's complete body until its work is gone (a disconnected client's sequences",
     "  included, until the engine has dropped them): 429 with `Retry-After: 1` beyond it; Serve's",
     "  router holds up to 4 x the batch more, then answers 503;",
-    "- `/health` and `/v1/models` keep 8 Serve slots of their own (`ongoing_requests_headroom`), so",  # noqa: E501
-    "  they answer while every admitted slot is busy.",
+    "- `/health` and `/v1/models` keep 4 of the 8 Serve slots beyond batch + queue",
+    "  (`ongoing_requests_headroom`; slow bodies take at most the other 4), so they answer while",
+    "  every admitted slot is busy; a chat template that runs past 2 s is stopped (500).",
     "",
     "Serve's own `request_timeout_s` is left unset: it is end-to-end and would cut long generations.",  # noqa: E501
     "",
