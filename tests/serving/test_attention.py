@@ -80,6 +80,8 @@ def test_only_classes_that_run_on_sdpa_get_it() -> None:
         assert attention.handles(AutoConfig.for_model(model_type))
     for model_type in ("gemma2", "gpt_oss"):
         assert not attention.handles(AutoConfig.for_model(model_type))
+    # Falcon runs on SDPA but keeps its own attention classes: a registered name is a KeyError
+    assert not attention.handles(AutoConfig.for_model("falcon"))
 
 
 def test_decode_with_its_own_mask_gives_the_models_own_logits(tiny_dir: Path) -> None:

@@ -514,3 +514,78 @@ def test_ids_past_the_tokenizer_are_never_drawn(engine: TransformersEngine) -> N
         assert max(drawn) < tokens
         # the alternatives too are tokens (a padding id decodes to nothing)
         assert all(piece for lp in result.logprobs for piece, _ in lp.top)
+
+
+# ---- architectures -----------------------------------------------------------------------------
+
+ARCHITECTURES = ["llama", "mistral", "qwen2", "gemma2", "phi3", "gpt2", "gpt_neox", "falcon"]
+ARCHITECTURES += ["mixtral"]
+
+
+def sweep_config(kind: str, tok: Any) -> Any:
+    """The smallest config of ``kind`` with grouped heads where the family has them."""
+    from transformers import AutoConfig
+
+    ids = {
+        "vocab_size": len(tok),
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    if kind == "gpt2":
+        return AutoConfig.for_model(kind, n_embd=32, n_layer=2, n_head=4, n_positions=256, **ids)
+    sizes: dict[str, Any] = {
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 256,
+    }
+    if kind != "gpt_neox":
+        sizes["num_key_value_heads"] = 1 if kind == "falcon" else 2
+    if kind == "gemma2":
+        sizes["head_dim"] = 8
+    if kind == "falcon":  # the 40B layout: grouped KV heads, rotary positions
+        sizes.update(new_decoder_architecture=True, num_kv_heads=2, ffn_hidden_size=48)
+    if kind == "mixtral":
+        sizes.update(num_local_experts=4, num_experts_per_tok=2)
+    return AutoConfig.for_model(kind, **sizes, **ids)
+
+
+@pytest.mark.parametrize("kind", ARCHITECTURES)
+def test_architectures_batch_like_generate(tmp_path: Path, tiny_dir: Path, kind: str) -> None:
+    """Tiny random models of each family load (Falcon keeps its own attention classes, which
+    take no registered function) and batch exactly: rows of different lengths join a running
+    batch and leave it first, and each gets what ``generate`` gives its prompt alone."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / kind
+    shutil.copytree(tiny_dir, out, ignore=shutil.ignore_patterns("*.safetensors", "*config.json"))
+    (out / "tokenizer_config.json").write_text((tiny_dir / "tokenizer_config.json").read_text())
+    torch.manual_seed(0)
+    config = sweep_config(kind, AutoTokenizer.from_pretrained(tiny_dir))
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    eng = TransformersEngine(out, kind, Quantization.NONE, "float32", 0, 256, max_batch=4)
+    saved = eng.scheduler.eos_ids
+    eng.scheduler.eos_ids = set()
+    try:
+        first = [(eng.encode_prompt("the ridge model serves"), 14), (eng.encode_prompt("a"), 4)]
+        listeners = []
+        for ids, n in first:
+            listeners.append(Listener())
+            eng.submit(GenerationRequest(ids, n, temperature=0, logprobs=0), listeners[-1])
+        while not all(ls.events for ls in listeners):
+            threading.Event().wait(0.005)
+        late = (eng.encode_prompt("tokens of the roofline and the memory bandwidth"), 6)
+        listeners.append(Listener())
+        eng.submit(GenerationRequest(late[0], late[1], temperature=0, logprobs=0), listeners[-1])
+        for listener in listeners:
+            assert listener.done.wait(60)
+        for (ids, n), listener in zip([*first, late], listeners, strict=True):
+            got = [lp.token_id for e in listener.events for lp in e.logprobs]
+            assert got == greedy(eng, ids, n)
+    finally:
+        eng.scheduler.eos_ids = saved
+        eng.close()

@@ -62,17 +62,30 @@ def grouped_decode_attention(
     return out.reshape(batch, heads, 1, head_dim).transpose(1, 2).contiguous(), None
 
 
+def takes_attention_functions(model_class: Any) -> bool:
+    """Whether a model class's attention layers look their function up by name in
+    transformers' attention interface (``_supports_attention_backend``, which
+    ``PreTrainedModel.is_backend_compatible`` reads), and so take a registered one and the
+    masks ``masking_utils`` builds. Falcon keeps its own table of attention classes (a
+    registered name is a ``KeyError`` there) and adds ALiBi to a mask it builds from the 2D
+    padding mask."""
+    return bool(getattr(model_class, "_supports_attention_backend", False))
+
+
 def handles(config: Any) -> bool:
     """Whether the model's class runs on transformers' SDPA attention, which this function is
-    (and falls back to). Classes that do not pass what SDPA cannot do: Gemma-2 soft-caps its
-    attention logits (its prefill would fail), gpt-oss adds attention sinks (its decode would
-    silently differ); they keep transformers' own choice (eager). A class transformers does
-    not map (remote code) is left to ``from_pretrained``, as before."""
+    (and falls back to), and takes registered attention functions. Classes that do not pass
+    what SDPA cannot do: Gemma-2 soft-caps its attention logits (its prefill would fail),
+    gpt-oss adds attention sinks (its decode would silently differ); they keep transformers'
+    own choice (eager), as do classes with their own attention table (Falcon). A class
+    transformers does not map (remote code) is left to ``from_pretrained``, as before."""
     try:
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
     except KeyError:
         return True
-    return bool(getattr(model_class, "_supports_sdpa", False))
+    return bool(getattr(model_class, "_supports_sdpa", False)) and takes_attention_functions(
+        model_class
+    )
 
 
 def register() -> str:

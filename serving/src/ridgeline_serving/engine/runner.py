@@ -1,15 +1,15 @@
 """The model runner the scheduler calls (``scheduler.ModelRunner``): prefill groups, the
 running batch's joins and leaves, and each decode step's forward.
 
-The decode forward runs one of three ways. ``eager``: transformers' forward over the used rows
+The decode forward runs one of four ways. ``eager``: transformers' forward over the used rows
 and columns (``SlotBatch.decode``), what a CPU replica runs. ``graphs``: the static step
 (``static_step.py``) replayed as CUDA graphs (``cuda_graphs.py``), what a CUDA replica runs
 where it can. ``compiled``: the static step under ``torch.compile(fullgraph=True)``, which the
 tests use on the CPU to catch what would break a capture. ``static``: the static step run as
-is (what the graphs capture, so a test can tell capture from bucketing). Prefill always runs eager, and so
-does a decode step the static form cannot take (a model ``static_step.not_static`` names, a
-batch above ``max_graph_rows``, a step whose compile or capture failed): the reason is logged
-once, and the replica goes on eager.
+is (what the graphs capture: a test tells capture from bucketing by it). Prefill always runs
+eager, and so does a decode step the static form cannot take (a model
+``static_step.not_static`` names, a batch above ``max_graph_rows``, a step whose compile or
+capture failed): the reason is logged once, and the replica goes on eager.
 """
 
 from __future__ import annotations

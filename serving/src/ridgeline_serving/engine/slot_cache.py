@@ -98,9 +98,11 @@ class SlotBatch:
         # set when every layer slides: columns further back than it are never read again
         self.window = window
         # decode passes its own 4D mask (``_decode_mask``) where it is all the model would build
-        self.own_decode_mask = kv_layers.full_attention_only(model.config) and getattr(
-            model.config, "_attn_implementation", None
-        ) in (attention.NAME, "sdpa")
+        self.own_decode_mask = (
+            kv_layers.full_attention_only(model.config)
+            and getattr(model.config, "_attn_implementation", None) in (attention.NAME, "sdpa")
+            and attention.takes_attention_functions(type(model))  # not Falcon's ALiBi mask
+        )
         self.device: torch.device = next(model.parameters()).device
         self.cache: Any = full_length_cache()
         self.layers: list[SlotLayer] = []

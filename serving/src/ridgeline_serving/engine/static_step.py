@@ -61,6 +61,8 @@ def not_static(model: Any) -> str | None:
     """Why this model's decode step cannot run static (and so cannot be captured); None when
     it can."""
     config = model.config
+    if not attention.takes_attention_functions(type(model)):
+        return "its class builds its own attention masks (it takes no prebuilt ones)"
     implementation = getattr(config, "_attn_implementation", None)
     if implementation not in (attention.NAME, "sdpa"):
         # eager attention adds a float mask it builds itself; other kernels take none

@@ -73,7 +73,11 @@ def load_model(model_dir: Path, model_name: str, kwargs: dict[str, Any]) -> Any:
         except ValueError as exc:  # a model class that takes no registered attention function
             log.info("%s: transformers' default attention (%s)", model_name, exc)
     else:
-        log.info("%s: transformers' default attention (its class does not run on SDPA)", model_name)
+        log.info(
+            "%s: transformers' default attention (its class does not run on SDPA, or keeps "
+            "its own attention classes)",
+            model_name,
+        )
     return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
 
 
