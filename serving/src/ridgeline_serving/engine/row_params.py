@@ -8,6 +8,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class RowParams:
@@ -22,7 +24,8 @@ class RowParams:
     repetition_penalty: float = 1.0
     min_tokens: int = 0  # no id of eos_ids is drawn before the row has this many tokens
     eos_ids: tuple[int, ...] = ()
-    prompt_ids: Sequence[int] = ()  # counted by the repetition penalty, with the output
+    # counted by the repetition penalty, with the output (an array: converted once, not per step)
+    prompt_ids: Sequence[int] | np.ndarray = ()
 
 
 def checked(params: RowParams, vocab: int) -> RowParams:

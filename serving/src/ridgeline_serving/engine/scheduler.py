@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from ridgeline_serving.engine.base import (
@@ -108,7 +109,7 @@ class Sequence:
                 r.repetition_penalty,
                 r.min_tokens,
                 tuple(sorted(eos_ids)),
-                r.prompt_ids,
+                np.asarray(r.prompt_ids, dtype=np.int64) if r.repetition_penalty != 1 else (),
             ),
             vocab,
         )
