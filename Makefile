@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(CURDIR)/.cache
 EXTRAS ?= dev
 
-.PHONY: help venv test lint typecheck unit crds chart-docs demo plans bench images images-node e2e-kind clean cluster-bin cluster-up cluster-down fleet
+.PHONY: help venv test lint typecheck unit crds chart-docs demo plans bench bench-gpu images images-node e2e-kind clean cluster-bin cluster-up cluster-down fleet
 CLUSTER_DIR ?= $(CACHE)/cluster
 POOLS ?= examples/pools.yaml
 
@@ -15,6 +15,7 @@ help:
 	@echo "make demo       the main job: serve a tiny model from a local object store, ask it"
 	@echo "make plans      ridgeline plan on every example"
 	@echo "make bench      benchmarks; figures go to docs/benchmarks.md"
+	@echo "make bench-gpu  on a GPU: the engine eager against CUDA graphs, one run of a few minutes"
 	@echo "make test       ruff, mypy and pytest (creates $(VENV) on first use)"
 	@echo "make crds       regenerate crds/ from the pydantic models"
 	@echo "make cluster-up     etcd, kube-apiserver, controller-manager, scheduler, kwok, KubeRay, MinIO on loopback"
@@ -73,6 +74,12 @@ bench: venv
 	cd tests/bench && ../../$(PY) bench_gpu.py
 	cd tests/bench && ../../$(PY) bench_gpu_engines.py
 	cd tests/bench && ../../$(PY) bench_operator.py
+
+# On an NVIDIA GPU, one run of at most 8 minutes: the decode step eager against CUDA graphs
+# (1.1B and 8B shapes, bf16, nf4, int8), a closed loop of mixed lengths, the KV passes at 1k-8k
+# context. Needs torch and transformers (bitsandbytes for the nf4 and int8 rows), not Ray.
+bench-gpu: venv
+	cd tests/bench && ../../$(PY) bench_gpu_graphs.py
 
 # Container images (needs Docker): the operator and one serving image per CUDA version.
 images:

@@ -94,3 +94,34 @@ def test_cpu_row_fit_recovers_its_constants_and_never_goes_below_zero() -> None:
     host, efficiency = fit_cpu_row([(1, 0.002, 0.002), (8, 0.010, 0.008)])
     assert host == 0.0
     assert efficiency == pytest.approx(1.25**0.5)  # the geometric mean of device / measured
+
+
+def test_graphs_benchmark_smoke_run() -> None:
+    """`make bench-gpu`'s script on tiny shapes on the CPU (the static step standing in for
+    the graphs): the side-by-side table for both models and every format, the closed loop, the
+    8B shape at the planner's B*, the targets and the KV passes."""
+    out = smoke("bench_gpu_graphs.py")
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| 1.1B") or line.startswith("| 8B")
+    ]
+    assert {(r[0], r[1]) for r in rows} == {
+        ("1.1B", "none"),
+        ("1.1B", "nf4"),
+        ("1.1B", "int8"),
+        ("8B", "none"),
+    }
+    for row in rows:
+        assert float(row[3]) > 0  # eager step, ms
+        if row[1] == "int8":
+            assert row[4] == "eager only"
+        else:
+            assert float(row[4]) > 0  # the static step, ms
+            assert row[5].endswith("x")
+    assert "Closed loop, eager: whole-batch step" in out
+    assert "Closed loop, static: whole-batch step" in out
+    assert "8B shape at the planner's B*" in out
+    assert "1.1B bf16 step at batch 64" not in out  # no batch 64 in a smoke run
+    assert "closed-loop steps within 1.3x" in out
+    assert "| context (tokens) | KV (MB) |" in out
