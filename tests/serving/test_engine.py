@@ -26,6 +26,7 @@ from ridgeline_serving.engine import (
 from ridgeline_serving.engine.runner import TransformersRunner
 from ridgeline_serving.engine.scheduler import Limits, Scheduler
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
+from tests.serving.decode_driver import ARCHITECTURES, sweep_config
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -517,39 +518,6 @@ def test_ids_past_the_tokenizer_are_never_drawn(engine: TransformersEngine) -> N
 
 
 # ---- architectures -----------------------------------------------------------------------------
-
-ARCHITECTURES = ["llama", "mistral", "qwen2", "gemma2", "phi3", "gpt2", "gpt_neox", "falcon"]
-ARCHITECTURES += ["mixtral"]
-
-
-def sweep_config(kind: str, tok: Any) -> Any:
-    """The smallest config of ``kind`` with grouped heads where the family has them."""
-    from transformers import AutoConfig
-
-    ids = {
-        "vocab_size": len(tok),
-        "bos_token_id": tok.bos_token_id,
-        "eos_token_id": tok.eos_token_id,
-        "pad_token_id": tok.pad_token_id,
-    }
-    if kind == "gpt2":
-        return AutoConfig.for_model(kind, n_embd=32, n_layer=2, n_head=4, n_positions=256, **ids)
-    sizes: dict[str, Any] = {
-        "hidden_size": 32,
-        "intermediate_size": 48,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 256,
-    }
-    if kind != "gpt_neox":
-        sizes["num_key_value_heads"] = 1 if kind == "falcon" else 2
-    if kind == "gemma2":
-        sizes["head_dim"] = 8
-    if kind == "falcon":  # the 40B layout: grouped KV heads, rotary positions
-        sizes.update(new_decoder_architecture=True, num_kv_heads=2, ffn_hidden_size=48)
-    if kind == "mixtral":
-        sizes.update(num_local_experts=4, num_experts_per_tok=2)
-    return AutoConfig.for_model(kind, **sizes, **ids)
 
 
 @pytest.mark.parametrize("kind", ARCHITECTURES)

@@ -17,7 +17,14 @@ from torch._dynamo.testing import CompileCounter
 
 from ridgeline_serving.engine import attention
 from ridgeline_serving.engine.static_step import bucket, column_buckets, row_buckets
-from tests.serving.decode_driver import Driver, runner, tiny_model
+from tests.serving.decode_driver import (
+    ARCHITECTURES,
+    VOCAB,
+    Driver,
+    runner,
+    sweep_config,
+    tiny_model,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -107,3 +114,43 @@ def test_a_model_that_cannot_run_static_stays_eager(caplog: pytest.LogCaptureFix
     # graphs are for CUDA devices only
     assert runner(model, "auto").mode == "eager"
     assert runner(model, "graphs").mode == "eager"
+
+
+class SweepTokens:
+    """What ``sweep_config`` reads of a tokenizer."""
+
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __len__(self) -> int:
+        return VOCAB
+
+
+@pytest.mark.parametrize(
+    "kind", [k for k in ARCHITECTURES if k not in ("llama", "qwen2", "mistral")]
+)
+def test_each_architecture_compiles_whole_or_stays_eager(kind: str) -> None:
+    """The other families of the engine's sweep: the dense ones and Mixtral (its experts
+    routed without a host sync) compile whole, a bucket at a time, with the eager step's
+    tokens; Falcon (its own attention classes and ALiBi mask) and Gemma-2 (eager attention, for
+    its soft-capping) are known before the first step to stay eager."""
+    from transformers import AutoModelForCausalLM
+
+    config = sweep_config(kind, SweepTokens())
+    torch.manual_seed(0)
+    name = attention.register() if attention.handles(config) else None
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=name).eval()
+    counter = CompileCounter()
+    static, eager = runner(model, "compiled", counter), runner(model, "eager")
+    drivers = [Driver(static), Driver(eager)]
+    with torch._dynamo.config.patch(recompile_limit=64):
+        for number in range(8):
+            for driver in drivers:
+                driver.step(number)
+            assert drivers[0].tokens == drivers[1].tokens, f"step {number}"
+    torch._dynamo.reset()
+    if kind in ("falcon", "gemma2"):
+        assert static.mode == "eager"
+        assert counter.frame_count == 0
+    else:
+        assert static.mode == "compiled"
+        assert counter.frame_count == 2  # 2 rows, then 3 in the 4-row bucket
