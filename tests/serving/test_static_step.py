@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +155,17 @@ def test_each_architecture_compiles_whole_or_stays_eager(kind: str) -> None:
     else:
         assert static.mode == "compiled"
         assert counter.frame_count == 2  # 2 rows, then 3 in the 4-row bucket
+
+
+def test_llm_int8_stays_eager(tiny_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """LLM.int8 finds its outlier columns on the host (outliers.any(), argwhere): no static
+    step, and the log says so."""
+    from ridgeline.api import Quantization
+    from ridgeline_serving.engine.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(tiny_dir, "tiny", Quantization.INT8, "float32", 0, 256)
+    engine.close()
+    with caplog.at_level(logging.INFO, logger="ridgeline.engine"):
+        int8 = runner(engine.model, "compiled")
+    assert int8.mode == "eager"
+    assert "LLM.int8 with an outlier threshold" in caplog.text
