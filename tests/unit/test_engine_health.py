@@ -3,8 +3,14 @@ stops stepping with work in it is not, one failed batch is not enough, a failing
 
 from __future__ import annotations
 
-from ridgeline_serving.engine import EventCallback, GenerationRequest, SequenceEvent
+from ridgeline_serving.engine import EventCallback, GenerationRequest, SequenceEvent, StepStats
 from ridgeline_serving.health import STALL_FLOOR_S, EngineHealth, stall_bound
+
+WORK = StepStats(running=8, prefill_tokens=0, decode_tokens=8, sampled_tokens=8, seconds=0.02)
+# what the scheduler reports for a step whose every prefill failed: it ends, having done nothing
+FAILED_PREFILL = StepStats(
+    running=0, prefill_tokens=0, decode_tokens=0, sampled_tokens=0, seconds=0.01
+)
 
 
 class Clock:
@@ -47,7 +53,7 @@ def test_a_busy_engine_that_steps_is_healthy() -> None:
     health.submitted(8)
     for _ in range(100):
         clock.now += 20
-        health.stepped()
+        health.stepped(WORK)
         assert health.check() is None
 
 
@@ -63,7 +69,7 @@ def test_work_with_no_step_past_the_bound_is_a_stall() -> None:
     assert reason is not None
     assert "stalled" in reason
     assert "2 sequences" in reason
-    health.stepped()  # it recovered
+    health.stepped(WORK)  # it recovered
     assert health.check() is None
 
 
@@ -79,7 +85,7 @@ def test_one_failed_batch_is_probed_and_a_good_probe_clears_it() -> None:
     request, on_event = probes.sent[0]
     assert request.max_tokens == 1
     on_event(SequenceEvent("x", "length", 1))
-    health.stepped()
+    health.stepped(WORK)
     assert health.check() is None
     assert len(probes.sent) == 1
 
@@ -98,6 +104,22 @@ def test_a_sticky_device_error_fails_the_probe_and_the_check() -> None:
     assert "keep failing" in reason
     assert "illegal memory access" in reason
     assert health.check() == reason  # until a step succeeds again
+
+
+def test_a_step_that_did_no_work_is_no_sign_of_health() -> None:
+    """A failed prefill fails its group inside the step, and the step still ends: that must not
+    clear the failure, or a broken device that fails every prefill would look healthy."""
+    health, _, probes = _health()
+    health.submitted()
+    health.finished("RuntimeError: CUDA error")
+    health.stepped(FAILED_PREFILL)
+    assert health.check() is None
+    _, on_event = probes.sent[0]
+    on_event(SequenceEvent("", "stop", 0, error="RuntimeError: CUDA error"))
+    health.stepped(FAILED_PREFILL)
+    reason = health.check()
+    assert reason is not None
+    assert "keep failing" in reason
 
 
 def test_a_probe_the_engine_never_answers_is_a_stall() -> None:

@@ -1,6 +1,6 @@
 """The OpenAI-compatible API over an engine: a request's body read within its limits, its
-admission, its sequences in the engine, its answer (whole or streamed), and every outcome as
-an OpenAI-shaped error counted by route and code. No Ray here: ``app.py`` puts it behind
+admission and sequences (``jobs.py``), its answer (whole or streamed), and every outcome as an
+OpenAI-shaped error counted by route and code. No Ray here: ``app.py`` puts it behind
 Serve, and tests drive it with a stub engine.
 
 Codes beyond HTTP's own: 499 (nginx's) counts a client that went away before its answer, so
@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -23,7 +22,7 @@ from pydantic import ValidationError
 from ridgeline_serving import openai_api as oa
 from ridgeline_serving.args import ServingArgs
 from ridgeline_serving.chat_template import ChatTemplateError, ChatTemplateTimeoutError
-from ridgeline_serving.engine import Engine, GenerationRequest, SequenceEvent, TokenLogprob
+from ridgeline_serving.engine import Engine, TokenLogprob
 from ridgeline_serving.generation import generation_requests
 from ridgeline_serving.health import EngineHealth
 from ridgeline_serving.http_limits import (
@@ -33,35 +32,10 @@ from ridgeline_serving.http_limits import (
     parse_json,
     read_body,
 )
+from ridgeline_serving.jobs import ApiMetrics, EngineError, Job, Jobs
 
 log = logging.getLogger("ridgeline.serving")
 CLIENT_GONE = 499
-
-
-class ApiMetrics(Protocol):
-    def request(self, route: str, code: int) -> None: ...
-
-    def first_token(self, seconds: float) -> None: ...
-
-    def tokens(self, prompt: int, completion: int, per_token_s: float | None) -> None: ...
-
-
-class EngineError(RuntimeError):
-    """A step failed for one of the request's sequences (its message is the engine's)."""
-
-
-@dataclass
-class Job:
-    """One API request: its ``n`` sequences in the engine and what they sent back."""
-
-    created: float
-    requests: list[GenerationRequest] = field(default_factory=list)
-    events: asyncio.Queue[tuple[int, SequenceEvent]] = field(default_factory=asyncio.Queue)
-    ids: list[int] = field(default_factory=list)
-    open: set[int] = field(default_factory=set)
-    first_token: float | None = None
-    tokens: int = 0
-    released: bool = False
 
 
 class OpenAIServer:
@@ -75,82 +49,12 @@ class OpenAIServer:
         self.limits = RequestLimits.for_context(args.max_context_tokens, args.body_timeout_s)
         # half of Serve's headroom beyond batch + queue; the rest keeps /health answering
         self.slow_bodies = SlowBodies(max(1, args.ongoing_requests_headroom // 2))
-        # admitted requests whose work is not gone: prompts being tokenized, sequences in the
-        # engine (streams included, until the engine has dropped them)
-        self.inflight = 0
+        self.jobs = Jobs(engine, health, metrics, args.max_batch_size + args.queue_limit)
 
-    # ---- admission and the engine ------------------------------------------------------
-
-    def _admit(self, arrived: float) -> Job:
-        """A request counts once its body is complete until its work is gone: its answer
-        sent, or its sequences dropped by the engine."""
-        if self.inflight >= self.args.max_batch_size + self.args.queue_limit:
-            raise oa.ApiError(
-                429,
-                f"server busy: {self.inflight} requests in flight on this replica; retry",
-                type_="rate_limit_exceeded",
-                code="overloaded",
-                headers={"Retry-After": "1"},
-            )
-        self.inflight += 1
-        return Job(arrived)
-
-    def _release(self, job: Job) -> None:
-        if not job.released:
-            job.released = True
-            self.inflight -= 1
-
-    def _start(self, job: Job) -> None:
-        loop = asyncio.get_running_loop()
-
-        def listener(index: int) -> Callable[[SequenceEvent], None]:
-            def on_event(event: SequenceEvent) -> None:
-                loop.call_soon_threadsafe(self._deliver, job, index, event)
-
-            return on_event
-
-        for index, request in enumerate(job.requests):
-            self.health.submitted()
-            job.ids.append(self.engine.submit(request, listener(index)))
-            job.open.add(index)
-
-    def _deliver(self, job: Job, index: int, event: SequenceEvent) -> None:
-        """On the event loop: queue the event; the request ends with its last sequence, so
-        admission frees its slot even if no one reads the answer."""
-        job.events.put_nowait((index, event))
-        if event.finish is not None:
-            self.health.finished(event.error)
-            job.open.discard(index)
-            if not job.open:
-                self._release(job)
-
-    async def _events(self, job: Job) -> AsyncIterator[tuple[int, SequenceEvent]]:
-        """The job's events until its last sequence ends; a client that goes away (this
-        coroutine cancelled or closed) cancels the sequences still running."""
-        try:
-            remaining = len(job.requests)
-            while remaining:
-                index, event = await job.events.get()
-                if event.error:
-                    raise EngineError(event.error)
-                if job.first_token is None and (event.delta or event.completion_tokens):
-                    job.first_token = time.monotonic()
-                    self.metrics.first_token(job.first_token - job.created)
-                if event.finish is not None:
-                    remaining -= 1
-                    job.tokens += event.completion_tokens
-                yield index, event
-        finally:
-            # the slot is freed when the engine says the sequences are gone (``_deliver``)
-            for index in list(job.open):
-                self.engine.cancel(job.ids[index])
-
-    def _account(self, job: Job, prompt: int) -> None:
-        per_choice = job.tokens / len(job.requests)
-        per_token = None
-        if job.first_token is not None and per_choice > 1:
-            per_token = (time.monotonic() - job.first_token) / (per_choice - 1)
-        self.metrics.tokens(prompt, job.tokens, per_token)
+    @property
+    def inflight(self) -> int:
+        """Admitted requests whose work is not gone (``Jobs``)."""
+        return self.jobs.inflight
 
     # ---- answers -----------------------------------------------------------------------
 
@@ -160,7 +64,7 @@ class OpenAIServer:
         job.requests = generation_requests(
             self.args, self.engine.vocab_size, body, prompt_ids, chat
         )
-        self._start(job)
+        self.jobs.start(job)
         rid = oa.new_id("chatcmpl" if chat else "cmpl")
         prompt = len(prompt_ids)
         if body.stream:
@@ -170,11 +74,11 @@ class OpenAIServer:
         texts: list[list[str]] = [[] for _ in range(n)]
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
         finishes: list[str] = ["length"] * n
-        async for index, event in self._events(job):
+        async for index, event in self.jobs.events(job):
             texts[index].append(event.delta)
             logprobs[index].extend(event.logprobs)
             finishes[index] = event.finish or finishes[index]
-        self._account(job, prompt)
+        self.jobs.account(job, prompt)
         self.metrics.request(route, 200)
         wants = body.top_logprobs_wanted is not None
         choices = [
@@ -211,7 +115,7 @@ class OpenAIServer:
                     first = oa.chat_delta(i, {"role": "assistant", "content": ""}, None, None)
                     yield oa.sse(oa.chunk(rid, model, True, first))
             try:
-                async for index, event in self._events(job):
+                async for index, event in self.jobs.events(job):
                     if chat:
                         lp = oa.chat_logprobs(event.logprobs) if wants else None
                         delta = {"content": event.delta} if event.delta else {}
@@ -232,7 +136,7 @@ class OpenAIServer:
                 yield oa.sse(
                     {"error": {"message": str(exc), "type": "server_error", "code": "engine_error"}}
                 )
-            self._account(job, prompt)
+            self.jobs.account(job, prompt)
             if body.include_usage:
                 yield oa.sse(
                     {
@@ -254,7 +158,7 @@ class OpenAIServer:
         arrived = time.monotonic()
         try:
             raw = await read_body(request, self.limits, self.slow_bodies)
-            job = self._admit(arrived)
+            job = self.jobs.admit(arrived)
         except oa.ApiError as exc:
             return self._error(route, exc)
         except ClientGoneError:
@@ -285,7 +189,7 @@ class OpenAIServer:
             return self._error(route, failed)
         finally:
             if not job.ids:  # never reached the engine: nothing else will free its slot
-                self._release(job)
+                self.jobs.release(job)
 
     def _prepare(
         self, content_type: str, raw: bytes, chat: bool

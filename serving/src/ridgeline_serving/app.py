@@ -74,7 +74,7 @@ class ModelServer:
         """One engine step (the engine's thread)."""
         self.metrics.step(stats)
         if self.health is not None:
-            self.health.stepped()
+            self.health.stepped(stats)
         if self.engine_log is not None:
             self.engine_log.step(stats)
 

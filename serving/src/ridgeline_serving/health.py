@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ridgeline_serving.engine.base import GenerationRequest, SequenceEvent
+from ridgeline_serving.engine.base import GenerationRequest, SequenceEvent, StepStats
 
 # A step is a decode of the batch or one prefill chunk; a stalled engine is one that has not
 # ended a step in this many planned decode steps (prefill chunks and slow CPUs fit well
@@ -65,8 +65,11 @@ class EngineHealth:
             if error is not None:
                 self._failure = error
 
-    def stepped(self) -> None:
-        """A step ended without error (the engine's on_step)."""
+    def stepped(self, stats: StepStats) -> None:
+        """A step ended (the engine's on_step). Only one that ran a prompt or sampled a token
+        shows the engine can step: a step whose every prefill failed ends too, with neither."""
+        if not (stats.prefill_tokens or stats.sampled_tokens):
+            return
         with self._lock:
             self._since = self._clock()
             self._failure = None
