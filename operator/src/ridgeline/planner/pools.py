@@ -189,10 +189,14 @@ def parse_pools(doc: object, source: str = "pools") -> list[NodePool]:
 
 
 def load_pools(path: Path) -> list[NodePool]:
+    from ridgeline import yamlfile
+
     try:
-        doc = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        doc = yamlfile.load(yamlfile.read_capped(path, "pools file").decode("utf-8"))
     except OSError as exc:
         raise PoolsFileError(f"{path}: {exc.strerror or exc}") from exc
+    except yamlfile.TooLargeError as exc:
+        raise PoolsFileError(f"{path}: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise PoolsFileError(
             f"{path}: not a text file (invalid UTF-8 at byte {exc.start})"
