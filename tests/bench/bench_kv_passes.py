@@ -73,7 +73,8 @@ CPU = Target(
 )
 GPU = Target(
     "KV passes per step, GPU",
-    "a random-weight Llama of TinyLlama-1.1B's shape, bfloat16",
+    "a random-weight Llama of TinyLlama-1.1B's shape, bfloat16, this engine decoding under "
+    "CUDA graphs as a GPU replica does",
     {**LLAMA_1B_CONFIG, "max_position_embeddings": 8192 + NEW_TOKENS},
     "bfloat16",
     1,

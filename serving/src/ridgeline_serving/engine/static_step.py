@@ -174,12 +174,13 @@ class StaticDecode:
         return rows, cols
 
     def finish(self, logits: torch.Tensor) -> torch.Tensor:
-        """After the step: the next column, the positions, each row's logits in row order."""
+        """After the step: the next column, the positions, each row's logits in row order (a
+        copy: a captured step's output buffer is the next replay's)."""
         batch = self.batch
         batch.positions[: batch.span] += 1
         batch.end += 1
         index = batch.slot_index()
-        return logits[: batch.rows] if index is None else logits.index_select(0, index)
+        return logits[: batch.rows].clone() if index is None else logits.index_select(0, index)
 
     # ---- the step ------------------------------------------------------------------------
 
