@@ -229,3 +229,34 @@ def test_model_that_cannot_be_sized(capsys, tmp_path: Path) -> None:  # type: ig
     assert rc == 1
     assert "is not a multiple of num_attention_heads" in err
     assert err.count("\n") == 1
+
+
+def test_plot_write_failure_is_an_error(capsys, skeleton_dir) -> None:  # type: ignore[no-untyped-def]
+    # /dev/full refuses every write with ENOSPC, as a full disk does; savefig used to lose it.
+    rc, _out, err = _plan(
+        capsys, skeleton_dir, "llama-8b.yaml", "llama-3.1-8b", "--plot", "/dev/full"
+    )
+    assert rc == 1
+    assert "ridgeline plan: cannot write the plot to /dev/full: No space left on device" in err
+    assert "written" not in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "problem"),
+    [
+        ("--port", "99999", "99999 is not a port (1 to 65535)"),
+        ("--port", "0", "0 is not a port (1 to 65535)"),
+        ("--port", "-1", "-1 is not a port (1 to 65535)"),
+        ("--metrics-port", "65536", "65536 is not a port (1 to 65535)"),
+        ("--port", "http", "'http' is not a port number"),
+    ],
+)
+def test_serve_refuses_ports_out_of_range(capsys, flag: str, value: str, problem: str) -> None:  # type: ignore[no-untyped-def]
+    # argparse's usage error (exit 2) before anything starts, not Ray's traceback later.
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(EXAMPLES / "tiny-cpu.yaml"), f"{flag}={value}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {problem}" in err
+    assert "Traceback" not in err

@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a model.yaml locally on Ray (no cluster)")
     serve.add_argument("model", type=Path, help="InferenceModel manifest (model.yaml)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--metrics-port", type=int, default=8080)
+    serve.add_argument("--port", type=_port, default=8000)
+    serve.add_argument("--metrics-port", type=_port, default=8080)
     serve.add_argument("--model-uri", help="serve from this URI instead of spec.model.uri")
     return parser
 
@@ -135,6 +135,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    # argparse's own error, not a traceback from Ray's proxy minutes later.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1 to 65535)")
+    return value
+
+
 def _cmd_shape(args: argparse.Namespace) -> int:
     shape = read_or_estimate_model_shape(args.uri)
     print(
@@ -147,7 +158,7 @@ def _cmd_shape(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from ridgeline_serving.local import serve_forever
+        from ridgeline_serving.local import LoadError, serve_forever
     except ImportError as exc:
         print(
             f"ridgeline serve needs the serving extra: pip install 'ridgeline[serving]' ({exc})",
@@ -163,6 +174,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    except LoadError as exc:
+        print(f"ridgeline serve: {model.metadata.name}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _cmd_render(args: argparse.Namespace) -> int:

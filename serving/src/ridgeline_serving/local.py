@@ -21,6 +21,7 @@ from ridgeline.storage import open_store
 from ridgeline.storage.download import DownloadStats, download_model
 from ridgeline.storage.progress import human_bytes
 from ridgeline_serving.args import ServingArgs
+from ridgeline_serving.loopback import is_loopback, keep_ray_on_loopback, metrics_host
 
 LOCAL_POOL = "local"
 
@@ -108,6 +109,10 @@ def fetch_weights(args: ServingArgs) -> DownloadStats:
     return stats
 
 
+class LoadError(RuntimeError):
+    """The replica could not load the model; the message holds the replica's exception."""
+
+
 def serve_forever(
     model: InferenceModel,
     host: str,
@@ -121,6 +126,7 @@ def serve_forever(
     print()
     fetch_weights(args)
     print(f"starting Ray and loading {args.model_uri} ...", flush=True)
+    runtime_env = keep_ray_on_loopback() if is_loopback(host) else None
     from ridgeline_serving.proxy_limits import proxy_env
 
     os.environ.update(proxy_env())  # Serve's proxy with the serving image's head limits
@@ -128,6 +134,7 @@ def serve_forever(
     from ray import serve
 
     from ridgeline_serving.app import build_app
+    from ridgeline_serving.deploy_failure import failure_cause
 
     started = time.monotonic()
     ray.init(
@@ -135,15 +142,21 @@ def serve_forever(
         _metrics_export_port=metrics_port,
         logging_level=logging.WARNING,
         log_to_driver=False,
+        runtime_env=runtime_env,
     )
     try:
         serve.start(
             http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"}
         )
-        serve.run(build_app(args.model_dump(mode="json")), name=args.model_name, route_prefix="/")
+        try:
+            app = build_app(args.model_dump(mode="json"))
+            serve.run(app, name=args.model_name, route_prefix="/")
+        except RuntimeError as exc:  # DEPLOY_FAILED: serve.run names only the deployment
+            cause = failure_cause(args.model_name) or str(exc)
+            raise LoadError(f"the model failed to load:\n{cause}") from exc
         print(f"\n{args.model_name} is ready after {time.monotonic() - started:.1f} s", flush=True)
         print(f"  OpenAI endpoint: http://{host}:{port}/v1   (model name: {args.model_name})")
-        print(f"  metrics:         http://127.0.0.1:{metrics_port}/metrics")
+        print(f"  metrics:         http://{metrics_host(host)}:{metrics_port}/metrics")
         print("  Ctrl-C stops it.", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

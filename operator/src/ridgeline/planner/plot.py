@@ -3,6 +3,7 @@ measured points where the table in ``measurements`` has a sweep for this GPU and
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from ridgeline.api import InferenceModelSpec, Plan
@@ -122,5 +123,16 @@ def plot_plan(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    # Rendered in memory, then written here: savefig into a path loses a failed write (the
+    # plot to /dev/full or onto a full disk reported success), and a plain write raises it.
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, dpi=110, format=_format(path))
+    finally:
+        plt.close(fig)
+    path.write_bytes(image.getvalue())
+
+
+def _format(path: Path) -> str:
+    """The image format savefig would infer from the file name; PNG where it names none."""
+    return path.suffix[1:].lower() or "png"
