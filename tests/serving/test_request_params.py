@@ -153,7 +153,13 @@ def test_include_usage_true_and_false() -> None:
         body = {**CHAT, "stream": True, "stream_options": {"include_usage": value}}
         assert oa.ChatCompletionRequest.model_validate(body).include_usage is value
     assert oa.ChatCompletionRequest.model_validate(CHAT).include_usage is False
-    usage_stats = {**CHAT, "stream_options": {"continuous_usage_stats": True}}
+    # vLLM's continuous_usage_stats counts only with include_usage, as vLLM decides it
+    for include, continuous in ((True, True), (False, True), (True, False)):
+        options = {"include_usage": include, "continuous_usage_stats": continuous}
+        body = {**CHAT, "stream": True, "stream_options": options}
+        request = oa.ChatCompletionRequest.model_validate(body)
+        assert request.continuous_usage is (include and continuous)
+    usage_stats = {**CHAT, "stream_options": {"continuous_usage_stats": "true"}}
     param, _ = refusal(oa.ChatCompletionRequest, usage_stats)
     assert param == "stream_options.continuous_usage_stats"
 

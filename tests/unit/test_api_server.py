@@ -171,6 +171,34 @@ def test_a_failure_in_a_stream_is_in_band_and_counted_as_500() -> None:
     assert metrics.codes == [("/v1/completions", 500)]
 
 
+def _chunks(response: httpx.Response) -> list[dict[str, Any]]:
+    lines = [line.removeprefix("data: ") for line in response.text.splitlines()]
+    return [json.loads(line) for line in lines if line and line != "[DONE]"]
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_continuous_usage_stats_put_the_usage_so_far_on_every_chunk(chat: bool) -> None:
+    """vLLM's extension, which guidellm sends with every streamed request: each chunk
+    carries the usage so far, the last one the whole."""
+    server, _, _ = _server()
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    body = {**(CHAT if chat else COMPLETION), "stream": True, "stream_options": options}
+    chunks = _chunks(_post(server, f"/v1/{'chat/' if chat else ''}completions", body, **JSON))
+    tokens = [c["usage"]["completion_tokens"] for c in chunks if c["choices"]]
+    assert tokens == ([0] if chat else []) + [1, 2, 3]  # chat's role chunk comes first
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
+    assert all(c["usage"]["prompt_tokens"] == 2 for c in chunks)
+
+
+def test_usage_on_every_chunk_only_where_the_usage_is_asked() -> None:
+    server, _, _ = _server()
+    body = {**COMPLETION, "stream": True, "stream_options": {"continuous_usage_stats": True}}
+    chunks = _chunks(_post(server, "/v1/completions", body, **JSON))
+    assert chunks
+    assert all("usage" not in c for c in chunks)
+
+
 def test_a_chat_template_that_raises_is_a_400_naming_the_template() -> None:
     server, engine, metrics = _server()
     engine.template_error = ChatTemplateError("TemplateError: roles must alternate")

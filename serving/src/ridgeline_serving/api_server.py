@@ -108,12 +108,16 @@ class OpenAIServer:
         model = self.args.model_name
         wants = body.top_logprobs_wanted is not None
         offsets = [0] * len(job.requests)
+        generated = [0] * len(job.requests)  # each choice's tokens so far
         code = CLIENT_GONE
         try:
             if chat:
                 for i in range(len(job.requests)):
                     first = oa.chat_delta(i, {"role": "assistant", "content": ""}, None, None)
-                    yield oa.sse(oa.chunk(rid, model, True, first))
+                    sent = oa.chunk(rid, model, True, first)
+                    if body.continuous_usage:
+                        sent["usage"] = oa.usage(prompt, 0)
+                    yield oa.sse(sent)
             try:
                 async for index, event in self.jobs.events(job):
                     if chat:
@@ -128,7 +132,11 @@ class OpenAIServer:
                         )
                         choice = oa.completion_choice(index, event.delta, event.finish, lp)
                     offsets[index] += len(event.delta)
-                    yield oa.sse(oa.chunk(rid, model, chat, choice))
+                    generated[index] = event.completion_tokens
+                    sent = oa.chunk(rid, model, chat, choice)
+                    if body.continuous_usage:
+                        sent["usage"] = oa.usage(prompt, sum(generated))
+                    yield oa.sse(sent)
                 outcome = 200
             except EngineError as exc:
                 log.error("generation failed: %s", exc)

@@ -80,7 +80,8 @@ class StreamOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     include_usage: StrictBool = False
-    continuous_usage_stats: StrictBool = False  # vLLM's; refused when true (check_supported)
+    # vLLM's: with include_usage, every chunk carries the usage so far (guidellm sends it)
+    continuous_usage_stats: StrictBool = False
 
 
 class SamplingParams(BaseModel):
@@ -123,12 +124,6 @@ class SamplingParams(BaseModel):
                 raise ApiError(400, f"{name} is not supported by this server", param=name)
         if self.best_of not in (None, self.n):
             raise ApiError(400, "best_of is not supported by this server", param="best_of")
-        if self.stream_options is not None and self.stream_options.continuous_usage_stats:
-            raise ApiError(
-                400,
-                "stream_options.continuous_usage_stats is not supported by this server",
-                param="stream_options.continuous_usage_stats",
-            )
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise ApiError(
                 400,
@@ -145,6 +140,13 @@ class SamplingParams(BaseModel):
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+    @property
+    def continuous_usage(self) -> bool:
+        """vLLM's ``continuous_usage_stats``: the usage so far on every chunk, only where the
+        usage was asked for at all (as vLLM decides it)."""
+        options = self.stream_options
+        return options is not None and options.include_usage and options.continuous_usage_stats
 
     @property
     def top_logprobs_wanted(self) -> int | None:
