@@ -68,6 +68,7 @@ demo: venv
 bench: venv
 	cd tests/bench && ../../$(PY) bench_serving.py
 	cd tests/bench && ../../$(PY) bench_hostile.py
+	cd tests/bench && ../../$(PY) bench_guidellm.py
 	cd tests/bench && ../../$(PY) bench_engine.py
 	cd tests/bench && ../../$(PY) bench_kv_passes.py
 	cd tests/bench && ../../$(PY) bench_cpu_steps.py
