@@ -18,12 +18,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from bench_report import write_section
+from bench_serve import start_serve
 
 GUIDELLM = "guidellm==0.8.1"
 VENV = Path(__file__).resolve().parents[2] / ".cache" / "guidellm"
@@ -54,30 +53,15 @@ def guidellm() -> Path:
 
 
 def serve(work: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """`ridgeline serve` on the tiny model from a local directory; returns its base URL."""
-    from ridgeline_dev.cluster import free_port
+    """`ridgeline serve` on the tiny model from a local directory: the process, its base URL
+    and the model's directory (guidellm counts tokens with its tokenizer)."""
     from ridgeline_dev.tiny_model import write_tiny_model
 
     model_dir = write_tiny_model(work / "tiny")
     manifest = work / "model.yaml"
     manifest.write_text(MANIFEST.format(name=MODEL, uri=model_dir.as_uri()))
-    port = free_port()
-    cmd = [sys.executable, "-m", "ridgeline.cli", "serve", str(manifest), "--port", str(port)]
-    cmd += ["--metrics-port", str(free_port())]
-    log = (work / "serve.log").open("w")
-    env = {**os.environ, "RIDGELINE_CACHE_DIR": str(work / "cache")}
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit((work / "serve.log").read_text())
-        try:
-            httpx.get(base + "/v1/models", timeout=2).raise_for_status()
-            return proc, base, model_dir
-        except httpx.HTTPError:
-            time.sleep(0.5)
+    proc, base = start_serve(manifest, work)
+    return proc, base, model_dir
 
 
 def run_guidellm(exe: Path, base: str, tokenizer: Path, out: Path) -> None:

@@ -14,7 +14,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 import psutil
 from bench_report import write_section
+from bench_serve import start_serve
 
 ATTACK_S = float(os.environ.get("BENCH_ATTACK_S", "40"))
 MODEL = "local-tiny"
@@ -194,7 +194,6 @@ def probe_health(base: str, stop: threading.Event, out: list[float]) -> None:
 
 
 def serve(work: Path, stack: contextlib.ExitStack) -> tuple[subprocess.Popen[bytes], str]:
-    from ridgeline_dev.cluster import free_port
     from ridgeline_dev.s3server import running_minio
     from ridgeline_dev.tiny_model import upload_dir, write_tiny_model
 
@@ -205,22 +204,7 @@ def serve(work: Path, stack: contextlib.ExitStack) -> tuple[subprocess.Popen[byt
     )
     manifest = work / "model.yaml"
     manifest.write_text(MANIFEST.format(name=MODEL, uri=uri))
-    port = free_port()
-    cmd = [sys.executable, "-m", "ridgeline.cli", "serve", str(manifest), "--port", str(port)]
-    cmd += ["--metrics-port", str(free_port())]
-    log = (work / "serve.log").open("w")
-    env = {**os.environ, "RIDGELINE_CACHE_DIR": str(work / "cache")}
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit((work / "serve.log").read_text())
-        try:
-            httpx.get(base + "/v1/models", timeout=2).raise_for_status()
-            return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.5)
+    return start_serve(manifest, work)
 
 
 def main() -> None:
