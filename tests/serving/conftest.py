@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from ridgeline_dev.s3server import S3Server, running_minio
 from ridgeline_dev.tiny_model import upload_dir, write_tiny_model
+from ridgeline_serving.engine import SequenceEvent
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +49,36 @@ def s3_client(s3: S3Server):  # type: ignore[no-untyped-def]
         aws_secret_access_key=s3.secret_key,
         region_name="us-east-1",
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module that runs the engine in pytest's own process: two on
+    a loaded 2-core machine spin against each other (up to 60x slower)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+class Listener:
+    """A sequence's events as the engine sends them; ``done`` is set by the last."""
+
+    def __init__(self) -> None:
+        self.events: list[SequenceEvent] = []
+        self.done = threading.Event()
+
+    def __call__(self, event: SequenceEvent) -> None:
+        self.events.append(event)
+        if event.finish is not None:
+            self.done.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(e.delta for e in self.events)
+
+    @property
+    def error(self) -> str | None:
+        return self.events[-1].error

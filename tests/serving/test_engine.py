@@ -26,16 +26,10 @@ from ridgeline_serving.engine import (
 from ridgeline_serving.engine.runner import TransformersRunner
 from ridgeline_serving.engine.scheduler import Limits, Scheduler
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
+from tests.serving.conftest import Listener
 from tests.serving.decode_driver import ARCHITECTURES, sweep_config
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Two intra-op threads on a loaded 2-core machine spin against each other (60x slower).
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -73,21 +67,6 @@ def test_bitsandbytes_loads_and_generates_on_cpu(
     )
     eng.close()
     assert [o.completion_tokens for o in out] == [6, 3]
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.events: list[SequenceEvent] = []
-        self.done = threading.Event()
-
-    def __call__(self, event: SequenceEvent) -> None:
-        self.events.append(event)
-        if event.finish is not None:
-            self.done.set()
-
-    @property
-    def text(self) -> str:
-        return "".join(e.delta for e in self.events)
 
 
 def test_batch_mixes_sampling_params_and_streams_deltas(engine: TransformersEngine) -> None:

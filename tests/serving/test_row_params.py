@@ -9,7 +9,6 @@ import dataclasses
 import json
 import math
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,14 @@ import pytest
 import torch
 
 from ridgeline.api import Quantization
-from ridgeline_serving.engine import GenerationRequest, SequenceEvent, sampling
+from ridgeline_serving.engine import GenerationRequest, sampling
 from ridgeline_serving.engine.transformers_engine import TransformersEngine
+from tests.serving.conftest import Listener
 
 MAX = 24
 PROMPT = "the ridge"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Two intra-op threads on a loaded 2-core machine spin against each other.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(model_dir: Path) -> TransformersEngine:
@@ -67,25 +60,6 @@ def early_eos(
     assert eng.eos_ids == {greedy[step]}
     yield eng, greedy, step
     eng.close()
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.events: list[SequenceEvent] = []
-        self.done = threading.Event()
-
-    def __call__(self, event: SequenceEvent) -> None:
-        self.events.append(event)
-        if event.finish is not None:
-            self.done.set()
-
-    @property
-    def text(self) -> str:
-        return "".join(e.delta for e in self.events)
-
-    @property
-    def error(self) -> str | None:
-        return self.events[-1].error
 
 
 def together(engine: TransformersEngine, requests: list[GenerationRequest]) -> list[Listener]:
