@@ -486,21 +486,19 @@ def test_infeasible_update_leaves_the_running_service_alone(
     wait_condition(cluster, "llama", "Planned", "True")
 
 
+def apply_tiny_on(
+    cluster: ClusterState, skeletons: dict[str, str], name: str, product: str
+) -> None:
+    """The tiny Llama at a 512-token context, allowed on one GPU product only."""
+    workload = {"maxContextTokens": 512}
+    spec = model(name, skeletons["tiny-llama"], accelerators=[product], workload=workload)
+    kubectl(cluster, "apply", "-f", "-", input_=spec)
+
+
 def test_driver_too_old_for_every_image_is_incompatible(
     cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
 ) -> None:
-    kubectl(
-        cluster,
-        "apply",
-        "-f",
-        "-",
-        input_=model(
-            "old-driver",
-            skeletons["tiny-llama"],
-            accelerators=["NVIDIA-L4"],
-            workload={"maxContextTokens": 512},
-        ),
-    )
+    apply_tiny_on(cluster, skeletons, "old-driver", "NVIDIA-L4")
     obj = wait_condition(cluster, "old-driver", "Compatible", "False")
     cond = condition(obj, "Compatible")
     assert cond is not None
@@ -512,18 +510,7 @@ def test_driver_too_old_for_every_image_is_incompatible(
 def test_older_driver_gets_the_older_image(
     cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
 ) -> None:
-    kubectl(
-        cluster,
-        "apply",
-        "-f",
-        "-",
-        input_=model(
-            "a100",
-            skeletons["tiny-llama"],
-            accelerators=["NVIDIA-A100-SXM4-40GB"],
-            workload={"maxContextTokens": 512},
-        ),
-    )
+    apply_tiny_on(cluster, skeletons, "a100", "NVIDIA-A100-SXM4-40GB")
     obj = wait_condition(cluster, "a100", "Applied", "True")
     assert (
         obj["status"]["placement"]["image"] == "example.invalid/serving:cu121"
@@ -543,18 +530,7 @@ def test_older_driver_gets_the_older_image(
 def test_scale_from_zero_pool_is_planned_from_the_config(
     cluster: ClusterState, operator: Operator, skeletons: dict[str, str]
 ) -> None:
-    kubectl(
-        cluster,
-        "apply",
-        "-f",
-        "-",
-        input_=model(
-            "h200",
-            skeletons["tiny-llama"],
-            accelerators=["NVIDIA-H200"],
-            workload={"maxContextTokens": 512},
-        ),
-    )
+    apply_tiny_on(cluster, skeletons, "h200", "NVIDIA-H200")
     obj = wait_condition(cluster, "h200", "Applied", "True")
     assert obj["status"]["plan"]["pool"] == "h200-scale-from-zero"
     assert obj["status"]["placement"]["image"] == "example.invalid/serving:cu128"
@@ -596,18 +572,7 @@ def test_a_declared_pool_schedules_on_its_template_labels_before_gfd(
     """Issue 29: a worker for a pool that scales from zero lands on a node that carries only
     the labels of the pool's node template; once GFD labels the node with an older driver than
     declared, the model says so (and stays where it is)."""
-    kubectl(
-        cluster,
-        "apply",
-        "-f",
-        "-",
-        input_=model(
-            "l40s",
-            skeletons["tiny-llama"],
-            accelerators=["NVIDIA-L40S"],
-            workload={"maxContextTokens": 512},
-        ),
-    )
+    apply_tiny_on(cluster, skeletons, "l40s", "NVIDIA-L40S")
     obj = wait_condition(cluster, "l40s", "Applied", "True")
     assert obj["status"]["plan"]["pool"] == "l40s-from-zero"
     assert condition(obj, "NodesMatchPool")["reason"] == "NodesMatch"  # type: ignore[index]
