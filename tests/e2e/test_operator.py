@@ -19,11 +19,11 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from ridgeline.api.serving_args import ServingArgs
 from ridgeline.compat import max_cuda_for_driver
 from ridgeline_dev.checkpoints import write_skeleton
 from ridgeline_dev.cluster import OPERATOR_NAMESPACE, ClusterState, free_port, kubectl
 from ridgeline_dev.toolchain import MODULES
-from ridgeline_serving.args import ServingArgs
 from tests.conftest import example_config
 from tests.e2e.conftest import get_json, wait_for
 

@@ -32,7 +32,6 @@ def server(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "max_context_tokens": 256,
         "gpus_per_replica": 0,
         "cache_dir": str(cache),
-        "batch_wait_timeout_s": 0.05,
         "engine_log_interval_s": 1,
     }
     apps = {

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from ridgeline.api.serving_args import ServingArgs
 from ridgeline_serving.api_server import OpenAIServer
-from ridgeline_serving.args import ServingArgs
 from ridgeline_serving.chat_template import ChatTemplateError, ChatTemplateTimeoutError
 from ridgeline_serving.engine import (
     EngineStats,

@@ -10,6 +10,7 @@ import yaml
 
 from ridgeline.api import InferenceModel
 from ridgeline.api.inference_model import Condition
+from ridgeline.api.serving_args import ServingArgs
 from ridgeline.compat import IncompatibleError, choose_image
 from ridgeline.conditions import set_condition, transitions
 from ridgeline.controller import Observed, decide
@@ -19,7 +20,6 @@ from ridgeline.platform_config import PlatformConfig, ServingImage, default_conf
 from ridgeline.render import build_rayservice
 from ridgeline.render.affinity import gpu_node_affinity
 from ridgeline_dev.fleet import node_manifests
-from ridgeline_serving.args import ServingArgs
 
 H100 = NodePool(
     name="h100", gpu_product="NVIDIA-H100-80GB-HBM3", gpus_per_node=8, driver_version="550.54.15"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ridgeline.api.serving_args import ServingArgs
 from ridgeline.storage import open_store
 from ridgeline.storage.download import download_model
 from ridgeline.storage.progress import Progress, describe, human_seconds
-from ridgeline_serving.args import ServingArgs
 
 
 class Clock:

@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from ridgeline.api import InferenceModel
+from ridgeline.api.serving_args import ServingArgs
 from ridgeline.compat import choose_image
 from ridgeline.controller import Observed, Result, decide
 from ridgeline.instance_shapes import SHAPES, smallest_per_gpu
@@ -20,7 +21,6 @@ from ridgeline.platform_config import PlatformConfig, default_config
 from ridgeline.render import build_rayservice
 from ridgeline.render.rayservice import DRAIN_CAP_S, DRAIN_FLOOR_S, drain_seconds
 from ridgeline.shape import ModelShape
-from ridgeline_serving.args import ServingArgs
 
 GKE_L4 = {"cloud.google.com/gke-accelerator": "nvidia-l4", "team.example/pool": "l4"}
 DECLARED_L4 = NodePool(

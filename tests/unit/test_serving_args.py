@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ridgeline.api import InferenceModel
+from ridgeline.api.serving_args import SCHEMA_VERSION, ServingArgs, deployment_options
 from ridgeline.planner import NodePool, memory, plan_model
 from ridgeline.platform_config import default_config
+from ridgeline.render.groups import REPLICA_RESOURCE
 from ridgeline.render.rayservice import serve_config, serving_args_for
-from ridgeline_serving.args import SCHEMA_VERSION, ServingArgs
 
 V1 = Path(__file__).parent / "fixtures" / "serving_args_v1.json"
 
@@ -62,6 +65,36 @@ def test_the_operator_sends_every_constant_the_replica_needs(shape_of) -> None: 
     )
     app = serve_config(model, plan, default_config())["applications"][0]
     deployment = app["deployments"][0]
+    options = deployment_options(args, REPLICA_RESOURCE)
+    assert {k: deployment[k] for k in options} == options
     assert deployment["max_ongoing_requests"] == args.max_ongoing_requests
     assert deployment["ray_actor_options"]["num_cpus"] == args.num_cpus
     assert ServingArgs.model_validate(app["args"]) == args
+
+
+def test_ridgeline_serve_deploys_with_the_options_the_cluster_gets() -> None:
+    from ridgeline_serving.app import build_app
+
+    args = ServingArgs.model_validate(json.loads(V1.read_text()))
+    deployment = build_app(args.model_dump(mode="json"))._bound_deployment
+    options = deployment_options(args)
+    assert deployment.max_ongoing_requests == options["max_ongoing_requests"]
+    assert deployment.ray_actor_options == options["ray_actor_options"]
+
+
+def test_a_retired_field_is_accepted_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    doc = json.loads(V1.read_text())
+    assert "batch_wait_timeout_s" in doc  # version 1 operators sent it
+    with caplog.at_level(logging.WARNING, logger="ridgeline.serving"):
+        ServingArgs.model_validate(doc)
+    assert caplog.text == ""
+
+
+def test_the_core_imports_no_serving_module() -> None:
+    """The operator image renders the contract without the serving app installed."""
+    code = (
+        "import sys, ridgeline.render, ridgeline.api.serving_args;"
+        "print(sorted(m for m in sys.modules if m.startswith('ridgeline_serving')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

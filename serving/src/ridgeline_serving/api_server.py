@@ -19,8 +19,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from ridgeline.api.serving_args import ServingArgs
 from ridgeline_serving import openai_api as oa
-from ridgeline_serving.args import ServingArgs
 from ridgeline_serving.chat_template import ChatTemplateError, ChatTemplateTimeoutError
 from ridgeline_serving.engine import Engine, TokenLogprob
 from ridgeline_serving.generation import generation_requests

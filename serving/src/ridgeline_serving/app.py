@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import FastAPI
 from ray import serve
 
+from ridgeline.api.serving_args import ServingArgs, deployment_options
 from ridgeline_serving.api_server import OpenAIServer
-from ridgeline_serving.args import ServingArgs
 from ridgeline_serving.engine import Engine, EngineStats, StepStats
 from ridgeline_serving.engine_log import EngineLog
 from ridgeline_serving.health import EngineHealth, stall_bound
@@ -111,8 +111,9 @@ class ModelServer:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The app builder that ``serveConfigV2`` names: ``ridgeline_serving.app:build_app``."""
     parsed = ServingArgs.model_validate(args)
+    # The options the cluster's render gives the deployment (``deployment_options``), less the
+    # cluster's own: one replica per worker pod, the router's bound, drain and autoscaling.
     app: serve.Application = ModelServer.options(  # type: ignore[attr-defined]
-        ray_actor_options={"num_gpus": parsed.gpus_per_replica, "num_cpus": parsed.num_cpus},
-        max_ongoing_requests=parsed.max_ongoing_requests,
+        **deployment_options(parsed)
     ).bind(parsed.model_dump(mode="json"))
     return app

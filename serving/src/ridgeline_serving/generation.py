@@ -3,8 +3,8 @@ per choice), or the 400/404 that says why not."""
 
 from __future__ import annotations
 
+from ridgeline.api.serving_args import ServingArgs
 from ridgeline_serving import openai_api as oa
-from ridgeline_serving.args import ServingArgs
 from ridgeline_serving.engine import GenerationRequest
 
 

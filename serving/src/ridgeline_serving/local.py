@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ridgeline.api import InferenceModel
 from ridgeline.api.plan import Plan
+from ridgeline.api.serving_args import ServingArgs
 from ridgeline.hardware import GIB, MIB
 from ridgeline.planner import NodePool, plan_model
 from ridgeline.planner.report import plan_text
@@ -20,7 +21,6 @@ from ridgeline.shape import read_model_shape
 from ridgeline.storage import open_store
 from ridgeline.storage.download import DownloadStats, download_model
 from ridgeline.storage.progress import human_bytes
-from ridgeline_serving.args import ServingArgs
 from ridgeline_serving.loopback import is_loopback, keep_ray_on_loopback, metrics_host
 
 LOCAL_POOL = "local"
@@ -129,7 +129,8 @@ def serve_forever(
     runtime_env = keep_ray_on_loopback() if is_loopback(host) else None
     from ridgeline_serving.proxy_limits import proxy_env
 
-    os.environ.update(proxy_env())  # Serve's proxy with the serving image's head limits
+    # Serve's proxy with the serving image's head limits and the bound on a cold start's wait
+    os.environ.update(proxy_env(args.cold_start_wait_s, args.predicted_cold_start_s))
     import ray
     from ray import serve
 

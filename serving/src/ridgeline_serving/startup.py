@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ridgeline.api.serving_args import ServingArgs
 from ridgeline.storage import open_store
 from ridgeline.storage.download import download_model
-from ridgeline_serving.args import ServingArgs
 from ridgeline_serving.engine import Engine, GenerationRequest, StepStats
 
 StepHook = Callable[[StepStats], None]

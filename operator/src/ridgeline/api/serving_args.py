@@ -1,6 +1,6 @@
 """``ServingArgs``: the contract between the operator (which renders ``serveConfigV2``) and the
-serving app. Pydantic only: importable without Ray or torch, so the operator's tests validate
-every rendered config against it.
+serving app, and the Serve deployment options that follow from it. Pydantic only: the core
+holds it and the serving app imports it (never the reverse), so both images read one model.
 
 The operator image and the serving image are released separately, so the document is
 versioned and everything a replica needs travels in it (no constant crosses by import):
@@ -20,11 +20,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ridgeline.api import Quantization
+from ridgeline.api.inference_model import Quantization
 
 IMPORT_PATH = "ridgeline_serving.app:build_app"
 SCHEMA_VERSION = 5
 log = logging.getLogger("ridgeline.serving")
+
+# What the allocator can hand out: the CUDA context, cuBLAS workspaces and fragmentation take
+# the rest (the 90% that reference section 3c assumes). The planner counts on it; the engine
+# caps its memory by it.
+USABLE_MEMORY_FRACTION = 0.90
+# Prompts are prefilled in chunks of at most this many tokens per step, so the prefill
+# activations do not grow with the context (the planner reserves them; the engine schedules so).
+PREFILL_CHUNK_TOKENS = 2048
+# Requests per replica beyond the batch, as a multiple of it: what a replica holds before 429
+# where the document names no queue, and what Serve's router holds per replica before 503.
+QUEUE_FACTOR = 4
+# Requests Ray Serve lets through beyond batch + queue (health checks, /v1/models).
+ONGOING_HEADROOM = 8
+# Fields a release stopped reading: still accepted in a document, without the unknown-field
+# warning (version 1 operators send batch_wait_timeout_s, unused since version 2).
+_RETIRED = frozenset({"batch_wait_timeout_s"})
 
 
 class ServingArgs(BaseModel):
@@ -41,15 +57,12 @@ class ServingArgs(BaseModel):
     quantization: Quantization = Quantization.NONE
     compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     max_batch_size: int = Field(ge=1, le=4096, description="The planned batch target.")
-    batch_wait_timeout_s: float = Field(
-        default=0.01, ge=0, le=10, description="Unused since version 2 (continuous batching)."
-    )
     max_context_tokens: int = Field(ge=16, description="Prompt + output tokens per sequence.")
     gpus_per_replica: int = Field(ge=0, le=64, description="0 runs on the CPU.")
     max_queued_requests: int | None = Field(
         default=None,
         ge=1,
-        description="Requests waiting per replica before 429 (default 4x batch).",
+        description=f"Requests waiting per replica before 429 (default {QUEUE_FACTOR}x batch).",
     )
     default_max_tokens: int = Field(default=256, ge=1)
     cache_dir: str = Field(default="/var/cache/ridgeline/models")
@@ -62,14 +75,21 @@ class ServingArgs(BaseModel):
         "(the engine reserves no more); default max_batch_size.",
     )
     prefill_chunk_tokens: int = Field(
-        default=2048, ge=16, description="Prompt tokens per engine step (the planned activations)."
+        default=PREFILL_CHUNK_TOKENS,
+        ge=16,
+        description="Prompt tokens per engine step (the planned activations).",
     )
     usable_memory_fraction: float = Field(
-        default=0.90, gt=0, le=1, description="Share of each GPU's memory the plan counts on."
+        default=USABLE_MEMORY_FRACTION,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory the plan counts on.",
     )
     num_cpus: float = Field(default=1, ge=0, description="Ray CPUs per replica.")
     ongoing_requests_headroom: int = Field(
-        default=8, ge=0, description="Ray Serve requests beyond batch + queue (health, models)."
+        default=ONGOING_HEADROOM,
+        ge=0,
+        description="Ray Serve requests beyond batch + queue (health, models).",
     )
     # ---- version 3 -------------------------------------------------------------------------
     body_timeout_s: float = Field(
@@ -111,7 +131,7 @@ class ServingArgs(BaseModel):
     @classmethod
     def _unknown_fields(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(cls.model_fields))
+            unknown = sorted(set(data) - set(cls.model_fields) - _RETIRED)
             if unknown:
                 log.warning(
                     "ServingArgs version %s: ignoring fields this serving image does not know "
@@ -130,7 +150,7 @@ class ServingArgs(BaseModel):
 
     @property
     def queue_limit(self) -> int:
-        return self.max_queued_requests or 4 * self.max_batch_size
+        return self.max_queued_requests or QUEUE_FACTOR * self.max_batch_size
 
     @property
     def kv_sequences(self) -> int:
@@ -141,3 +161,13 @@ class ServingArgs(BaseModel):
         """Ray Serve's per-replica cap: above it, the proxy queues (the replica answers 429
         first, at ``max_batch_size + queue_limit``)."""
         return self.max_batch_size + self.queue_limit + self.ongoing_requests_headroom
+
+
+def deployment_options(args: ServingArgs, replica_resource: str | None = None) -> dict[str, Any]:
+    """Serve's options for the model deployment that follow from the arguments: the cluster's
+    render and ``ridgeline serve`` both deploy with these. ``replica_resource`` pins one
+    replica per worker pod (a custom Ray resource only the cluster's workers have)."""
+    actor: dict[str, Any] = {"num_gpus": args.gpus_per_replica, "num_cpus": args.num_cpus}
+    if replica_resource is not None:
+        actor["resources"] = {replica_resource: 1}
+    return {"max_ongoing_requests": args.max_ongoing_requests, "ray_actor_options": actor}

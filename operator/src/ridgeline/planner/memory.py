@@ -9,6 +9,11 @@ from __future__ import annotations
 import math
 
 from ridgeline.api.inference_model import Quantization
+
+# The usable share of GPU memory and the prefill chunk: defaults of the serving contract, which
+# the engine reads from ServingArgs, so they are written there once.
+from ridgeline.api.serving_args import PREFILL_CHUNK_TOKENS as PREFILL_CHUNK_TOKENS
+from ridgeline.api.serving_args import USABLE_MEMORY_FRACTION as USABLE_MEMORY_FRACTION
 from ridgeline.shape import ModelShape, TensorRole
 
 # LLM.int8: int8 weights plus one fp32 scale per output row (bnb's SCB).
@@ -22,12 +27,6 @@ NF4_DQ_ABSMAX_BYTES = 1
 NF4_DQ_BLOCK_SIZE = 256
 NF4_DQ_SCALE_BYTES = 4
 
-# What the allocator can hand out: the CUDA context, cuBLAS workspaces and fragmentation take
-# the rest (the 90% that reference section 3c assumes).
-USABLE_MEMORY_FRACTION = 0.90
-# Prompts are prefilled in chunks of at most this many tokens per step, so the prefill
-# activations do not grow with the context (transformers' continuous batching schedules so).
-PREFILL_CHUNK_TOKENS = 2048
 LOGITS_BYTES_PER_ELEMENT = 4  # logits are upcast to fp32 before sampling
 
 

@@ -17,8 +17,17 @@ import yaml
 
 from ridgeline.api.inference_model import POD_IDLE_S, InferenceModel, Placement
 from ridgeline.api.plan import Plan
+from ridgeline.api.serving_args import (
+    IMPORT_PATH,
+    ONGOING_HEADROOM,
+    PREFILL_CHUNK_TOKENS,
+    QUEUE_FACTOR,
+    SCHEMA_VERSION,
+    USABLE_MEMORY_FRACTION,
+    ServingArgs,
+    deployment_options,
+)
 from ridgeline.cold_start import wait_bound_seconds
-from ridgeline.planner import memory
 from ridgeline.planner.pools import NodePool
 from ridgeline.platform_config import PlatformConfig
 from ridgeline.quantity import parse_quantity
@@ -34,17 +43,11 @@ from ridgeline.render.security import (
     auth_options,
     build_network_policy,
 )
-from ridgeline_serving.args import IMPORT_PATH, SCHEMA_VERSION, ServingArgs
 
 SPEC_HASH = "ridgeline.dev/spec-hash"
 # Hash of what the RayCluster is made of (not its replica bounds): a change means new pods.
 CLUSTER_HASH = "ridgeline.dev/cluster-hash"
 DEPLOYMENT = "model"
-# Requests Serve's router holds per replica (at most) before it answers 503.
-QUEUE_FACTOR = 4
-# Requests Ray Serve lets through beyond batch + queue (health checks, /v1/models): they
-# reach the replica in ServingArgs.
-ONGOING_HEADROOM = 8
 # A replica Serve stops (downscaling) finishes its answers first for up to this long: the
 # longest answer (maxContextTokens) at the planned step, at least Serve's own 20 s default plus
 # margin, at most 10 minutes (a stuck request must not hold a GPU node for longer).
@@ -76,8 +79,8 @@ def serving_args_for(
         cache_dir=cache_dir,
         schema_version=SCHEMA_VERSION,
         max_batch_by_memory=max(plan.max_batch_by_memory, 1),
-        prefill_chunk_tokens=memory.PREFILL_CHUNK_TOKENS,
-        usable_memory_fraction=memory.USABLE_MEMORY_FRACTION,
+        prefill_chunk_tokens=PREFILL_CHUNK_TOKENS,
+        usable_memory_fraction=USABLE_MEMORY_FRACTION,
         num_cpus=replica_cpus,
         ongoing_requests_headroom=ONGOING_HEADROOM,
         planned_step_seconds=plan.predicted.step_seconds,
@@ -96,6 +99,7 @@ def serve_config(
     model: InferenceModel, plan: Plan, config: PlatformConfig, replica_cpus: int = 1
 ) -> dict[str, Any]:
     args = serving_args_for(model, plan, config.weights_cache_dir, replica_cpus)
+    options = deployment_options(args, REPLICA_RESOURCE)
     replicas = model.spec.replicas
     target = replicas.target_ongoing_requests or plan.batch_target
     return {
@@ -110,15 +114,12 @@ def serve_config(
                     {
                         "name": DEPLOYMENT,
                         # The batch, the next one and a few health checks (ServingArgs).
-                        "max_ongoing_requests": args.max_ongoing_requests,
-                        # Beyond this, Serve answers 503: a bounded queue, never a backlog.
+                        "max_ongoing_requests": options["max_ongoing_requests"],
+                        # Beyond this, Serve's router answers 503: a bounded queue, never a
+                        # backlog.
                         "max_queued_requests": QUEUE_FACTOR * plan.batch_target * replicas.max,
                         "graceful_shutdown_timeout_s": drain_seconds(model, plan),
-                        "ray_actor_options": {
-                            "num_gpus": args.gpus_per_replica,
-                            "num_cpus": args.num_cpus,
-                            "resources": {REPLICA_RESOURCE: 1},
-                        },
+                        "ray_actor_options": options["ray_actor_options"],
                         "autoscaling_config": {
                             "min_replicas": replicas.min,
                             # Start warm; scale to zero (min 0) only once idle.

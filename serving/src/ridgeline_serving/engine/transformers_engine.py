@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ridgeline.api import Quantization
+from ridgeline.api.serving_args import PREFILL_CHUNK_TOKENS, USABLE_MEMORY_FRACTION
 from ridgeline_serving.engine import kv_layers
 from ridgeline_serving.engine.base import (
     EngineStats,
@@ -113,8 +114,8 @@ class TransformersEngine:
         *,
         max_batch: int = 64,
         kv_tokens: int | None = None,
-        prefill_tokens: int = 2048,
-        usable_memory_fraction: float = 0.9,
+        prefill_tokens: int = PREFILL_CHUNK_TOKENS,
+        usable_memory_fraction: float = USABLE_MEMORY_FRACTION,
         on_step: Callable[[StepStats], None] | None = None,
         decode: DecodeMode = "auto",
     ) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import FastAPI
 from ray import serve
 
+from ridgeline.api.serving_args import ServingArgs, deployment_options
 from ridgeline_serving.app import ModelServer
-from ridgeline_serving.args import ServingArgs
 
 FAULT = "RuntimeError: CUDA error: an illegal memory access was encountered (injected)"
 
@@ -36,8 +36,7 @@ class BreakableServer(ModelServer.func_or_class):  # type: ignore[misc,name-defi
 
 def build_app(args: dict[str, Any]) -> serve.Application:
     parsed = ServingArgs.model_validate(args)
-    app: serve.Application = BreakableServer.options(
-        ray_actor_options={"num_gpus": 0, "num_cpus": parsed.num_cpus},
-        max_ongoing_requests=parsed.max_ongoing_requests,
-    ).bind(parsed.model_dump(mode="json"))
+    app: serve.Application = BreakableServer.options(**deployment_options(parsed)).bind(
+        parsed.model_dump(mode="json")
+    )
     return app
