@@ -197,6 +197,13 @@ class Prometheus:
     def query(self, expr: str) -> list[dict[str, Any]]:
         return list(self.api("query", query=expr)["result"])
 
+    def query_range(
+        self, expr: str, start: float, end: float, step_s: float = 1
+    ) -> list[dict[str, Any]]:
+        data = self.api("query_range", query=expr, start=str(start), end=str(end),
+                        step=str(step_s))  # fmt: skip
+        return list(data["result"])
+
     def wait_ready(self, timeout_s: float = 60) -> None:
         """Until the server answers (it opens its port after loading the TSDB and rules)."""
         deadline = time.monotonic() + timeout_s
