@@ -36,9 +36,12 @@ $(VENV)/.stamp-$(EXTRAS): pyproject.toml $(SERVING_PINS)
 
 venv: $(VENV)/.stamp-$(EXTRAS)
 
+# lint-imports: the layering contract in pyproject.toml (the pure core imports no I/O, the core
+# neither app).
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -53,7 +56,7 @@ test: lint typecheck
 	PYTHONFAULTHANDLER=1 $(VENV)/bin/pytest --durations=25
 
 crds: venv
-	$(PY) -m ridgeline.api.crd crds/ridgeline.dev_inferencemodels.yaml docs/crd-reference.md
+	$(PY) -m ridgeline.write_crd crds/ridgeline.dev_inferencemodels.yaml docs/crd-reference.md
 	cp crds/ridgeline.dev_inferencemodels.yaml charts/ridgeline/crds/
 
 chart-docs: venv

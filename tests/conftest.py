@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ridgeline.shape import ModelShape, read_model_shape
+from ridgeline.shape import ModelShape
+from ridgeline.shape.reader import read_model_shape
 from ridgeline_dev.checkpoints import write_skeleton
 
 REPO = Path(__file__).resolve().parents[1]

@@ -145,7 +145,7 @@ def bench_sizing(
     from ridgeline.api import InferenceModelSpec
     from ridgeline.planner import NodePool
     from ridgeline.planner.sizing import size
-    from ridgeline.shape import read_model_shape
+    from ridgeline.shape.reader import read_model_shape
 
     shape = read_model_shape(str(model_dir))
     if product == "cpu":

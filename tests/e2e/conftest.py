@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ridgeline.planner import load_pools
+from ridgeline.config_files import load_pools
 from ridgeline_dev import fleet
 from ridgeline_dev.cluster import ClusterState, down, dump_logs, kubectl, up
 

@@ -503,7 +503,7 @@ def test_prometheus_returns_data_for_every_dashboard_query(
     from ridgeline.api import InferenceModelSpec
     from ridgeline.api.inference_model import InferenceModelStatus, ReplicaStatus
     from ridgeline.planner import NodePool, plan_model
-    from ridgeline.shape import read_model_shape
+    from ridgeline.shape.reader import read_model_shape
     from ridgeline_operator import metrics as operator_metrics
     from tests.unit.test_chart import dashboard_exprs
 

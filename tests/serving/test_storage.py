@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ridgeline.shape import ShapeError, read_model_shape
+from ridgeline.shape.reader import ShapeError, read_model_shape
 from ridgeline.storage import StorageError, open_store
 from ridgeline.storage.download import IntegrityError, download_model
 from ridgeline.storage.hf import HFStore

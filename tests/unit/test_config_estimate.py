@@ -14,10 +14,10 @@ from typing import ClassVar
 import pytest
 
 from ridgeline.cli import main as ridgeline
-from ridgeline.shape import ParamsSource, ShapeError, TensorRole, read_model_shape
+from ridgeline.shape import ParamsSource, TensorRole
 from ridgeline.shape.config_estimate import estimate_model_shape
 from ridgeline.shape.plan_ahead import read_or_estimate_model_shape
-from ridgeline.shape.reader import NoWeightsError
+from ridgeline.shape.reader import NoWeightsError, ShapeError, read_model_shape
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_MODELS = sorted(p.name for p in (REPO / "examples" / "models").iterdir())

@@ -19,9 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ridgeline.api import InferenceModel
+from ridgeline.config_files import load_pools
 from ridgeline.manifest import ManifestError, load_inference_model
-from ridgeline.planner import InfeasiblePlanError, load_pools, plan_model
-from ridgeline.shape import ModelShape, ShapeError, read_model_shape
+from ridgeline.planner import InfeasiblePlanError, plan_model
+from ridgeline.shape import ModelShape
+from ridgeline.shape.reader import ShapeError, read_model_shape
 from ridgeline.storage import ObjectInfo, StorageError
 from ridgeline_dev.checkpoints import tensor_specs
 from tests.conftest import EXAMPLES

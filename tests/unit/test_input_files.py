@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from ridgeline.api import InferenceModel
+from ridgeline.config_files import load_platform_config, load_pools
 from ridgeline.manifest import ManifestError, load_inference_model
-from ridgeline.planner import PoolsFileError, load_pools
-from ridgeline.platform_config import ConfigError, load_platform_config
+from ridgeline.planner import PoolsFileError
+from ridgeline.platform_config import ConfigError
 from ridgeline.yamlfile import MAX_BYTES
 from tests.conftest import EXAMPLES
 

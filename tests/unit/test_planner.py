@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from ridgeline.api import Bound, InferenceModelSpec, Quantization
 from ridgeline.api.crd import build_crd
+from ridgeline.config_files import load_pools
 from ridgeline.manifest import load_inference_model
-from ridgeline.planner import InfeasiblePlanError, NodePool, gpu_counts, load_pools, plan_model
+from ridgeline.planner import InfeasiblePlanError, NodePool, gpu_counts, plan_model
 from ridgeline.planner import memory as mem
 from ridgeline_dev.demo_plans import EXAMPLE_MODELS
 from tests.conftest import EXAMPLES

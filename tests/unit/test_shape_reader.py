@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from ridgeline.shape import ShapeError, TensorRole, read_model_shape
+from ridgeline.shape import TensorRole
+from ridgeline.shape.reader import ShapeError, read_model_shape
 from ridgeline_dev.checkpoints import disk_usage_bytes, tensor_specs
 
 TINY = {

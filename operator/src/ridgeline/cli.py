@@ -1,4 +1,6 @@
-"""``ridgeline``: plan a model (and, as the product grows, render, serve and operate)."""
+"""``ridgeline``: plan, shape and render here; ``serve`` and ``operator`` live in the serving app
+and the operator, found through the ``ridgeline.commands`` entry points (the core never imports
+either package)."""
 
 from __future__ import annotations
 
@@ -6,19 +8,26 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import yaml
 
 from ridgeline.api.plan import Plan
+from ridgeline.config_files import load_pools
 from ridgeline.manifest import ManifestError, load_inference_model
-from ridgeline.planner import InfeasiblePlanError, PoolsFileError, load_pools, plan_model
+from ridgeline.planner import InfeasiblePlanError, PoolsFileError, plan_model
 from ridgeline.planner.report import options_table, plan_text
 from ridgeline.platform_config import ConfigError
-from ridgeline.shape import ModelShape, ShapeError, read_model_shape
+from ridgeline.shape import ModelShape
 from ridgeline.shape.config_estimate import estimate_reason
 from ridgeline.shape.plan_ahead import read_or_estimate_model_shape
+from ridgeline.shape.reader import ShapeError, read_model_shape
 from ridgeline.storage import StorageError
+
+# The entry-point group of the subcommands that live outside the core.
+COMMANDS = "ridgeline.commands"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,7 +126,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         from ridgeline.planner.plot import plot_plan
 
         try:
-            plot_plan(args.plot, name, shape, model.spec, plan, pool, args.batch)
+            image = plot_plan(
+                _image_format(args.plot), name, shape, model.spec, plan, pool, args.batch
+            )
+            # Rendered in memory, then written here: savefig into a path loses a failed write
+            # (the plot to /dev/full or onto a full disk reported success); a plain write raises.
+            args.plot.write_bytes(image)
         except (OSError, ValueError) as exc:  # a missing directory, an unknown image format
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             print(
@@ -126,6 +140,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             return 1
         print(f"roofline plot written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _image_format(path: Path) -> str:
+    """The image format savefig would infer from the file name; PNG where it names none."""
+    return path.suffix[1:].lower() or "png"
 
 
 def _positive_int(text: str) -> int:
@@ -156,32 +175,35 @@ def _cmd_shape(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _command(name: str, extra: str) -> Callable[..., int] | None:
+    """The ``ridgeline.commands`` entry point ``name`` (pyproject.toml), or None, saying which
+    extra to install, where its package or libraries are missing."""
+    found = next(iter(entry_points(group=COMMANDS, name=name)), None)
+    if found is None:
+        print(f"ridgeline {name}: no {COMMANDS} entry point; reinstall ridgeline", file=sys.stderr)
+        return None
     try:
-        from ridgeline_serving.local import LoadError, serve_forever
+        command: Callable[..., int] = found.load()
     except ImportError as exc:
         print(
-            f"ridgeline serve needs the serving extra: pip install 'ridgeline[serving]' ({exc})",
+            f"ridgeline {name} needs the {extra} extra: pip install 'ridgeline[{extra}]' ({exc})",
             file=sys.stderr,
         )
+        return None
+    return command
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    serve = _command("serve", "serving")
+    if serve is None:
         return 1
-    model = load_inference_model(args.model)
-    try:
-        return serve_forever(model, args.host, args.port, args.metrics_port, args.model_uri)
-    except InfeasiblePlanError as exc:
-        print(
-            f"ridgeline serve: {model.metadata.name}: infeasible on this machine: {exc}",
-            file=sys.stderr,
-        )
-        return 2
-    except LoadError as exc:
-        print(f"ridgeline serve: {model.metadata.name}: {exc}", file=sys.stderr)
-        return 1
+    return serve(load_inference_model(args.model), args)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from ridgeline.compat import IncompatibleError, choose_image
-    from ridgeline.platform_config import default_config, load_platform_config
+    from ridgeline.config_files import load_platform_config
+    from ridgeline.platform_config import default_config
     from ridgeline.render import build_rayservice
 
     model = load_inference_model(args.model)
@@ -215,9 +237,8 @@ _BlockDumper.add_representer(
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["operator"]:  # its own flags: hand them over untouched
-        from ridgeline_operator.main import main as operator_main
-
-        return operator_main(argv[1:])
+        operator = _command("operator", "operator")
+        return 1 if operator is None else operator(argv[1:])
     args = _parser().parse_args(argv)
     handlers = {
         "plan": _cmd_plan,

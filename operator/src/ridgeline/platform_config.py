@@ -3,14 +3,11 @@ image catalog, declared node pools, and the shape of the pods it renders."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from ridgeline.errors import format_validation_error, yaml_error_line
 from ridgeline.instance_shapes import products, smallest_per_gpu
 from ridgeline.node_prices import NodePrices
 from ridgeline.planner.pools import NodePool
@@ -164,22 +161,3 @@ def default_config() -> PlatformConfig:
 
 class ConfigError(ValueError):
     pass
-
-
-def load_platform_config(path: Path) -> PlatformConfig:
-    from ridgeline import yamlfile
-
-    try:
-        return PlatformConfig.model_validate(
-            yamlfile.load(yamlfile.read_capped(path, "config file").decode("utf-8"))
-        )
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
-    except yamlfile.TooLargeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file (invalid UTF-8 at byte {exc.start})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from exc
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid config:\n{format_validation_error(exc)}") from exc

@@ -16,8 +16,8 @@ from typing import Any
 import kopf
 
 from ridgeline.api.inference_model import GROUP, PLURAL, VERSION
+from ridgeline.config_files import load_platform_config
 from ridgeline.discovery import GFD
-from ridgeline.platform_config import load_platform_config
 from ridgeline.render.meta import MODEL_LABEL
 from ridgeline.render.rayservice import CLUSTER_HASH, SPEC_HASH
 from ridgeline_operator import (

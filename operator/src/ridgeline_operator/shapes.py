@@ -14,7 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from ridgeline.shape import ModelShape, ShapeError, read_model_shape
+from ridgeline.shape import ModelShape
+from ridgeline.shape.reader import ShapeError, read_model_shape
 from ridgeline.storage import StorageError
 from ridgeline_operator.credentials import CredentialsError, store_with
 

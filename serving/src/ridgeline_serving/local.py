@@ -17,7 +17,7 @@ from ridgeline.hardware import GIB, MIB
 from ridgeline.planner import NodePool, plan_model
 from ridgeline.planner.report import plan_text
 from ridgeline.render import serving_args_for
-from ridgeline.shape import read_model_shape
+from ridgeline.shape.reader import read_model_shape
 from ridgeline.storage import open_store
 from ridgeline.storage.download import DownloadStats, download_model
 from ridgeline.storage.progress import human_bytes

@@ -248,16 +248,3 @@ def _validations(schema: dict[str, Any]) -> list[dict[str, str]]:
     for sub in schema.get("properties", {}).values():
         out += _validations(sub)
     return out
-
-
-def main() -> None:
-    import sys
-    from pathlib import Path
-
-    Path(sys.argv[1]).write_text(render_crd_yaml())
-    if len(sys.argv) > 2:
-        Path(sys.argv[2]).write_text(render_reference_markdown())
-
-
-if __name__ == "__main__":
-    main()

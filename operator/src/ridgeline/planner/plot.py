@@ -1,10 +1,10 @@
 """``ridgeline plan --plot``: tokens/s against the batch, the roofs, the knee, B*, the plan, and
-measured points where the table in ``measurements`` has a sweep for this GPU and model size."""
+measured points where the table in ``measurements`` has a sweep for this GPU and model size.
+Rendered in memory: the caller writes the image (the planner does no I/O)."""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from ridgeline.api import InferenceModelSpec, Plan
 from ridgeline.planner import memory, roofline
@@ -17,14 +17,16 @@ from ridgeline.shape import ModelShape
 
 
 def plot_plan(
-    path: Path,
+    image_format: str,
     name: str,
     shape: ModelShape,
     spec: InferenceModelSpec,
     plan: Plan,
     pool: NodePool,
     batch: int | None = None,
-) -> None:
+) -> bytes:
+    """The plot as an image in ``image_format`` (``png``, ``svg``, ``pdf``...); matplotlib's
+    ValueError for a format it cannot write."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,16 +125,9 @@ def plot_plan(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    # Rendered in memory, then written here: savefig into a path loses a failed write (the
-    # plot to /dev/full or onto a full disk reported success), and a plain write raises it.
     image = io.BytesIO()
     try:
-        fig.savefig(image, dpi=110, format=_format(path))
+        fig.savefig(image, dpi=110, format=image_format)
     finally:
         plt.close(fig)
-    path.write_bytes(image.getvalue())
-
-
-def _format(path: Path) -> str:
-    """The image format savefig would infer from the file name; PNG where it names none."""
-    return path.suffix[1:].lower() or "png"
+    return image.getvalue()

@@ -4,10 +4,8 @@ operator discovers the same shape from nodes' GPU Feature Discovery labels."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,7 +18,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from ridgeline.errors import format_validation_error, yaml_error_line
+from ridgeline.errors import format_validation_error
 from ridgeline.hardware import CPU_PRODUCT, Accelerator, cpu_accelerator, lookup
 
 MIB = 2**20
@@ -186,23 +184,3 @@ def parse_pools(doc: object, source: str = "pools") -> list[NodePool]:
         except ValueError as exc:
             raise PoolsFileError(f"{source}: pool {pool.name!r}: {exc}") from exc
     return pools
-
-
-def load_pools(path: Path) -> list[NodePool]:
-    from ridgeline import yamlfile
-
-    try:
-        doc = yamlfile.load(yamlfile.read_capped(path, "pools file").decode("utf-8"))
-    except OSError as exc:
-        raise PoolsFileError(f"{path}: {exc.strerror or exc}") from exc
-    except yamlfile.TooLargeError as exc:
-        raise PoolsFileError(f"{path}: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise PoolsFileError(
-            f"{path}: not a text file (invalid UTF-8 at byte {exc.start})"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise PoolsFileError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from exc
-    except RecursionError as exc:
-        raise PoolsFileError(f"{path}: not valid YAML: nested too deeply") from exc
-    return parse_pools(doc, str(path))

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ridgeline.compat import max_cuda_for_driver
+from ridgeline.config_files import load_pools
 from ridgeline.hardware import GIB, MIB, lookup
-from ridgeline.planner import NodePool, load_pools
+from ridgeline.planner import NodePool
 
 FAKE = {"kwok.x-k8s.io/node": "fake"}
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
