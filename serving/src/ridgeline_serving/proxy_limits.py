@@ -19,7 +19,9 @@ descriptor it had. Serve's one hook into its proxy is ``RAY_SERVE_HTTP_PROXY_CAL
   and is closed.
 
 Refusals carry an OpenAI-shaped JSON error. The serving image sets the variable; the limits
-may be changed through ``RIDGELINE_PROXY_*`` variables (``HeadLimits.from_env``).
+may be changed through ``RIDGELINE_PROXY_*`` variables (``HeadLimits.from_env``). ``install``
+also returns the proxy's middleware that bounds the wait for a starting model
+(``cold_start_guard``).
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ import weakref
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import httptools
 import uvicorn.config
+from starlette.middleware import Middleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from ridgeline_serving.cold_start_guard import ColdStartBound, ColdStartGuard, env_for
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK = "ridgeline_serving.proxy_limits:install"
@@ -219,15 +224,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def install() -> list[Any]:
+def install() -> list[Middleware]:
     """Serve's proxy callback: uvicorn's ``auto`` HTTP protocol becomes the limited one (the
-    proxy's server is made after this runs). No middlewares."""
+    proxy's server is made after this runs), and where the environment bounds the wait for a
+    starting model, the proxy's one middleware enforces it (``cold_start_guard``)."""
     LimitedHttpToolsProtocol.limits = HeadLimits.from_env(os.environ)
     uvicorn.config.HTTP_PROTOCOLS["auto"] = f"{__name__}:LimitedHttpToolsProtocol"
-    return []
+    bound = ColdStartBound.from_env(os.environ)
+    return [] if bound is None else [Middleware(ColdStartGuard, bound=bound)]
 
 
-def proxy_env() -> dict[str, str]:
+def proxy_env(
+    cold_start_wait_s: float | None = None, predicted_cold_start_s: float | None = None
+) -> dict[str, str]:
     """The environment a process that starts Ray gives it, so its Serve proxies call
-    ``install`` (the serving image sets the same in its ``ENV``)."""
-    return {CALLBACK_ENV: CALLBACK}
+    ``install`` (the serving image sets the same in its ``ENV``) with the wait bound for a
+    starting model, if any (``ServingArgs.cold_start_wait_s``)."""
+    return {CALLBACK_ENV: CALLBACK, **env_for(cold_start_wait_s, predicted_cold_start_s)}

@@ -112,7 +112,14 @@ def _run(spec: dict[str, Any]) -> None:
     os.environ.setdefault("RAY_metrics_report_interval_ms", "500")
     from ridgeline_serving.proxy_limits import proxy_env
 
-    os.environ.update(proxy_env())  # Serve's proxy with the serving image's head limits
+    # Serve's proxy with the serving image's head limits, and the wait bound for a starting
+    # model where an app's args set one (the proxy is shared: the first app's bound holds)
+    bounds = [
+        (args["cold_start_wait_s"], args.get("predicted_cold_start_s"))
+        for _, args in spec["apps"].values()
+        if args.get("cold_start_wait_s") is not None
+    ]
+    os.environ.update(proxy_env(*(bounds[0] if bounds else (None, None))))
     import ray
     from ray import serve
 
