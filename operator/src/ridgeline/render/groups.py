@@ -79,6 +79,7 @@ def worker_group(
         "env": [
             {"name": "RIDGELINE_CACHE_DIR", "value": config.weights_cache_dir},
             pods.LOG_TO_STDERR,
+            *pods.cold_start_env(plan),
         ],
         # KubeRay's worker readiness probe asks Serve's proxy on the port named "serve"
         # (8000 where none is named): a worker must name the port the proxy listens on.
@@ -122,8 +123,10 @@ def worker_group(
 
 
 def head_group(
-    model: InferenceModel, placement: Placement, config: PlatformConfig
+    model: InferenceModel, placement: Placement, config: PlatformConfig, plan: Plan
 ) -> dict[str, Any]:
+    """``plan`` gives the head's Serve proxy the wait bound for a starting model: with no
+    replica running (scaled to zero) the head's proxy is the one that takes requests."""
     res = {"cpu": config.head_resources.cpu, "memory": config.head_resources.memory}
     image = config.head_image or placement.image
     spec: dict[str, Any] = {
@@ -148,7 +151,7 @@ def head_group(
                         "name": "ray-head",
                         "image": image,
                         "resources": {"limits": res, "requests": dict(res)},
-                        "env": [pods.LOG_TO_STDERR, NO_GPUS],
+                        "env": [pods.LOG_TO_STDERR, NO_GPUS, *pods.cold_start_env(plan)],
                         "ports": [
                             {"name": "gcs", "containerPort": 6379},
                             {"name": "dashboard", "containerPort": DASHBOARD_PORT},

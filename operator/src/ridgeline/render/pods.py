@@ -9,6 +9,7 @@ from typing import Any
 
 from ridgeline.api.inference_model import Quantization
 from ridgeline.api.plan import Plan
+from ridgeline.cold_start import wait_bound_seconds
 from ridgeline.instance_shapes import smallest_per_gpu
 from ridgeline.planner.pools import GIB, NodePool
 from ridgeline.platform_config import PlatformConfig
@@ -18,6 +19,11 @@ RAY_UID = 1000  # the serving image's user
 # container's stderr instead, so `kubectl logs` (and a cluster's log collector) shows the
 # replica's download progress and start-up breakdown. KubeRay's samples set it the same way.
 LOG_TO_STDERR = {"name": "RAY_LOG_TO_STDERR", "value": "1"}
+# The wait bound for a starting model, for Serve's proxy on every Ray pod (the proxy, not the
+# replica, holds a request while no replica runs): ridgeline_serving.cold_start_guard reads
+# these names (a unit test holds them equal).
+COLD_START_WAIT_ENV = "RIDGELINE_COLD_START_WAIT_S"
+PREDICTED_COLD_START_ENV = "RIDGELINE_PREDICTED_COLD_START_S"
 CACHE_VOLUME = "weights-cache"
 # Beyond the checkpoint: tokenizer files, Ray's session directory and logs in /tmp/ray.
 CACHE_HEADROOM_BYTES = 2 * GIB
@@ -49,6 +55,17 @@ def pod_spec_extras(config: PlatformConfig) -> dict[str, Any]:
     if config.image_pull_secrets:
         extras["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
     return extras
+
+
+def cold_start_env(plan: Plan) -> list[dict[str, str]]:
+    """The proxy's wait bound for a starting replica, from the plan's predicted cold start
+    (none before the operator predicts one)."""
+    if plan.cold_start is None:
+        return []
+    return [
+        {"name": COLD_START_WAIT_ENV, "value": f"{wait_bound_seconds(plan.cold_start):g}"},
+        {"name": PREDICTED_COLD_START_ENV, "value": f"{plan.cold_start.seconds:g}"},
+    ]
 
 
 def container_security_context() -> dict[str, Any]:

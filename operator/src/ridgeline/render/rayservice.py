@@ -180,7 +180,7 @@ def build_rayservice(
             "upscalingMode": "Default",
             "securityContext": pods.container_security_context(),
         },
-        "headGroupSpec": head_group(model, placement, config),
+        "headGroupSpec": head_group(model, placement, config, plan),
         "workerGroupSpecs": [worker_group(model, plan, placement, config, pool, cache_bytes)],
     }
     auth = auth_options(model, config)
