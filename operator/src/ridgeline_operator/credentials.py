@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from ridgeline.storage import ObjectStore, StorageError, open_store, parse_model_uri
+from ridgeline.storage import ObjectStore, open_store, parse_model_uri
 from ridgeline_operator.kube import REQUEST_TIMEOUT_S
 
 # The keys the serving pods read from the same Secret (as environment variables).
@@ -64,10 +64,10 @@ def store_with(uri: str, creds: Mapping[str, str]) -> ObjectStore:
     """The store for ``uri``, authenticated with ``creds`` instead of the process environment."""
     parsed = parse_model_uri(uri)
     if parsed.scheme in ("s3", "gs"):
-        from ridgeline.storage.s3 import S3Store
+        from ridgeline.storage.s3 import S3Store, s3_client
 
         return S3Store(
-            parsed.scheme, parsed.authority, parsed.path, client=_s3_client(parsed.scheme, creds)
+            parsed.scheme, parsed.authority, parsed.path, client=s3_client(parsed.scheme, creds)
         )
     if parsed.scheme == "hf":
         from ridgeline.storage.hf import HFStore
@@ -80,30 +80,3 @@ def store_with(uri: str, creds: Mapping[str, str]) -> ObjectStore:
             endpoint=creds.get("HF_ENDPOINT"),
         )
     return open_store(parsed)
-
-
-def _s3_client(scheme: str, creds: Mapping[str, str]) -> Any:
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError as exc:
-        raise StorageError(f"{scheme}:// needs boto3: pip install 'ridgeline[storage]'") from exc
-    from ridgeline.storage.s3 import GCS_XML_ENDPOINT
-
-    endpoint = creds.get("AWS_ENDPOINT_URL")
-    if scheme == "gs":
-        endpoint = creds.get("GCS_ENDPOINT_URL", GCS_XML_ENDPOINT)
-    # A session of its own: nothing from the operator's environment or files mixes in.
-    session = boto3.session.Session(
-        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=creds.get("AWS_SESSION_TOKEN"),
-        region_name=creds.get("AWS_REGION", creds.get("AWS_DEFAULT_REGION", "us-east-1")),
-    )
-    return session.client(
-        "s3",
-        endpoint_url=endpoint,
-        config=Config(
-            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
-        ),
-    )

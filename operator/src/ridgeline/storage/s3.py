@@ -11,7 +11,7 @@ only one gets an error that says so rather than an anonymous request.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ridgeline.storage.base import CHUNK_BYTES, ObjectInfo, StorageError
@@ -24,7 +24,7 @@ class S3Store:
         self._scheme = scheme
         self._bucket = bucket
         self._prefix = prefix.strip("/")
-        self._client = client or _client(scheme)
+        self._client = client or s3_client(scheme)
 
     @property
     def root_uri(self) -> str:
@@ -107,9 +107,9 @@ class S3Store:
 SERVICE_ACCOUNT_VARS = ("GOOGLE_APPLICATION_CREDENTIALS_JSON", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
-def _check_gcs_credentials() -> None:
-    offered = [v for v in SERVICE_ACCOUNT_VARS if os.environ.get(v)]
-    if offered and not os.environ.get("AWS_ACCESS_KEY_ID"):
+def _check_gcs_credentials(env: Mapping[str, str]) -> None:
+    offered = [v for v in SERVICE_ACCOUNT_VARS if env.get(v)]
+    if offered and not env.get("AWS_ACCESS_KEY_ID"):
         raise StorageError(
             f"gs:// reads use a GCS HMAC key as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; "
             f"{offered[0]} (a service-account key) is not supported: create an HMAC key for the "
@@ -117,9 +117,18 @@ def _check_gcs_credentials() -> None:
         )
 
 
-def _client(scheme: str) -> Any:
+def s3_client(scheme: str, creds: Mapping[str, str] | None = None) -> Any:
+    """The one S3 client builder (``s3://`` and ``gs://``): from the process environment as boto3
+    reads it (serving pods, ``ridgeline serve``), or from ``creds`` alone (the operator reading a
+    model's credentialsSecret: nothing of its own environment or files mixes in).
+
+    Retries: 5 attempts in adaptive mode, the weight download's, kept over the operator's former
+    3 in standard mode: adaptive mode also slows the client when the store throttles (503
+    SlowDown), which parallel ranged GETs meet first, and a shape read retried twice more costs
+    seconds at most."""
+    env: Mapping[str, str] = os.environ if creds is None else creds
     if scheme == "gs":
-        _check_gcs_credentials()
+        _check_gcs_credentials(env)
     try:
         import boto3
         from botocore.config import Config
@@ -132,13 +141,20 @@ def _client(scheme: str) -> Any:
             connect_timeout=5,
             read_timeout=60,
         ),
+        "region_name": env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
     }
     if scheme == "gs":
-        kwargs["endpoint_url"] = os.environ.get("GCS_ENDPOINT_URL", GCS_XML_ENDPOINT)
-    kwargs["region_name"] = os.environ.get(
-        "AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+        kwargs["endpoint_url"] = env.get("GCS_ENDPOINT_URL", GCS_XML_ENDPOINT)
+    elif creds is not None and creds.get("AWS_ENDPOINT_URL"):
+        kwargs["endpoint_url"] = creds["AWS_ENDPOINT_URL"]  # from the environment boto3 reads it
+    if creds is None:
+        return boto3.client("s3", **kwargs)
+    session = boto3.session.Session(
+        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=creds.get("AWS_SESSION_TOKEN"),
     )
-    return boto3.client("s3", **kwargs)
+    return session.client("s3", **kwargs)
 
 
 def _describe(exc: Exception) -> str:
