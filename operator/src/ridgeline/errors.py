@@ -6,12 +6,15 @@ import yaml
 from pydantic import ValidationError
 
 
+def validation_errors(exc: ValidationError) -> list[tuple[str | None, str]]:
+    """Each of pydantic's errors as (the field's dotted path, None for the whole document; its
+    message): the files' errors below and the serving API's 400s are written from these."""
+    return [(".".join(str(p) for p in err["loc"]) or None, err["msg"]) for err in exc.errors()]
+
+
 def format_validation_error(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(root)"
-        lines.append(f"  {where}: {err['msg']}")
-    return "\n".join(lines)
+    """One line per error: ``  spec.replicas.max: Input should be ...``."""
+    return "\n".join(f"  {where or '(root)'}: {msg}" for where, msg in validation_errors(exc))
 
 
 def yaml_error_line(exc: yaml.YAMLError) -> str:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from ridgeline.api.serving_args import ServingArgs
+from ridgeline.errors import validation_errors
 from ridgeline_serving import openai_api as oa
 from ridgeline_serving.chat_template import ChatTemplateError, ChatTemplateTimeoutError
 from ridgeline_serving.engine import Engine, TokenLogprob
@@ -228,12 +229,9 @@ class OpenAIServer:
         return completion, self.engine.encode_prompt(completion.text)
 
     def _error(self, route: str, exc: Exception) -> JSONResponse:
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first["loc"]) or None
-            exc = oa.ApiError(
-                400, f"{param}: {first['msg']}" if param else first["msg"], param=param
-            )
+        if isinstance(exc, ValidationError):  # the first error, as the files name theirs
+            param, message = validation_errors(exc)[0]
+            exc = oa.ApiError(400, f"{param}: {message}" if param else message, param=param)
         assert isinstance(exc, oa.ApiError)
         self.metrics.request(route, exc.status)
         return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
