@@ -49,13 +49,6 @@ JOIN_WAIT_STEPS = 1
 JOIN_BATCH = 4
 
 
-class PrefillJob(Protocol):
-    @property
-    def rows(self) -> int: ...
-
-    def step(self, budget_tokens: int) -> tuple[int, torch.Tensor | None]: ...
-
-
 class ModelRunner(Protocol):
     device: torch.device
 
