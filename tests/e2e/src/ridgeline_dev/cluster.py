@@ -28,6 +28,7 @@ from typing import Any, Literal
 from ridgeline_dev import node
 from ridgeline_dev.s3server import minio_argv, minio_env
 from ridgeline_dev.s3server import ready as s3_ready
+from ridgeline_dev.servers import start_on_free_ports
 from ridgeline_dev.toolchain import MODULES, cache_root, ensure_all, module_source_dir
 
 REPO = Path(__file__).resolve().parents[4]
@@ -238,8 +239,6 @@ def up(
             "s3",
             "s3-console",
             "kwok",
-            "ray-metrics",
-            "ray-probe",
             "kubelet",
             "kubelet-healthz",
             "proxy-healthz",
@@ -406,31 +405,62 @@ def up(
     for crd in crds:
         _wait("CRD " + crd, lambda crd=crd: _established(state, crd), 60, state, "kube-apiserver")
     if with_kuberay:
-        launcher.start(
-            "kuberay-operator",
-            [
-                str(bins["kuberay-operator"]),
-                f"--metrics-addr=127.0.0.1:{ports['ray-metrics']}",
-                f"--health-probe-bind-address=127.0.0.1:{ports['ray-probe']}",
-                "--enable-leader-election=false",
-                # Reach Ray heads through the API server's proxy (loopback), not cluster DNS.
-                "--use-kubernetes-proxy",
-            ],
-            env=state.env(),
-        )
+        _start_kuberay(launcher, bins["kuberay-operator"])
     if with_s3:
-        launcher.start(
+        s3 = start_on_free_ports(
             "minio",
-            minio_argv(workdir / "s3", ports["s3"], ports["s3-console"]),
-            env=minio_env(state.s3_access_key, state.s3_secret_key),
+            ("s3", "s3-console"),
+            free_port,
+            lambda p: launcher.start(
+                "minio",
+                minio_argv(workdir / "s3", p["s3"], p["s3-console"]),
+                env=minio_env(state.s3_access_key, state.s3_secret_key),
+            ),
+            lambda: launcher.alive("minio"),
+            lambda p: s3_ready(f"http://127.0.0.1:{p['s3']}"),
+            state.logs / "minio.log",
         )
-        _wait("minio", lambda: s3_ready(state.s3_endpoint), 60, state, "minio")
+        state.s3_endpoint = f"http://127.0.0.1:{s3['s3']}"
     kubectl(state, "create", "namespace", "ridgeline-e2e", check=False)
     if real_node:
         node.join(state, launcher, bins, ports)
     state.save()
     print(f"[cluster] up in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return state
+
+
+def _start_kuberay(launcher: Launcher, binary: Path) -> None:
+    """KubeRay's operator, up once its probe and metrics servers answer (both bound: a taken
+    port makes it exit, and it is started again on fresh ones)."""
+
+    def start(ports: dict[str, int]) -> None:
+        launcher.start(
+            "kuberay-operator",
+            [
+                str(binary),
+                f"--metrics-addr=127.0.0.1:{ports['metrics']}",
+                f"--health-probe-bind-address=127.0.0.1:{ports['probe']}",
+                "--enable-leader-election=false",
+                # Reach Ray heads through the API server's proxy (loopback), not cluster DNS.
+                "--use-kubernetes-proxy",
+            ],
+            env=launcher.state.env(),
+        )
+
+    def ready(ports: dict[str, int]) -> bool:
+        return _http_ok(f"http://127.0.0.1:{ports['probe']}/readyz") and _http_ok(
+            f"http://127.0.0.1:{ports['metrics']}/metrics"
+        )
+
+    start_on_free_ports(
+        "kuberay-operator",
+        ("metrics", "probe"),
+        free_port,
+        start,
+        lambda: launcher.alive("kuberay-operator"),
+        ready,
+        launcher.state.logs / "kuberay-operator.log",
+    )
 
 
 def kuberay_crds() -> list[Path]:
