@@ -1,17 +1,38 @@
+{{- /* The chart's name in labels and selectors (nameOverride). */}}
+{{- define "ridgeline.name" -}}
+{{- default "ridgeline" .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- /* The operator's objects: Deployment, Service, ConfigMap, ClusterRole... (fullnameOverride). */}}
 {{- define "ridgeline.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
 {{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* What the Deployment, the Service and the ServiceMonitor select the operator's pod by:
+immutable in a Deployment, so these two labels only. */}}
+{{- define "ridgeline.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ridgeline.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "ridgeline.labels" -}}
-app.kubernetes.io/name: ridgeline
-app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "ridgeline.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{- /* The operator's ServiceAccount: the chart's (serviceAccount.create) or one that exists. */}}
 {{- define "ridgeline.serviceAccountName" -}}
-ridgeline-operator
+{{- if .Values.serviceAccount.create -}}
+{{- default "ridgeline-operator" .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
 {{- end -}}
 
 
