@@ -77,7 +77,6 @@ def worker_group(
         "image": placement.image,
         "resources": {"limits": limits, "requests": requests},
         "env": [
-            {"name": "RIDGELINE_CACHE_DIR", "value": config.weights_cache_dir},
             pods.LOG_TO_STDERR,
             *pods.cold_start_env(plan),
         ],
