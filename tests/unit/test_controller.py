@@ -17,6 +17,7 @@ from ridgeline.controller import Observed, decide
 from ridgeline.discovery import discover_pools, merge_pools
 from ridgeline.planner import NodePool
 from ridgeline.platform_config import PlatformConfig, ServingImage, default_config
+from ridgeline.rayservice_view import RayServiceView
 from ridgeline.render import build_rayservice
 from ridgeline.render.affinity import gpu_node_affinity
 from ridgeline_dev.fleet import node_manifests
@@ -176,7 +177,7 @@ def _observed(
         pools=pools,
         shape=shape,
         shape_error=None,
-        rayservice=rs,
+        rayservice=None if rs is None else RayServiceView.from_object(rs),
     )
 
 

@@ -18,6 +18,7 @@ from ridgeline.compat import choose_image
 from ridgeline.controller import Observed, decide
 from ridgeline.planner import NodePool, plan_model
 from ridgeline.platform_config import PlatformConfig, default_config
+from ridgeline.rayservice_view import RayServiceView
 from ridgeline.render import build_rayservice
 from ridgeline.render.rayservice import CLUSTER_HASH, REPLICA_RESOURCE
 from ridgeline.render.security import build_network_policy, build_ray_token_secret
@@ -256,7 +257,7 @@ def _observe(model: InferenceModel, shape: ModelShape, running: dict[str, Any] |
         pools=[L4],
         shape=shape,
         shape_error=None,
-        rayservice=running,
+        rayservice=None if running is None else RayServiceView.from_object(running),
     )
 
 

@@ -33,6 +33,7 @@ from ridgeline.planner import InfeasiblePlanError, NodePool, plan_model
 from ridgeline.planner.report import options_table
 from ridgeline.platform_config import PlatformConfig
 from ridgeline.pool_checks import cache_fit_error, nodes_condition
+from ridgeline.rayservice_view import RayServiceView, WorkerCounts
 from ridgeline.render.pods import cache_bytes_estimate
 from ridgeline.render.rayservice import (
     CLUSTER_HASH,
@@ -65,9 +66,9 @@ class Observed:
     pools: list[NodePool]
     shape: ModelShape | None
     shape_error: str | None
-    rayservice: dict[str, Any] | None
-    # RayCluster status by name, for the clusters the RayService names (pending or active)
-    rayclusters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rayservice: RayServiceView | None
+    # The RayClusters' own worker counts, for the clusters the RayService names
+    rayclusters: dict[str, WorkerCounts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,29 +129,23 @@ def _plan_still_holds(plan: Plan, pools: list[NodePool]) -> bool:
 
 
 def _ready(
-    rs: dict[str, Any] | None, clusters: dict[str, dict[str, Any]]
+    rs: RayServiceView | None, clusters: dict[str, WorkerCounts]
 ) -> tuple[Status, Reason, str, ReplicaStatus | None]:
     if rs is None:
         return "False", Reason.RAYSERVICE_MISSING, "no RayService yet", None
-    status = rs.get("status") or {}
-    cluster: dict[str, Any] = {}
-    for key in ("activeServiceStatus", "pendingServiceStatus"):
-        side = status.get(key) or {}
-        name = side.get("rayClusterName")
-        if name:
-            # The RayCluster's own status is current; the copy in the RayService may lag.
-            cluster = clusters.get(name) or side.get("rayClusterStatus") or {}
-            break
-    replicas = ReplicaStatus(
-        desired=int(cluster.get("desiredWorkerReplicas") or 0),
-        ready=int(cluster.get("readyWorkerReplicas") or 0),
-    )
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    workers = WorkerCounts()
+    if rs.clusters:
+        first = rs.clusters[0]
+        # The RayCluster's own status is current; the copy in the RayService may lag.
+        own = clusters.get(first.name)
+        workers = own if own is not None and own.reported else first.workers
+    replicas = ReplicaStatus(desired=workers.desired, ready=workers.ready)
+    ready = rs.ready
     if ready is None:
         return "False", Reason.RAYSERVICE_STARTING, "waiting for KubeRay to report", replicas
-    said = ": ".join(p for p in (ready.get("reason"), ready.get("message")) if p)
+    said = ": ".join(p for p in (ready.reason, ready.message) if p)
     message = f"KubeRay: {said}" if said else ""
-    if ready.get("status") == "True":
+    if ready.status == "True":
         return "True", Reason.READY, message, replicas
     return "False", Reason.NOT_READY, message, replicas
 
@@ -162,12 +157,7 @@ class _Children:
     replace_clusters: list[str] = field(default_factory=list)
 
 
-def _children(
-    obs: Observed,
-    config: PlatformConfig,
-    manifest: dict[str, Any],
-    current: dict[str, Any],
-) -> _Children:
+def _children(obs: Observed, config: PlatformConfig, manifest: dict[str, Any]) -> _Children:
     model = obs.model
     token_secret = build_ray_token_secret(model, obs.uid) if config.ray_token_auth else None
     policy = build_network_policy(model, config, obs.uid)
@@ -177,13 +167,9 @@ def _children(
     if (
         config.upgrade_strategy == "Recreate"
         and obs.rayservice is not None
-        and current.get(CLUSTER_HASH) != new_cluster
+        and obs.rayservice.cluster_hash != new_cluster
     ):
-        status = obs.rayservice.get("status") or {}
-        for side in ("activeServiceStatus", "pendingServiceStatus"):
-            name = (status.get(side) or {}).get("rayClusterName")
-            if name:
-                replace_clusters.append(name)
+        replace_clusters = obs.rayservice.cluster_names
     return _Children(token_secret, owned, replace_clusters)
 
 
@@ -330,7 +316,6 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
         pool=pool,
         checkpoint_bytes=checkpoint,
     )
-    current = ((obs.rayservice or {}).get("metadata") or {}).get("annotations") or {}
     wanted = manifest["metadata"]["annotations"][SPEC_HASH]
     conds = set_condition(
         conds,
@@ -343,6 +328,7 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
     )
     # Without the shape (a kept plan, storage unreachable) the cache size would be a guess:
     # leave a running service as it is rather than restart it for that.
-    if current.get(SPEC_HASH) != wanted and (obs.shape is not None or not running):
-        return finish(Result.APPLIED, manifest, _children(obs, config, manifest, current))
+    current = obs.rayservice.spec_hash if obs.rayservice is not None else None
+    if current != wanted and (obs.shape is not None or not running):
+        return finish(Result.APPLIED, manifest, _children(obs, config, manifest))
     return finish(Result.UNCHANGED)

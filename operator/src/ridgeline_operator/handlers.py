@@ -18,8 +18,8 @@ import kopf
 from ridgeline.api.inference_model import GROUP, PLURAL, VERSION
 from ridgeline.config_files import load_platform_config
 from ridgeline.discovery import GFD
+from ridgeline.rayservice_view import RayServiceView, WorkerCounts
 from ridgeline.render.meta import MODEL_LABEL
-from ridgeline.render.rayservice import CLUSTER_HASH, SPEC_HASH
 from ridgeline_operator import (
     api_session,  # noqa: F401  (its login handler: a bounded pool)
     kube,
@@ -114,37 +114,15 @@ async def _derive_pools() -> None:
 # ---- RayServices and RayClusters: Ridgeline's only, mapped to their InferenceModel -------------
 
 
-def _rayservice_view(meta: kopf.Meta, status: kopf.Status) -> dict[str, Any]:
+def _rayservice_view(meta: kopf.Meta, status: kopf.Status) -> RayServiceView:
     """What a reconcile reads of a RayService (the rest of it stays out of memory)."""
-    sides = {
-        side: {
-            "rayClusterName": (status.get(side) or {}).get("rayClusterName"),
-            "rayClusterStatus": {
-                k: v
-                for k, v in ((status.get(side) or {}).get("rayClusterStatus") or {}).items()
-                if k in ("desiredWorkerReplicas", "readyWorkerReplicas")
-            },
-        }
-        for side in ("activeServiceStatus", "pendingServiceStatus")
-        if status.get(side)
-    }
-    ready = [
-        {k: c.get(k) for k in ("type", "status", "reason", "message")}
-        for c in status.get("conditions") or []
-        if c.get("type") == "Ready"
-    ]
-    return {
-        "metadata": {
-            "annotations": {k: meta.annotations.get(k) for k in (SPEC_HASH, CLUSTER_HASH)}
-        },
-        "status": {**sides, **({"conditions": ready} if ready else {})},
-    }
+    return RayServiceView.from_object(
+        {"metadata": {"annotations": dict(meta.annotations)}, "status": dict(status)}
+    )
 
 
-def _raycluster_view(status: kopf.Status) -> dict[str, Any]:
-    return {
-        k: v for k, v in status.items() if k in ("desiredWorkerReplicas", "readyWorkerReplicas")
-    }
+def _raycluster_view(status: kopf.Status) -> WorkerCounts:
+    return WorkerCounts.from_status(status)
 
 
 @kopf.index("ray.io", "v1", "rayservices", labels=OWNED)

@@ -18,6 +18,7 @@ from ridgeline.api.inference_model import InferenceModel, InferenceModelStatus
 from ridgeline.conditions import ConditionType, is_true
 from ridgeline.controller import Decision, Observed, decide
 from ridgeline.platform_config import PlatformConfig, default_config
+from ridgeline.rayservice_view import RayServiceView, WorkerCounts
 from ridgeline_operator import children, kube, metrics
 from ridgeline_operator.credentials import read_credentials
 from ridgeline_operator.node_pools import PoolCache
@@ -87,13 +88,12 @@ def observe(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Observed:
     )
     source = model.spec.model
     shape, shape_error = STATE.shapes.get(source.uri, ns, source.credentials_secret)
-    running: dict[str, Any] | None = next(iter(rayservices.get((ns, name), [])), None)
-    clusters: dict[str, dict[str, Any]] = {}
-    rs_status: dict[str, Any] = (running or {}).get("status") or {}
-    for side in ("activeServiceStatus", "pendingServiceStatus"):
-        cname = (rs_status.get(side) or {}).get("rayClusterName")
-        if cname and (ns, cname) in rayclusters:
-            clusters[cname] = next(iter(rayclusters[(ns, cname)]), {})
+    running: RayServiceView | None = next(iter(rayservices.get((ns, name), [])), None)
+    clusters = {
+        cname: next(iter(rayclusters[(ns, cname)]), WorkerCounts())
+        for cname in (running.cluster_names if running is not None else [])
+        if (ns, cname) in rayclusters
+    }
     return Observed(
         model=model,
         generation=int(meta.get("generation") or 0),
