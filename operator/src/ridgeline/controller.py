@@ -1,7 +1,8 @@
 """The reconcile decision, pure: from what the operator observed (the InferenceModel, the node
 pools, the model's shape, the RayService now running) to the status to write, the RayService
 to apply (if any) and the Events to post, and what all of that becomes if the API server
-refuses the apply. The operator package does the I/O around it."""
+refuses the apply. The operator package does the I/O around it. Over 300 lines: one decision,
+read top to bottom (plan, check, render, status)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 What triggers a pass: a change of an InferenceModel's spec (kopf's create/update/resume
 handlers); a change of its RayService or RayClusters, or of the node pool it is planned on
-(an in-memory wake-up of that model's daemon); and a slow resync, spread at random."""
+(an in-memory wake-up of that model's daemon); and a slow resync, spread at random.
+Over 300 lines: kopf registers handlers at import, and one module holds them all."""
 
 from __future__ import annotations
 

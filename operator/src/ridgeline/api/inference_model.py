@@ -3,6 +3,7 @@
 Every cross-field rule lives twice on purpose: as a pydantic validator (so ``ridgeline plan``
 refuses what the API server would) and as a CEL rule in ``x-kubernetes-validations`` (so the
 API server refuses it before the operator sees it). tests/unit/test_crd.py keeps them in step.
+Over 300 lines for that reason: a validator and its CEL rule sit side by side.
 """
 
 from __future__ import annotations
