@@ -391,3 +391,19 @@ def test_row_parameters_past_the_vocabulary_are_the_vocabulary() -> None:
     assert checked(row(seed=-(2**200)), 500).seed == -(2**200)  # wraps as every seed does
     with pytest.raises(ValueError, match="temperature"):
         checked(row(temperature=float("nan")), 500)
+
+
+def test_a_batch_of_new_rows_is_sampled_with_its_own_parameters() -> None:
+    """The per-row constants are kept from one step to the next while the rows are the same
+    objects: new rows at the same positions (a batch that turned over) must not get the old
+    rows' parameters, and a kept row's arrays must not carry an earlier step's edits."""
+    logits = torch.zeros(2, 50)
+    logits[:, 7] = 30.0  # the end of sequence, near certain
+    held = [replace(row(temperature=0), min_tokens=3, eos_ids=(7,)) for _ in range(2)]
+    assert 7 not in sample(logits, held).tokens
+    assert 7 not in sample(logits, held).tokens  # the same rows again: the kept constants
+    free = [replace(row(temperature=0), min_tokens=0, eos_ids=(7,)) for _ in range(2)]
+    assert sample(logits, free).tokens == [7, 7]
+    table = sampling._Table.of(free)
+    table.min_tokens[:] = 5  # a draw that wrote into its table must not reach the next step
+    assert sampling._Table.of(free).min_tokens.tolist() == [0, 0]
