@@ -55,3 +55,14 @@ def test_the_operator_reads_with_the_secret_alone() -> None:
 def test_gs_goes_to_the_xml_endpoint_either_way() -> None:
     assert _operator_client("gs://bucket/m").meta.endpoint_url == GCS_XML_ENDPOINT
     assert s3_client("gs").meta.endpoint_url == GCS_XML_ENDPOINT
+
+
+def test_the_pods_client_reads_the_environment_as_it_is_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """boto3's default session keeps the first credentials it resolved: a client built after the
+    environment changed must not sign with the old ones (a full test run made the MinIO
+    credentials of an earlier test stick)."""
+    s3_client("s3")._request_signer._credentials.access_key  # noqa: B018  # resolves them
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "changed")
+    assert s3_client("s3")._request_signer._credentials.access_key == "changed"

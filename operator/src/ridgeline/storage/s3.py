@@ -148,7 +148,9 @@ def s3_client(scheme: str, creds: Mapping[str, str] | None = None) -> Any:
     elif creds is not None and creds.get("AWS_ENDPOINT_URL"):
         kwargs["endpoint_url"] = creds["AWS_ENDPOINT_URL"]  # from the environment boto3 reads it
     if creds is None:
-        return boto3.client("s3", **kwargs)
+        # a session of its own: boto3's default session keeps the first credentials it
+        # resolved, so a later change of the environment would never be seen
+        return boto3.session.Session().client("s3", **kwargs)
     session = boto3.session.Session(
         aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
