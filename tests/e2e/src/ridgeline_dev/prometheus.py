@@ -109,13 +109,7 @@ def scrape_configs(
                 _target("__meta_kubernetes_pod_container_name", "container"),
             ]
             for endpoint in obj["spec"]["podMetricsEndpoints"]:
-                port = [
-                    {
-                        "action": "keep",
-                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                        "regex": re.escape(endpoint["port"]),
-                    }
-                ]
+                port = _keep_port("__meta_kubernetes_pod_container_port_name", endpoint)
                 jobs.append(_job("pod", obj, endpoint, kubeconfig, keep + port, targets))
         elif obj.get("kind") == "ServiceMonitor":
             keep = _keep_selected(obj, "__meta_kubernetes_service_label")
@@ -126,15 +120,14 @@ def scrape_configs(
                 _target("__meta_kubernetes_pod_container_name", "container"),
             ]
             for endpoint in obj["spec"]["endpoints"]:
-                port = [
-                    {
-                        "action": "keep",
-                        "source_labels": ["__meta_kubernetes_endpoint_port_name"],
-                        "regex": re.escape(endpoint["port"]),
-                    }
-                ]
+                port = _keep_port("__meta_kubernetes_endpoint_port_name", endpoint)
                 jobs.append(_job("endpoints", obj, endpoint, kubeconfig, keep + port, targets))
     return jobs
+
+
+def _keep_port(label: str, endpoint: dict[str, Any]) -> list[dict[str, Any]]:
+    """The relabeling that keeps only the endpoint's named port (``label`` holds the name)."""
+    return [{"action": "keep", "source_labels": [label], "regex": re.escape(endpoint["port"])}]
 
 
 def rule_groups(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
