@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ridgeline.api.inference_model import Quantization
 
 IMPORT_PATH = "ridgeline_serving.app:build_app"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 log = logging.getLogger("ridgeline.serving")
 
 # What the allocator can hand out: the CUDA context, cuBLAS workspaces and fragmentation take
@@ -125,6 +125,13 @@ class ServingArgs(BaseModel):
         le=3600,
         description="How long a request may wait for a replica that is starting before it is "
         "answered 503 with Retry-After, saying the model is starting (none: it waits).",
+    )
+    # ---- version 6 -------------------------------------------------------------------------
+    node_cache_dir: str | None = Field(
+        default=None,
+        description="Where the pod mounts its checkpoint's directory of the node weight cache "
+        "(read-only; filled by the node cache agent): a replica loads the version it names "
+        "when that verifies, else downloads into cache_dir (none: no node cache).",
     )
 
     @model_validator(mode="before")
