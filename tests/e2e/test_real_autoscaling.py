@@ -11,28 +11,36 @@ worker pod. Every dashboard query returns data during and after, the replicas pa
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from ridgeline_dev import images, node
+from ridgeline_dev import node
 from ridgeline_dev.closed_loop import ClosedLoop, first_at_least, series, steps
-from ridgeline_dev.cluster import ClusterState, down, dump_logs, kubectl, up
+from ridgeline_dev.cluster import ClusterState, kubectl
 from ridgeline_dev.kube_sd import FileDiscovery, to_file_sd
 from ridgeline_dev.prometheus import Prometheus, render_chart, rule_groups, scrape_configs
-from ridgeline_dev.tiny_model import upload_dir, write_tiny_model
+from ridgeline_dev.real_chain import (
+    SYSTEM,
+    apply,
+    apply_credentials,
+    chart_values,
+    inference_model,
+    install_chart,
+    namespace,
+    real_node_cluster,
+    upload_private_model,
+)
+from ridgeline_dev.real_chain import seconds as _seconds
 from tests.e2e.conftest import get_json, wait_for
-from tests.e2e.test_real_chain import _seconds, helm, restricted_namespace, values
 from tests.unit.test_chart import dashboard_exprs
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
-SYSTEM, NS, MODEL = "ridgeline-system", "scaling", "tiny-scale"
+NS, MODEL = "scaling", "tiny-scale"
 SCALE_DOWN_DELAY_S = 10
 LOAD_MAX_S = 900  # the load's own bound: it stops by itself even if no scale-up comes
 BOTH_SERVING_S = 30  # load kept on after the second replica's first request
@@ -50,26 +58,14 @@ def state() -> Iterator[ClusterState]:
     lacks = node.missing()
     if lacks:
         pytest.skip("this machine cannot run containers; it lacks: " + "; ".join(lacks))
-    archives = [images.build(images.operator_image()), images.build(images.serving_image())]
-    workdir = node.test_workdir("autoscaling")
-    try:
-        cluster = up(workdir, with_kuberay=True, real_node=True)
-        for archive in archives:
-            node.import_image(cluster, archive)
-    except Exception:
-        if (workdir / "state.json").exists():
-            print(dump_logs(ClusterState.load(workdir)))
-        down(workdir)
-        raise
-    yield cluster
-    down(workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with real_node_cluster("autoscaling") as cluster:
+        yield cluster
 
 
 def small_pods(cluster: ClusterState) -> dict[str, Any]:
     """The chain's values with workers of 500m: the operator (100m), the head (250m, and 500m
     for its autoscaler sidecar) and two workers fit the node's 2 allocatable cores."""
-    out = values(cluster)
+    out = chart_values(cluster)
     out["serving"]["cpuWorkerResources"] = {"cpu": "500m", "memory": "3Gi"}
     # Priced, so the dashboard's cost row has the operator's price to query.
     out["nodePools"] = [
@@ -116,41 +112,17 @@ def empty_panels(prom: Prometheus) -> list[str]:
 
 
 def install_and_apply(cluster: ClusterState, tmp_path: Path) -> None:
-    restricted_namespace(cluster, SYSTEM)
-    restricted_namespace(cluster, NS)
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(small_pods(cluster)))
-    helm(cluster, "install", "ridgeline", str(REPO / "charts" / "ridgeline"), "-n", SYSTEM,
-         "-f", str(values_file), "--wait", "--timeout", "180s")  # fmt: skip
-    model_dir = write_tiny_model(tmp_path / "tiny")
-    upload_dir(model_dir, "private-models", MODEL, cluster.s3_endpoint, cluster.s3_access_key,
-               cluster.s3_secret_key)  # fmt: skip
-    s3_port = cluster.s3_endpoint.rsplit(":", 1)[1]
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "models-s3", "namespace": NS},
-        "stringData": {
-            "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
-            "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key,
-            "AWS_ENDPOINT_URL": f"http://{node.GATEWAY}:{s3_port}",
-        },
-    }
-    manifest = {
-        "apiVersion": "ridgeline.dev/v1alpha1",
-        "kind": "InferenceModel",
-        "metadata": {"name": MODEL, "namespace": NS},
-        "spec": {
-            "model": {"uri": f"s3://private-models/{MODEL}", "credentialsSecret": "models-s3"},
-            "accelerators": ["cpu"],
-            # The SLO holds the planned batch (the autoscaling target) at 4: twice it is a load
-            # of 8 clients, which this machine drives beside the pods (without it, 361).
-            "workload": {"maxContextTokens": 512, "slo": {"timePerOutputTokenMs": 3.1}},
-            "replicas": {"min": 1, "max": 2, "scaleDownDelaySeconds": SCALE_DOWN_DELAY_S},
-        },
-    }
-    for obj in (secret, manifest):
-        kubectl(cluster, "apply", "-f", "-", input_=json.dumps(obj))
+    namespace(cluster, SYSTEM)
+    namespace(cluster, NS)
+    install_chart(cluster, small_pods(cluster), tmp_path)
+    upload_private_model(cluster, tmp_path, MODEL)
+    apply_credentials(cluster, NS)
+    apply(cluster, inference_model(MODEL, NS, {
+        # The SLO holds the planned batch (the autoscaling target) at 4: twice it is a load
+        # of 8 clients, which this machine drives beside the pods (without it, 361).
+        "workload": {"maxContextTokens": 512, "slo": {"timePerOutputTokenMs": 3.1}},
+        "replicas": {"min": 1, "max": 2, "scaleDownDelaySeconds": SCALE_DOWN_DELAY_S},
+    }))  # fmt: skip
 
 
 def replicas_now(prom: Prometheus) -> dict[str, float]:

@@ -9,27 +9,30 @@ everything. Each stage's time is printed."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from ridgeline_dev import images, node
-from ridgeline_dev.cluster import ClusterState, down, dump_logs, kubectl, up
-from ridgeline_dev.tiny_model import upload_dir, write_tiny_model
-from ridgeline_dev.toolchain import ensure_all
+from ridgeline_dev import node
+from ridgeline_dev.cluster import ClusterState, kubectl
+from ridgeline_dev.real_chain import (
+    SYSTEM,
+    apply,
+    apply_credentials,
+    chart_values,
+    inference_model,
+    install_chart,
+    namespace,
+    real_node_cluster,
+    seconds,
+    upload_private_model,
+)
 from tests.e2e.conftest import get_json, wait_for
 
 pytestmark = pytest.mark.cluster
-REPO = Path(__file__).resolve().parents[2]
-SYSTEM = "ridgeline-system"
 NS = "models"
 MODEL = "tiny-chat"
 # Serve removes the idle replica after this; the worker pod goes POD_IDLE_S (60 s) later.
@@ -47,54 +50,9 @@ def chain() -> Iterator[ClusterState]:
     if lacks:
         pytest.skip("this machine cannot run containers; it lacks: " + "; ".join(lacks))
     t = time.monotonic()
-    archives = [images.build(images.operator_image()), images.build(images.serving_image())]
-    t = stage("images (built or cached)", t)
-    workdir = node.test_workdir("chain")
-    try:
-        state = up(workdir, with_kuberay=True, real_node=True)
-        for archive in archives:
-            node.import_image(state, archive)
-    except Exception:
-        if (workdir / "state.json").exists():
-            print(dump_logs(ClusterState.load(workdir)))
-        down(workdir)
-        raise
-    stage("cluster with the real node, images imported", t)
-    yield state
-    down(workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
-
-
-def helm(state: ClusterState, *args: str) -> str:
-    result = subprocess.run(
-        [str(ensure_all()["helm"]), "--kubeconfig", state.kubeconfig, *args],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def values(state: ClusterState) -> dict[str, Any]:
-    operator_ref, operator_tag = images.operator_image().name.rsplit(":", 1)
-    return {
-        "operator": {
-            "image": {"repository": operator_ref, "tag": operator_tag, "pullPolicy": "Never"}
-        },
-        "serving": {
-            "images": [{"image": images.serving_image().name, "torch": "2.15.0"}],
-            # Two cores for the whole machine: the head and one worker must both fit.
-            "headResources": {"cpu": "250m", "memory": "2Gi"},
-        },
-        "nodePools": [
-            {"name": "cpu", "gpuProduct": "cpu", "gpusPerNode": 0, "cpus": 1, "memoryGiB": 4}
-        ],
-    }
-
-
-def restricted_namespace(state: ClusterState, name: str) -> None:
-    kubectl(state, "create", "namespace", name)
-    kubectl(state, "label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    with real_node_cluster("chain") as state:
+        stage("cluster with the real node, images built (or cached) and imported", t)
+        yield state
 
 
 def ready_replicas(state: ClusterState) -> int:
@@ -106,42 +64,17 @@ def test_helm_install_apply_serve_delete(chain: ClusterState, tmp_path: Path) ->
     from openai import APIStatusError, OpenAI
 
     t = time.monotonic()
-    restricted_namespace(chain, SYSTEM)
-    restricted_namespace(chain, NS)
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values(chain)))
-    helm(chain, "install", "ridgeline", str(REPO / "charts" / "ridgeline"), "-n", SYSTEM,
-         "-f", str(values_file), "--wait", "--timeout", "180s")  # fmt: skip
+    namespace(chain, SYSTEM)
+    namespace(chain, NS)
+    install_chart(chain, chart_values(chain), tmp_path)
     t = stage("helm install (operator pod Ready)", t)
 
-    s3_port = chain.s3_endpoint.rsplit(":", 1)[1]
-    model_dir = write_tiny_model(tmp_path / "tiny")
-    upload_dir(model_dir, "private-models", MODEL, chain.s3_endpoint, chain.s3_access_key,
-               chain.s3_secret_key)  # fmt: skip
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "models-s3", "namespace": NS},
-        "stringData": {
-            "AWS_ACCESS_KEY_ID": chain.s3_access_key,
-            "AWS_SECRET_ACCESS_KEY": chain.s3_secret_key,
-            # MinIO listens on the host's loopback; pods reach it through the gateway relay.
-            "AWS_ENDPOINT_URL": f"http://{node.GATEWAY}:{s3_port}",
-        },
-    }
-    manifest = {
-        "apiVersion": "ridgeline.dev/v1alpha1",
-        "kind": "InferenceModel",
-        "metadata": {"name": MODEL, "namespace": NS},
-        "spec": {
-            "model": {"uri": f"s3://private-models/{MODEL}", "credentialsSecret": "models-s3"},
-            "accelerators": ["cpu"],
-            "workload": {"maxContextTokens": 512},
-            "replicas": {"min": 0, "max": 1, "scaleDownDelaySeconds": SCALE_DOWN_DELAY_S},
-        },
-    }
-    for obj in (secret, manifest):
-        kubectl(chain, "apply", "-f", "-", input_=json.dumps(obj))
+    upload_private_model(chain, tmp_path, MODEL)
+    apply_credentials(chain, NS)
+    apply(chain, inference_model(MODEL, NS, {
+        "workload": {"maxContextTokens": 512},
+        "replicas": {"min": 0, "max": 1, "scaleDownDelaySeconds": SCALE_DOWN_DELAY_S},
+    }))  # fmt: skip
     t = stage("model uploaded, InferenceModel applied", t)
 
     wait_for("READY 1", lambda: ready_replicas(chain) >= 1, 900)
@@ -240,14 +173,14 @@ def cold_start(state: ClusterState, client: Any) -> None:
     assert text
     print(f"[chain] cold start from zero, request sent -> first token: {first - sent:.0f}s")
     pod = workers(state)[0]
-    created = _seconds(pod["metadata"]["creationTimestamp"])
+    created = seconds(pod["metadata"]["creationTimestamp"])
     worker = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "ray-worker")
-    started = _seconds(worker["state"]["running"]["startedAt"])
+    started = seconds(worker["state"]["running"]["startedAt"])
     ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
     print(
         f"[chain]   pod created {created - sent:.0f}s after the request, ray-worker started "
         f"{started - created:.0f}s later (restarts {worker['restartCount']}), pod Ready "
-        f"{ready['status']} since {_seconds(ready['lastTransitionTime']) - sent:.0f}s",
+        f"{ready['status']} since {seconds(ready['lastTransitionTime']) - sent:.0f}s",
         flush=True,
     )
     # The replica's start-up breakdown reaches `kubectl logs` (RAY_LOG_TO_STDERR), where an
@@ -256,7 +189,3 @@ def cold_start(state: ClusterState, client: Any) -> None:
     ready = [line for line in logs.splitlines() if "replica ready in" in line]
     assert ready, "the replica's start-up line is not in `kubectl logs`"
     print(f"[chain]   replica: {ready[-1].strip()}", flush=True)
-
-
-def _seconds(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
