@@ -498,6 +498,11 @@ def down(workdir: Path) -> list[str]:
     return stopped
 
 
+def stop_process(state: ClusterState, name: str) -> bool:
+    """Stop one of the processes this cluster started (by name), as ``down`` would."""
+    return name in state.pids and _stop(state.pids[name], state.commands[name])
+
+
 def _stop(pid: int, command: str) -> bool:
     """SIGTERM, then SIGKILL after 15 s; False if the process was not running."""
     if not _is_ours(pid, command):

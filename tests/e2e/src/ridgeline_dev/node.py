@@ -379,9 +379,21 @@ def import_image(state: ClusterState, archive: Path) -> None:
         return
     started = time.monotonic()
     _ctr(state, "images", "import", str(archive))
+    seconds = time.monotonic() - started
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    print(f"[node] imported {archive.name} in {time.monotonic() - started:.0f}s", flush=True)
+    # What the import took: the node's stand-in for an image pull (no registry here).
+    marker.write_text(f"{seconds:.1f}\n")
+    print(f"[node] imported {archive.name} in {seconds:.0f}s", flush=True)
+
+
+def image_import_seconds(archive: Path) -> float | None:
+    """How long this archive's import into the node's containerd took (None: unknown, e.g.
+    imported before the time was recorded)."""
+    marker = images.containerd_root().with_name("imported") / archive.name
+    try:
+        return float(marker.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def leave(state: ClusterState, kill: object) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from ridgeline_dev import images, node
 from ridgeline_dev.cluster import ClusterState, down, dump_logs, kubectl, up
+from ridgeline_dev.s3server import ready as s3_ready
 from ridgeline_dev.tiny_model import upload_dir, write_tiny_model
 from ridgeline_dev.toolchain import ensure_all
 
@@ -141,3 +142,25 @@ def seconds(stamp: str) -> float:
 def stage(prefix: str, what: str, started: float) -> float:
     print(f"[{prefix}] {what}: {time.monotonic() - started:.0f}s", flush=True)
     return time.monotonic()
+
+
+def stop_minio(state: ClusterState) -> None:
+    """The object store down: nothing can be read from it until ``start_minio``."""
+    from ridgeline_dev.cluster import stop_process
+
+    assert stop_process(state, "minio"), "MinIO was not running"
+    assert not s3_ready(state.s3_endpoint)
+
+
+def start_minio(state: ClusterState) -> None:
+    """MinIO again on its port, over the same data."""
+    from ridgeline_dev.cluster import Launcher, free_port
+    from ridgeline_dev.s3server import minio_argv, minio_env
+
+    port = int(state.s3_endpoint.rsplit(":", 1)[1])
+    argv = minio_argv(Path(state.workdir) / "s3", port, free_port())
+    Launcher(state).start("minio", argv, env=minio_env(state.s3_access_key, state.s3_secret_key))
+    deadline = time.monotonic() + 60
+    while not s3_ready(state.s3_endpoint):
+        assert time.monotonic() < deadline, "MinIO did not come back within 60 s"
+        time.sleep(0.5)
