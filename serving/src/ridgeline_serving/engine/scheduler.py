@@ -11,6 +11,10 @@ sequence, which frees its KV memory before the next step.
 KV memory is reserved per sequence for its prompt plus its maximum output when it joins, so a
 running sequence is never preempted; ``preemptions`` stays 0 and is exported so a dashboard
 would show it if that policy changes.
+
+Over 300 lines: the loop's phases (intake, group forming, the step, a row's advance, failure)
+all move sequences between the same queues under one thread's ownership; split across modules
+they would share that state by reference. Its reshaping is the CUDA-graph issue's (23).
 """
 
 from __future__ import annotations
