@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ridgeline.storage import tree
@@ -127,10 +127,33 @@ def complete_versions(dest: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in versions.items()}
 
 
-def mark_complete(dest: Path, root_uri: str, versions: dict[str, str]) -> None:
+def mark_complete(
+    dest: Path, root_uri: str, versions: dict[str, str], sha256: Mapping[str, str] | None = None
+) -> None:
+    """Vouch for ``dest``: the versions it holds, and each file's size and mtime_ns as written
+    (with its sha256 where the manifest gives one), so a reader that cannot reach the store
+    (a replica on the node cache) can check the files have not changed since."""
+    files: dict[str, dict[str, object]] = {}
+    for key in versions:
+        st = os.stat(dest / key)
+        entry: dict[str, object] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if sha256 and key in sha256:
+            entry["sha256"] = sha256[key]
+        files[key] = entry
     atomic_write_text(
-        dest / COMPLETE, json.dumps({"uri": root_uri, "versions": versions}, indent=1)
+        dest / COMPLETE,
+        json.dumps({"uri": root_uri, "versions": versions, "files": files}, indent=1),
     )
+
+
+def complete_files(dest: Path) -> dict[str, dict[str, object]] | None:
+    """The per-file record of the completion marker (size, mtime_ns, sha256 where known);
+    None when the marker is missing, unreadable or predates the record."""
+    marker = _read_json_dict(dest / COMPLETE)
+    files = marker.get("files") if marker else None
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        return None
+    return {str(k): dict(v) for k, v in files.items()}
 
 
 def mark_incomplete(dest: Path) -> None:

@@ -36,7 +36,14 @@ from ridgeline.storage.diskspace import check_space, disk_full, is_disk_full
 from ridgeline.storage.file_job import FileJob, IntegrityError
 from ridgeline.storage.progress import Progress
 
-__all__ = ["DownloadStats", "IntegrityError", "cache_key", "download_model", "parse_manifest"]
+__all__ = [
+    "DownloadStats",
+    "IntegrityError",
+    "cache_key",
+    "download_into",
+    "download_model",
+    "parse_manifest",
+]
 
 log = logging.getLogger("ridgeline.download")
 
@@ -115,12 +122,52 @@ def download_model(
     ``progress``: None shows it (a redrawn line on a terminal, log lines otherwise), False
     keeps quiet. The directory ends up holding exactly the current listing: files no longer
     listed are removed before the cache is marked complete."""
+    dest = cache_root / cache_key(store.root_uri)
+    lock = cache_root / f"{dest.name}.lock"
+    return _guarded(
+        store, cache_root, dest, lock, None, manifest_key, parallel, part_bytes, progress
+    )
+
+
+def download_into(
+    store: ObjectStore,
+    dest: Path,
+    *,
+    objects: list[ObjectInfo] | None = None,
+    manifest_key: str | None = None,
+    parallel: int = PARALLEL,
+    part_bytes: int = PART_BYTES,
+    progress: bool | None = None,
+    lock: Path | None = None,
+) -> DownloadStats:
+    """``download_model`` into ``dest`` itself (the node cache's version directories).
+
+    ``objects``: the store's listing to download (default: list it now); a caller that named
+    ``dest`` after a listing passes it, and the ETag-conditional reads fail rather than fill
+    ``dest`` with other versions. ``lock``: the file that serialises downloads into ``dest``
+    (default ``<dest>.lock`` beside it)."""
+    lock = lock or dest.with_name(f"{dest.name}.lock")
+    return _guarded(store, dest, dest, lock, objects, manifest_key, parallel, part_bytes, progress)
+
+
+def _guarded(
+    store: ObjectStore,
+    shown: Path,
+    dest: Path,
+    lock: Path,
+    objects: list[ObjectInfo] | None,
+    manifest_key: str | None,
+    parallel: int,
+    part_bytes: int,
+    progress: bool | None,
+) -> DownloadStats:
+    """``_download``, its disk errors named with ``shown`` (the directory the caller gave)."""
     try:
-        return _download(store, cache_root, manifest_key, parallel, part_bytes, progress)
+        return _download(store, dest, lock, objects, manifest_key, parallel, part_bytes, progress)
     except OSError as exc:  # the cache's disk, not the store: full, read-only, no permission
         if is_disk_full(exc):
-            raise disk_full(store.root_uri, cache_root, None, exc) from exc
-        where = exc.filename or cache_root
+            raise disk_full(store.root_uri, shown, None, exc) from exc
+        where = exc.filename or shown
         raise StorageError(
             f"{store.root_uri}: cannot write the weight cache ({where}: {exc.strerror or exc})"
         ) from exc
@@ -128,16 +175,17 @@ def download_model(
 
 def _download(
     store: ObjectStore,
-    cache_root: Path,
+    dest: Path,
+    lock: Path,
+    objects: list[ObjectInfo] | None,
     manifest_key: str | None,
     parallel: int,
     part_bytes: int,
     progress: bool | None,
 ) -> DownloadStats:
     started = time.monotonic()
-    dest = cache_root / cache_key(store.root_uri)
-    with _node_lock(cache_root / f"{dest.name}.lock"):
-        objects = store.list()
+    with _node_lock(lock):
+        objects = store.list() if objects is None else objects
         manifest = (
             parse_manifest(store.read(manifest_key).decode(errors="replace"))
             if manifest_key
@@ -182,7 +230,7 @@ def _download(
             log.info("%s: removed files no longer listed: %s", store.root_uri, removed)
         # The renames above reach the disk before the marker that vouches for them.
         cache_state.sync_dirs({dest} | {job.dest.parent for job in jobs})
-        cache_state.mark_complete(dest, store.root_uri, versions)
+        cache_state.mark_complete(dest, store.root_uri, versions, manifest)
     seconds = time.monotonic() - started
     stats = DownloadStats(dest, len(files), total, todo, seconds, False)
     log.info(
