@@ -1,0 +1,184 @@
+"""The node cache agent on real files (a file:// store, a tmp node root): fill then hit, one copy
+for models that share a URI, a new object version beside the old one until the grace period
+(and not while a replica holds it), a damaged shard refilled and never named by ``current``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ridgeline.api.node_cache import CheckpointState
+from ridgeline.storage import node_layout
+from ridgeline.storage.download import cache_key
+from ridgeline.storage.local import LocalStore
+from ridgeline_serving.node_cache import agent as agent_module
+from tests.unit.node_cache_fakes import FakeCluster, make_agent, model, sample, write_model
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Bytes every LocalStore served through ranged reads (the downloader's only reads)."""
+    served: list[int] = []
+    original = LocalStore.iter_range
+
+    def counting(self: LocalStore, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        for chunk in original(self, *args, **kwargs):
+            served.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(LocalStore, "iter_range", counting)
+    return served
+
+
+def _checkpoint(root: Path, uri: str) -> Path:
+    return root / "node" / cache_key(uri)
+
+
+def test_fill_then_hit(tmp_path: Path, reads: list[int]) -> None:
+    uri = write_model(tmp_path / "store")
+    cluster = FakeCluster([model("m", uri)])
+    agent, _ = make_agent(tmp_path / "node", cluster)
+    agent.run_pass()
+    checkpoint = _checkpoint(tmp_path, uri)
+    current = node_layout.read_current(checkpoint)
+    assert current is not None
+    assert node_layout.verify_version(node_layout.version_dir(checkpoint, current.digest)) == []
+    total = sum(reads)
+    assert total == current.bytes > 0
+    assert sample(agent, "bytes_downloaded_total", directory=cache_key(uri)) == total
+    assert sample(agent, "misses_total", directory=cache_key(uri)) == 1
+
+    agent.run_pass()
+    assert sum(reads) == total  # the second pass read nothing from the store
+    report = cluster.report()
+    entry = report.checkpoints[cache_key(uri)]
+    assert (entry.state, entry.digest, entry.current_digest) == (
+        CheckpointState.COMPLETE,
+        current.digest,
+        current.digest,
+    )
+    assert (entry.bytes, entry.total_bytes, entry.models) == (total, total, ["ns/m"])
+
+    # A restarted agent finds it complete: a hit, no download.
+    again, _ = make_agent(tmp_path / "node", cluster)
+    again.run_pass()
+    assert sum(reads) == total
+    assert sample(again, "hits_total", directory=cache_key(uri)) == 1
+    assert sample(again, "misses_total", directory=cache_key(uri)) == 0
+
+
+def test_two_models_with_one_uri_store_it_once(tmp_path: Path, reads: list[int]) -> None:
+    uri = write_model(tmp_path / "store")
+    cluster = FakeCluster([model("a", uri), model("b", uri, namespace="other")])
+    agent, _ = make_agent(tmp_path / "node", cluster)
+    agent.run_pass()
+    assert [p.name for p in (tmp_path / "node").iterdir()] == [cache_key(uri)]
+    assert len(node_layout.digests(_checkpoint(tmp_path, uri))) == 1
+    current = node_layout.read_current(_checkpoint(tmp_path, uri))
+    assert current is not None
+    assert sum(reads) == current.bytes
+    assert cluster.report().checkpoints[cache_key(uri)].models == ["ns/a", "other/b"]
+
+
+def test_a_new_version_fills_beside_the_old_until_grace_and_release(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    uri = write_model(store)
+    cluster = FakeCluster([model("m", uri)])
+    agent, clock = make_agent(tmp_path / "node", cluster, grace_s=600)
+    agent.run_pass()
+    checkpoint = _checkpoint(tmp_path, uri)
+    old = node_layout.read_current(checkpoint)
+    assert old is not None
+
+    write_model(store, shard=b"v" * 5000, tag="v2")  # new object versions
+    replica = node_layout.hold_in_use(checkpoint, old.digest)  # a replica on the old one
+    try:
+        agent.run_pass()
+        new = node_layout.read_current(checkpoint)
+        assert new is not None
+        assert new.digest != old.digest
+        assert node_layout.digests(checkpoint) == sorted([old.digest, new.digest])
+        assert (
+            node_layout.version_dir(checkpoint, new.digest) / "model-00001.safetensors"
+        ).read_bytes() == b"v" * 5000
+
+        clock.offset = 3600  # past the grace period, but the replica holds it
+        agent.run_pass()
+        assert old.digest in node_layout.digests(checkpoint)
+    finally:
+        replica.close()
+    # Released now: the passes while it was held counted as use, so a full grace period runs
+    # from the last of them.
+    agent.run_pass()
+    assert old.digest in node_layout.digests(checkpoint)
+    clock.offset = 3600 + 601
+    agent.run_pass()
+    assert node_layout.digests(checkpoint) == [new.digest]
+    assert not (checkpoint / f"{old.digest}.inuse").exists()
+    assert sample(agent, "evictions_total", reason="stale_version") == 1
+
+
+def test_a_truncated_shard_is_refilled_and_never_named_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = write_model(tmp_path / "store")
+    cluster = FakeCluster([model("m", uri)])
+    agent, _ = make_agent(tmp_path / "node", cluster)
+    agent.run_pass()
+    checkpoint = _checkpoint(tmp_path, uri)
+    current = node_layout.read_current(checkpoint)
+    assert current is not None
+    version = node_layout.version_dir(checkpoint, current.digest)
+    shard = version / "model-00001.safetensors"
+    good = shard.read_bytes()
+    with shard.open("r+b") as fh:  # edited on the node
+        fh.truncate(100)
+    assert node_layout.verify_version(version) != []
+
+    seen: list[object] = []
+    original = agent_module.download_into  # type: ignore[attr-defined]
+
+    def watching(*args: Any, **kwargs: Any) -> Any:
+        seen.append(node_layout.read_current(checkpoint))  # what a replica would read now
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(agent_module, "download_into", watching)
+    agent.run_pass()
+    assert seen == [None]
+    assert node_layout.read_current(checkpoint) == current
+    assert node_layout.verify_version(version) == []
+    assert shard.read_bytes() == good
+    assert sample(agent, "evictions_total", reason="corrupt") == 1
+
+
+def test_a_same_size_edit_is_found_by_the_hash_check_at_start(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    uri = write_model(store)
+    digests = {
+        key: hashlib.sha256((store / key).read_bytes()).hexdigest()
+        for key in ("config.json", "model-00001.safetensors", "model-00002.safetensors")
+    }
+    (store / "SUMS").write_text("".join(f"{d}  {k}\n" for k, d in digests.items()))
+    m = model("m", uri)
+    m["spec"]["model"]["sha256Manifest"] = "SUMS"
+    cluster = FakeCluster([m])
+    first, _ = make_agent(tmp_path / "node", cluster)
+    first.run_pass()
+    checkpoint = _checkpoint(tmp_path, uri)
+    current = node_layout.read_current(checkpoint)
+    assert current is not None
+    shard = node_layout.version_dir(checkpoint, current.digest) / "model-00001.safetensors"
+    st = shard.stat()
+    shard.write_bytes(b"x" * st.st_size)
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))  # stats cannot tell
+    first.run_pass()
+    assert shard.read_bytes() == b"x" * st.st_size  # the running agent checks stats only
+    restarted, _ = make_agent(tmp_path / "node", cluster)
+    restarted.run_pass()
+    assert shard.read_bytes() == (store / "model-00001.safetensors").read_bytes()
+    assert node_layout.read_current(checkpoint) == current
