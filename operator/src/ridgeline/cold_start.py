@@ -27,6 +27,12 @@ DOWNLOAD_BYTES_PER_S = 0.49e9
 # Load: safetensors from the page cache through transformers' loader onto the device; an
 # assumption of 1 GB/s until a GPU run measures the replicas' `load` phase.
 LOAD_BYTES_PER_S = 1e9
+# The node weight cache: the checkpoint read from the node's own disk instead of the store.
+# An assumption: 1 GB/s, the top throughput of an AWS EBS gp3 volume (1,000 MiB/s provisioned;
+# AWS's EBS volume types page) and well under one local NVMe SSD's sequential read (2-7 GB/s);
+# a gp3 volume at its 125 MiB/s baseline reads slower than the download (docs/operator.md,
+# "Node weight cache": put the node root on a fast disk).
+NODE_DISK_READ_BYTES_PER_S = 1e9
 # Pod start, Ray joining and Serve placing the replica: 19 s measured on the test cluster
 # (docs/test-cluster.md: a new worker pod 11 s after the request, its container 8 s later).
 START_S = 20.0
@@ -38,12 +44,25 @@ WAIT_CAP_S = 50.0
 WAIT_FACTOR = 1.5
 
 
-def predict(checkpoint_bytes: int, gpu: bool) -> ColdStart:
+def predict(
+    checkpoint_bytes: int, gpu: bool, node_cache: bool = False, image_on_node: bool = False
+) -> ColdStart:
+    """``node_cache``: also the figure with the checkpoint on the node; ``image_on_node``: the
+    replica's image is the node cache agent's, so the node has pulled it already."""
     image = GPU_IMAGE_BYTES if gpu else CPU_IMAGE_BYTES
     pull = image / PULL_BYTES_PER_S
     download = checkpoint_bytes / DOWNLOAD_BYTES_PER_S
     load = checkpoint_bytes / LOAD_BYTES_PER_S
     total = pull + download + load + START_S
+    read = checkpoint_bytes / NODE_DISK_READ_BYTES_PER_S
+    cached = (
+        {
+            "node_cache_seconds": round((0 if image_on_node else pull) + read + load + START_S, 1),
+            "node_cache_read_seconds": round(read, 1),
+        }
+        if node_cache
+        else {}
+    )
     return ColdStart(
         seconds=round(total, 1),
         image_pull_seconds=round(pull, 1),
@@ -56,7 +75,15 @@ def predict(checkpoint_bytes: int, gpu: bool) -> ColdStart:
             f"{DOWNLOAD_BYTES_PER_S / GB:.2f} GB/s (docs/benchmarks.md, 8 streams) and loaded "
             f"at {LOAD_BYTES_PER_S / GB:.0f} GB/s (assumed), {START_S:.0f} s pod and Ray start "
             "(docs/test-cluster.md); a new node's boot not counted"
+            + (
+                f"; from the node cache, read at {NODE_DISK_READ_BYTES_PER_S / GB:.0f} GB/s "
+                "from the node's disk (assumed) instead of the download"
+                + (", the image already on the node (the agent's)" if image_on_node else "")
+                if node_cache
+                else ""
+            )
         ),
+        **cached,
     )
 
 

@@ -18,6 +18,8 @@ class ConditionType(enum.StrEnum):
     READY = "Ready"
     # Only on models planned on a declared pool with nodeLabels.
     NODES_MATCH_POOL = "NodesMatchPool"
+    # Only where the platform enables the node weight cache, on planned models.
+    CACHED = "Cached"
 
 
 class Reason(enum.StrEnum):
@@ -44,6 +46,12 @@ class Reason(enum.StrEnum):
     NODES_MATCH = "NodesMatch"
     DRIVER_OLDER_THAN_DECLARED = "DriverOlderThanDeclared"
     NODE_DISAGREES = "NodeDisagrees"
+    # Cached (node_cache_status.py)
+    CACHE_COMPLETE = "Complete"
+    CACHE_FILLING = "Filling"
+    CACHE_WAITING = "Waiting"
+    CACHE_FAILED = "Failed"
+    NO_AGENT = "NoAgent"
 
     @classmethod
     def batch_target(cls, bound: Bound) -> Reason:

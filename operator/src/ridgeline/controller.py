@@ -18,6 +18,7 @@ from ridgeline.api.inference_model import (
     Placement,
     ReplicaStatus,
 )
+from ridgeline.api.node_cache import NodeCacheReport, WeightsStatus
 from ridgeline.api.plan import Plan
 from ridgeline.compat import IncompatibleError, choose_image
 from ridgeline.conditions import (
@@ -30,11 +31,13 @@ from ridgeline.conditions import (
     set_condition,
     transitions,
 )
+from ridgeline.node_cache_status import cached_condition, model_weights
 from ridgeline.planner import InfeasiblePlanError, NodePool, plan_model
 from ridgeline.planner.report import options_table
 from ridgeline.platform_config import PlatformConfig
 from ridgeline.pool_checks import cache_fit_error, nodes_condition
 from ridgeline.rayservice_view import RayServiceView, WorkerCounts
+from ridgeline.render import node_cache
 from ridgeline.render.pods import cache_bytes_estimate
 from ridgeline.render.rayservice import (
     CLUSTER_HASH,
@@ -70,6 +73,8 @@ class Observed:
     rayservice: RayServiceView | None
     # The RayClusters' own worker counts, for the clusters the RayService names
     rayclusters: dict[str, WorkerCounts] = field(default_factory=dict)
+    # The node cache agents' reports, one per node (none where the node cache is disabled)
+    node_reports: tuple[NodeCacheReport, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,12 @@ class Decision:
     events: list[Transition] = field(default_factory=list)
     # With `apply`: the Ray token Secret to create if missing (without its data), the objects
     # to apply beside the RayService (NetworkPolicy), and the RayClusters to delete after it
-    # (upgradeStrategy Recreate: KubeRay then builds one cluster from the new spec).
+    # (upgradeStrategy Recreate: KubeRay then builds one cluster from the new spec), and the
+    # node cache's PersistentVolume and claim to create if missing (node_cache enabled).
     token_secret: dict[str, Any] | None = None
     owned: list[dict[str, Any]] = field(default_factory=list)
     replace_clusters: list[str] = field(default_factory=list)
+    node_volumes: list[dict[str, Any]] = field(default_factory=list)
     # for refused(): the conditions before this pass, and whether a RayService already runs
     previous: list[Condition] = field(default_factory=list)
     running: bool = False
@@ -116,6 +123,7 @@ class Decision:
             token_secret=None,
             owned=[],
             replace_clusters=[],
+            node_volumes=[],
         )
 
 
@@ -156,9 +164,12 @@ class _Children:
     token_secret: dict[str, Any] | None = None
     owned: list[dict[str, Any]] = field(default_factory=list)
     replace_clusters: list[str] = field(default_factory=list)
+    node_volumes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _children(obs: Observed, config: PlatformConfig, manifest: dict[str, Any]) -> _Children:
+def _children(
+    obs: Observed, config: PlatformConfig, manifest: dict[str, Any], cache_bytes: int
+) -> _Children:
     model = obs.model
     token_secret = build_ray_token_secret(model, obs.uid) if config.ray_token_auth else None
     policy = build_network_policy(model, config, obs.uid)
@@ -171,7 +182,8 @@ def _children(obs: Observed, config: PlatformConfig, manifest: dict[str, Any]) -
         and obs.rayservice.cluster_hash != new_cluster
     ):
         replace_clusters = obs.rayservice.cluster_names
-    return _Children(token_secret, owned, replace_clusters)
+    volumes = node_cache.build_volumes(model, config, cache_bytes, obs.uid)
+    return _Children(token_secret, owned, replace_clusters, volumes)
 
 
 def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
@@ -182,14 +194,27 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
     status.observed_generation = gen
     running = obs.rayservice is not None
     left_alone = " The running service is left as it was." if running else ""
+    weights: WeightsStatus | None = None  # set once planned, with the node cache enabled
 
     def finish(
         result: Result, apply: dict[str, Any] | None = None, children: _Children | None = None
     ) -> Decision:
         kids = children or _Children()
         ready, reason, message, replicas = _ready(obs.rayservice, obs.rayclusters)
+        status.weights = weights
+        cached = (
+            drop_condition(conds, ConditionType.CACHED)
+            if weights is None
+            else set_condition(
+                conds,
+                ConditionType.CACHED,
+                *cached_condition(weights, obs.node_reports),
+                gen,
+                now,
+            )
+        )
         status.conditions = set_condition(
-            conds, ConditionType.READY, ready, reason, message, gen, now
+            cached, ConditionType.READY, ready, reason, message, gen, now
         )
         if replicas is not None:
             status.replicas = replicas
@@ -203,6 +228,7 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
             token_secret=kids.token_secret,
             owned=kids.owned,
             replace_clusters=kids.replace_clusters,
+            node_volumes=kids.node_volumes,
             previous=list(old.conditions),
             running=running,
             now=now,
@@ -244,6 +270,8 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
             return finish(Result.INFEASIBLE)
     assert plan is not None
     pool = next(p for p in obs.pools if p.name == plan.pool)
+    size = obs.shape.checkpoint_bytes if obs.shape else None
+    weights = model_weights(model, size, config, pool, old.weights, obs.node_reports)
     agree = nodes_condition(pool)
     if agree is None:
         conds = drop_condition(conds, ConditionType.NODES_MATCH_POOL)
@@ -292,7 +320,12 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
         )
         return finish(Result.INCOMPATIBLE)
     if checkpoint is not None or plan.cold_start is None:
-        cold = cold_start.predict(cache_bytes, gpu=not pool.is_cpu)
+        cold = cold_start.predict(
+            cache_bytes,
+            gpu=not pool.is_cpu,
+            node_cache=config.node_cache.enabled,
+            image_on_node=placement.image == config.node_cache.image,
+        )
         plan = plan.model_copy(update={"cold_start": cold})
     conds = set_condition(
         conds,
@@ -331,5 +364,5 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
     # leave a running service as it is rather than restart it for that.
     current = obs.rayservice.spec_hash if obs.rayservice is not None else None
     if current != wanted and (obs.shape is not None or not running):
-        return finish(Result.APPLIED, manifest, _children(obs, config, manifest))
+        return finish(Result.APPLIED, manifest, _children(obs, config, manifest, cache_bytes))
     return finish(Result.UNCHANGED)

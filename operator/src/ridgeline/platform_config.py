@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from ridgeline.api.node_cache import DEFAULT_ROOT
 from ridgeline.instance_shapes import products, smallest_per_gpu
 from ridgeline.node_prices import NodePrices
 from ridgeline.planner.pools import NodePool
+from ridgeline.quantity import parse_quantity
 
 
 class _Config(BaseModel):
@@ -54,6 +56,54 @@ class NetworkPolicyConfig(_Config):
         default_factory=list,
         description="Who may scrape the serving pods' metrics port (e.g. Prometheus).",
     )
+
+
+class NodeCacheConfig(_Config):
+    """The node weight cache (chart values ``nodeCache``): an agent on each node fills a host
+    directory with the checkpoints of the models planned on it, and worker pods mount their
+    checkpoint's directory read-only through a PersistentVolume."""
+
+    enabled: bool = Field(default=False, description="Render the node cache's volumes.")
+    host_path: str = Field(
+        default=DEFAULT_ROOT,
+        pattern=r"^/",
+        description="The node root: a host directory, one subdirectory per checkpoint.",
+    )
+    size_budget: int = Field(
+        default=0,
+        ge=0,
+        description="Bytes the agent may fill per node (a quantity such as 500Gi is read as "
+        "bytes); 0: the disk's free space.",
+    )
+    grace_period_seconds: int = Field(
+        default=3600, ge=0, description="How long an unneeded checkpoint stays before deletion."
+    )
+    image: str | None = Field(
+        default=None,
+        description="The agent's image (the chart sets it): a node it runs on has that image, "
+        "so a replica running the same one pulls nothing (the planner's cold start says so).",
+    )
+    namespace: str = Field(
+        default="",
+        description="The agents' namespace, where their report ConfigMaps are (the chart sets "
+        "the operator's own); required when enabled.",
+    )
+
+    @field_validator("size_budget", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return int(parse_quantity(value))
+            except ValueError:
+                raise ValueError(f"sizeBudget {value!r} is not a byte count or quantity") from None
+        return value
+
+    @model_validator(mode="after")
+    def _namespace(self) -> NodeCacheConfig:
+        if self.enabled and not self.namespace:
+            raise ValueError("nodeCache.namespace (the agents' namespace) is required when enabled")
+        return self
 
 
 class PlatformConfig(_Config):
@@ -128,6 +178,7 @@ class PlatformConfig(_Config):
         description="Ray token authentication with a per-model Secret the operator creates.",
     )
     network_policy: NetworkPolicyConfig = Field(default_factory=NetworkPolicyConfig)
+    node_cache: NodeCacheConfig = Field(default_factory=NodeCacheConfig)
 
     @field_validator("node_pools")
     @classmethod

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from ridgeline.api.base import ApiModel
+from ridgeline.api.node_cache import WeightsStatus
 from ridgeline.api.plan import Plan
 
 GROUP = "ridgeline.dev"
@@ -292,7 +293,7 @@ class InferenceModelSpec(ApiModel):
 class Condition(ApiModel):
     """A condition in the Kubernetes convention."""
 
-    type: str = Field(description="Planned, Compatible, Applied or Ready.")
+    type: str = Field(description="Planned, Compatible, Applied, Ready, NodesMatchPool or Cached.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason for the status.")
     message: str = Field(default="", description="Human-readable explanation.")
@@ -330,13 +331,20 @@ class InferenceModelStatus(ApiModel):
         default=None, description="metadata.generation of the spec this status describes."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Planned, Compatible, Applied, Ready."
+        default_factory=list,
+        description="Planned, Compatible, Applied, Ready; NodesMatchPool and Cached where they "
+        "apply.",
     )
     plan: Plan | None = Field(default=None, description="The sizing and its reasons.")
     placement: Placement | None = Field(default=None, description="Image and node pool.")
     replicas: ReplicaStatus | None = Field(default=None, description="Observed replicas.")
     endpoint: str | None = Field(
         default=None, description="OpenAI-compatible base URL inside the cluster."
+    )
+    weights: WeightsStatus | None = Field(
+        default=None,
+        description="Where the checkpoint is cached on the planned pool's nodes: what the node "
+        "cache agents fill, and how far they are. Only where the node weight cache is enabled.",
     )
 
 

@@ -61,6 +61,15 @@ class ColdStart(ApiModel):
     load_seconds: float = Field(description="Weights loaded onto the device.")
     start_seconds: float = Field(description="Pod start, Ray joining, Serve placing the replica.")
     basis: str = Field(description="The sizes and rates assumed, and where they come from.")
+    node_cache_seconds: float | None = Field(
+        default=None,
+        description="The same cold start where the node weight cache holds the checkpoint: "
+        "image pull, the checkpoint read from the node's disk, load and start (no download). "
+        "Absent where the node cache is not enabled.",
+    )
+    node_cache_read_seconds: float | None = Field(
+        default=None, description="Checkpoint read from the node cache's disk."
+    )
 
 
 class PlanOption(ApiModel):

@@ -9,7 +9,7 @@ from ridgeline.api.inference_model import InferenceModel, Placement
 from ridgeline.api.plan import Plan
 from ridgeline.planner.pools import NodePool
 from ridgeline.platform_config import PlatformConfig
-from ridgeline.render import pods
+from ridgeline.render import node_cache, pods
 from ridgeline.render.affinity import gpu_node_affinity, label_node_affinity
 from ridgeline.render.meta import labels
 from ridgeline.render.security import DASHBOARD_PORT, METRICS_PORT
@@ -98,6 +98,9 @@ def worker_group(
         "containers": [container],
         "volumes": [pods.cache_volume(config)],
     }
+    if config.node_cache.enabled:  # the emptyDir above stays: the fallback download's
+        container["volumeMounts"].append(node_cache.pod_mount())
+        spec["volumes"].append(node_cache.pod_volume(model))
     init = pods.cache_init_containers(config, placement.image)
     if init:
         spec["initContainers"] = init

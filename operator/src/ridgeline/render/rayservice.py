@@ -31,7 +31,7 @@ from ridgeline.cold_start import wait_bound_seconds
 from ridgeline.planner.pools import NodePool
 from ridgeline.platform_config import PlatformConfig
 from ridgeline.quantity import parse_quantity
-from ridgeline.render import pods
+from ridgeline.render import node_cache, pods
 from ridgeline.render.groups import (
     REPLICA_RESOURCE,
     head_group,
@@ -60,7 +60,11 @@ _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def serving_args_for(
-    model: InferenceModel, plan: Plan, cache_dir: str, replica_cpus: int = 1
+    model: InferenceModel,
+    plan: Plan,
+    cache_dir: str,
+    replica_cpus: int = 1,
+    node_cache_dir: str | None = None,
 ) -> ServingArgs:
     """The serving app's arguments for a plan: the operator's and `ridgeline serve`'s."""
     spec = model.spec
@@ -86,6 +90,7 @@ def serving_args_for(
         planned_step_seconds=plan.predicted.step_seconds,
         predicted_cold_start_s=plan.cold_start.seconds if plan.cold_start else None,
         cold_start_wait_s=wait_bound_seconds(plan.cold_start) if plan.cold_start else None,
+        node_cache_dir=node_cache_dir,
     )
 
 
@@ -98,7 +103,8 @@ def drain_seconds(model: InferenceModel, plan: Plan) -> int:
 def serve_config(
     model: InferenceModel, plan: Plan, config: PlatformConfig, replica_cpus: int = 1
 ) -> dict[str, Any]:
-    args = serving_args_for(model, plan, config.weights_cache_dir, replica_cpus)
+    node_dir = node_cache.MOUNT_PATH if config.node_cache.enabled else None
+    args = serving_args_for(model, plan, config.weights_cache_dir, replica_cpus, node_dir)
     options = deployment_options(args, REPLICA_RESOURCE)
     replicas = model.spec.replicas
     target = replicas.target_ongoing_requests or plan.batch_target
