@@ -86,8 +86,9 @@ def test_image_catalogs_agree() -> None:
 
 
 def test_every_platform_config_key_is_a_chart_value_with_a_schema() -> None:
-    """The ConfigMap is `serving` plus `nodePools`: every PlatformConfig key is settable from
-    values.yaml, checked by the schema, and the defaults load as the operator's config."""
+    """The ConfigMap is `serving` plus `nodePools` and `nodeCache`: every PlatformConfig key is
+    settable from values.yaml, checked by the schema, and the defaults load as the operator's
+    config."""
     import yaml
 
     from ridgeline.platform_config import PlatformConfig
@@ -95,7 +96,7 @@ def test_every_platform_config_key_is_a_chart_value_with_a_schema() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     fields = {f.alias or name for name, f in PlatformConfig.model_fields.items()}
-    assert set(values["serving"]) | {"nodePools"} == fields
+    assert set(values["serving"]) | {"nodePools", "nodeCache"} == fields
     assert set(schema["properties"]["serving"]["properties"]) == set(values["serving"])
     config = PlatformConfig.model_validate({**values["serving"], "nodePools": values["nodePools"]})
     assert config.weights_cache_volume == "emptyDir"

@@ -45,3 +45,26 @@ namespace names it, and values are neither logged nor copied. */}}
   resources: [secrets]
   verbs: [get, create]
 {{- end -}}
+
+{{- /* The node cache agent: its objects' name, labels and image (the first serving image unless
+nodeCache.image says otherwise: the agent is in it). */}}
+{{- define "ridgeline.nodeCacheName" -}}
+{{- printf "%s-node-cache" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ridgeline.nodeCacheSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "ridgeline.name" . }}-node-cache
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "ridgeline.nodeCacheLabels" -}}
+{{ include "ridgeline.nodeCacheSelectorLabels" . }}
+app.kubernetes.io/component: node-cache-agent
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "ridgeline.nodeCacheImage" -}}
+{{- .Values.nodeCache.image | default (index .Values.serving.images 0).image -}}
+{{- end -}}

@@ -87,6 +87,18 @@ ACCESS = [
     "chart gives no credentials. `create` makes each model's Ray token Secret. With "
     "`operator.watchNamespaces` set, these two verbs are granted by a Role in each watched "
     "namespace instead of the ClusterRole.",
+    "- With `nodeCache.enabled`: PersistentVolumes and PersistentVolumeClaims: get, list, "
+    "create, patch, delete (a volume over each model's checkpoint directory on the nodes, its "
+    "claim in the model's namespace); ConfigMaps in the release namespace only: get, list "
+    "(the node cache agents' reports, a Role).",
+    "- The node cache agent (`nodeCache.enabled`, ServiceAccount `<release>-node-cache`): "
+    "InferenceModels get, list, watch; Nodes get (its own node's labels); Secrets get (the "
+    "`credentialsSecret` of a model whose checkpoint it downloads, read while it downloads, "
+    "never copied or logged; a Role in each of `operator.watchNamespaces` where set); "
+    "ConfigMaps get, create, patch, update in the release namespace (its report). It runs as "
+    "root in its own pod, with no capabilities and a read-only root filesystem, to write the "
+    "node directory (`nodeCache.hostPath`, a hostPath): the release namespace needs Pod "
+    "Security `privileged`; model namespaces stay `restricted`.",
     "- A user who may create InferenceModels makes the operator read object storage at the "
     "URI and endpoint they give, with their own Secret: give that right only to those you "
     "would let run pods with those credentials.",
