@@ -16,7 +16,7 @@ from ridgeline.api.node_cache import CheckpointState
 from ridgeline.storage import node_layout
 from ridgeline.storage.download import cache_key
 from ridgeline.storage.local import LocalStore
-from ridgeline_serving.node_cache import agent as agent_module
+from ridgeline_serving.node_cache import fill as fill_module
 from tests.unit.node_cache_fakes import FakeCluster, make_agent, model, sample, write_model
 
 
@@ -141,13 +141,13 @@ def test_a_truncated_shard_is_refilled_and_never_named_meanwhile(
     assert node_layout.verify_version(version) != []
 
     seen: list[object] = []
-    original = agent_module.download_into  # type: ignore[attr-defined]
+    original = fill_module.download_into  # type: ignore[attr-defined]
 
     def watching(*args: Any, **kwargs: Any) -> Any:
         seen.append(node_layout.read_current(checkpoint))  # what a replica would read now
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(agent_module, "download_into", watching)
+    monkeypatch.setattr(fill_module, "download_into", watching)
     agent.run_pass()
     assert seen == [None]
     assert node_layout.read_current(checkpoint) == current

@@ -26,6 +26,7 @@ from ridgeline.storage.node_layout import (
     read_current,
     remove_checkpoint,
     remove_version,
+    seed_version,
     verify_version,
     verify_version_hashes,
     version_dir,
@@ -163,3 +164,19 @@ def test_present_bytes_counts_written_bytes(tmp_path: Path) -> None:
     with (sparse / "f.partial").open("wb") as fh:
         fh.truncate(10 * 2**20)
     assert present_bytes(sparse) < 2**20
+
+
+def test_seed_links_unchanged_intact_files_only(tmp_path: Path) -> None:
+    checkpoint, old = _filled(tmp_path)
+    store = LocalStore(tmp_path / "store")
+    (tmp_path / "store" / "model.safetensors").write_bytes(b"n" * 6000)  # a new version
+    files = select_files(store.list(), None)
+    new = checkpoint_digest(files)
+    old_dir = version_dir(checkpoint, old)
+    (old_dir / "sub" / "tok.json").write_text("[]")  # damaged in the old version: not linked
+    assert seed_version(checkpoint, new, files, store.root_uri) == ["config.json"]
+    new_dir = version_dir(checkpoint, new)
+    assert (new_dir / "config.json").stat().st_ino == (old_dir / "config.json").stat().st_ino
+    stats = download_into(store, new_dir, objects=store.list(), progress=False)
+    assert stats.bytes_downloaded == 6000 + 2  # the new shard and the damaged file's "{}"
+    assert verify_version(new_dir) == []

@@ -161,6 +161,38 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def seed_version(
+    checkpoint_dir: Path, digest: str, files: list[ObjectInfo], root_uri: str
+) -> list[str]:
+    """Hard-link into ``<digest>/`` the files another intact version of the checkpoint holds at
+    the same object version, and record them as the downloader does, so it fetches only what
+    changed (a new config.json beside 141 GB of unchanged shards). Returns the keys linked."""
+    dest = version_dir(checkpoint_dir, digest)
+    targets = cache_state.target_paths(dest, files, root_uri)
+    linked: dict[str, ObjectInfo] = {}
+    for other in digests(checkpoint_dir):
+        source = version_dir(checkpoint_dir, other)
+        versions = cache_state.complete_versions(source)
+        if other == digest or versions is None:
+            continue
+        damaged = check_files(source)
+        for info in files:
+            target = targets[info.key]
+            if info.key in linked or info.key in damaged or versions.get(info.key) != info.version:
+                continue
+            if os.path.lexists(target):
+                continue
+            try:
+                tree.make_dirs(target.parent)
+                os.link(source / info.key, target)
+            except OSError:
+                continue  # a filesystem without links: the downloader fetches it
+            linked[info.key] = info
+    if linked:
+        cache_state.record(dest, list(linked.values()))
+    return sorted(linked)
+
+
 def inuse_path(checkpoint_dir: Path, digest: str) -> Path:
     return version_dir(checkpoint_dir, digest).with_name(digest + INUSE_SUFFIX)
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         agent.run_pass()
     else:
         agent.run()
-    if agent.filling is not None and agent.filling.is_alive():
+    if agent.filling is not None and agent.filling.thread.is_alive():
         # The download's worker threads would hold the exit until it ends; its parts are on
         # disk and recorded, so the next start resumes where it stopped.
         logging.shutdown()

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ridgeline.api.node_cache import (
@@ -20,8 +19,8 @@ from ridgeline.api.node_cache import (
     report_labels,
     report_name,
 )
-from ridgeline.storage import ObjectInfo, ObjectStore, node_layout
-from ridgeline.storage.download import DownloadStats, download_into, select_files
+from ridgeline.storage import node_layout
+from ridgeline.storage.download import DownloadStats, select_files
 from ridgeline_serving.node_cache import inventory
 from ridgeline_serving.node_cache.decide import (
     Need,
@@ -30,6 +29,7 @@ from ridgeline_serving.node_cache.decide import (
     needed_checkpoints,
     plan_eviction,
 )
+from ridgeline_serving.node_cache.fill import Download, Fill
 from ridgeline_serving.node_cache.kube import Cluster
 from ridgeline_serving.node_cache.listing import ListingError, list_checkpoint
 from ridgeline_serving.node_cache.metrics import Metrics
@@ -54,20 +54,6 @@ Complete, Filling, Waiting, Failed = (
 )
 
 
-@dataclass
-class Fill:
-    """A version to fill this pass, from the listing it was named after."""
-
-    need: Need
-    store: ObjectStore
-    objects: list[ObjectInfo]
-    manifest_key: str | None
-    digest: str
-    total: int
-    files: int
-    result: dict[str, object] = field(default_factory=dict)
-
-
 class Agent:
     def __init__(
         self,
@@ -84,7 +70,7 @@ class Agent:
         self.needs: dict[str, Need] = {}
         self.entries: dict[str, Entry] = {}
         self.stopping = threading.Event()
-        self.filling: threading.Thread | None = None
+        self.filling: Download | None = None
         self._published: NodeCacheReport | None = None
         self._published_at = float("-inf")
         self._verified: set[tuple[str, str]] = set()  # sha256-checked since this start
@@ -162,7 +148,7 @@ class Agent:
         version = node_layout.version_dir(checkpoint, digest)
         present = min(total, node_layout.present_bytes(version))
         self.entries[need.directory] = Entry(Waiting, digest, current_digest, present, total)
-        return Fill(need, listing.store, listing.objects, manifest_key, digest, total, len(files))
+        return Fill(need, listing.store, listing.objects, manifest_key, digest, total, files)
 
     def _keep(self, fills: list[Fill]) -> set[tuple[str, str]]:
         """What no eviction or grace period may take: each needed checkpoint's current and
@@ -182,6 +168,12 @@ class Agent:
         entry = self.entries[directory]
         checkpoint = self.root / directory
         version = node_layout.version_dir(checkpoint, fill.digest)
+        linked = node_layout.seed_version(checkpoint, fill.digest, fill.files, fill.need.uri)
+        if linked:
+            log.info(
+                "%s: %d unchanged files linked from an older version", fill.need.uri, len(linked)
+            )
+        entry.bytes = min(fill.total, node_layout.present_bytes(version))
         eviction = plan_eviction(
             inventory.scan(self.root), keep, max(0, fill.total - entry.bytes), budget
         )
@@ -211,7 +203,7 @@ class Agent:
             entry.message = f"the filled version fails verification: {list(problems.values())}"
             return
         node_layout.write_current(
-            checkpoint, node_layout.Current(fill.digest, fill.need.uri, fill.total, fill.files)
+            checkpoint, node_layout.Current(fill.digest, fill.need.uri, fill.total, len(fill.files))
         )
         self._verified.add((directory, fill.digest))
         entry.state, entry.current_digest = Complete, fill.digest
@@ -224,26 +216,10 @@ class Agent:
         )
 
     def _download(self, fill: Fill, entry: Entry, version: Path) -> DownloadStats | None:
-        """download_into in a thread while this one samples progress into the report."""
-
-        def work() -> None:
-            try:
-                fill.result["stats"] = download_into(
-                    fill.store,
-                    version,
-                    objects=fill.objects,
-                    manifest_key=fill.manifest_key,
-                    parallel=self.settings.parallel,
-                    progress=False,
-                )
-            except Exception as exc:
-                fill.result["error"] = exc
-
-        self.filling = threading.Thread(target=work, name=f"fill {fill.digest}", daemon=True)
-        self.filling.start()
+        """Download, sampling progress into the report; None when it failed or we stop."""
+        self.filling = Download(fill, version, self.settings.parallel)
         counted, sampled, at = 0, entry.bytes, self.clock()
-        while self.filling.is_alive():
-            self.filling.join(REPORT_EVERY_S)
+        while not self.filling.wait(REPORT_EVERY_S):
             if self.stopping.is_set():
                 return None  # the downloader resumes from its recorded parts next start
             now_bytes, now = min(fill.total, node_layout.present_bytes(version)), self.clock()
@@ -252,17 +228,14 @@ class Agent:
             self.metrics.downloaded(fill.need.directory, max(0, now_bytes - sampled))
             sampled, at = now_bytes, now
             self._publish()
-        self.filling = None
-        error = fill.result.get("error")
-        if error is not None:
-            entry.state, entry.message = Failed, str(error)
+        download, self.filling = self.filling, None
+        if download.error is not None or download.stats is None:
+            entry.state, entry.message = Failed, str(download.error)
             entry.bytes_per_second = 0.0
-            log.warning("%s: fill failed: %s", fill.need.uri, error)
+            log.warning("%s: fill failed: %s", fill.need.uri, download.error)
             return None
-        stats = fill.result["stats"]
-        assert isinstance(stats, DownloadStats)
-        self.metrics.downloaded(fill.need.directory, stats.bytes_downloaded - counted)
-        return stats
+        self.metrics.downloaded(fill.need.directory, download.stats.bytes_downloaded - counted)
+        return download.stats
 
     def _collect(self, keep: set[tuple[str, str]]) -> None:
         """Delete what the grace period frees; keep versions replicas hold marked as used."""

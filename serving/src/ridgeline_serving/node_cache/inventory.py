@@ -20,12 +20,17 @@ from ridgeline_serving.node_cache.decide import Version
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9._-]*-[0-9a-f]{12}")
 
 
-def version_bytes(version: Path) -> int:
-    """A complete version's recorded sizes; else the bytes written so far."""
-    files = cache_state.complete_files(version)
-    if files is not None:
-        return sum(int(str(f.get("size", 0))) for f in files.values())
-    return node_layout.present_bytes(version)
+def _file_bytes(version: Path) -> dict[tuple[int, int], int]:
+    """Bytes of each file (by inode) of a version: its size once complete, else the bytes
+    written so far (partial files are created at full size, sparse)."""
+    complete = cache_state.complete_files(version) is not None
+    out = {}
+    for _key, entry in tree.entries(version):
+        if entry.is_file(follow_symlinks=False):
+            st = entry.stat(follow_symlinks=False)
+            size = st.st_size if complete else min(st.st_size, st.st_blocks * 512)
+            out[(st.st_dev, st.st_ino)] = size
+    return out
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
@@ -44,19 +49,33 @@ def _last_used(checkpoint: Path, digest: str) -> float:
 
 
 def scan(root: Path) -> list[Version]:
-    out = []
+    """Every version under ``root``. A file hard-linked into several versions (``seed_version``)
+    counts once, for the most recently used of them: evicting the others frees none of it."""
+    found = []
     for checkpoint in checkpoint_dirs(root):
         for digest in node_layout.digests(checkpoint):
-            out.append(
-                Version(
-                    directory=checkpoint.name,
-                    digest=digest,
-                    bytes=version_bytes(checkpoint / digest),
-                    last_used=_last_used(checkpoint, digest),
-                    in_use=node_layout.in_use(checkpoint, digest),
+            found.append(
+                (
+                    checkpoint.name,
+                    digest,
+                    _last_used(checkpoint, digest),
+                    node_layout.in_use(checkpoint, digest),
+                    _file_bytes(checkpoint / digest),
                 )
             )
-    return out
+    owner = {}
+    for i in sorted(range(len(found)), key=lambda i: found[i][2]):
+        owner.update(dict.fromkeys(found[i][4], i))
+    return [
+        Version(
+            directory=directory,
+            digest=digest,
+            bytes=sum(n for inode, n in files.items() if owner[inode] == i),
+            last_used=last_used,
+            in_use=held,
+        )
+        for i, (directory, digest, last_used, held, files) in enumerate(found)
+    ]
 
 
 def touch(checkpoint: Path, digest: str, now: float) -> None:
