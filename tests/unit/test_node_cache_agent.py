@@ -182,3 +182,22 @@ def test_a_same_size_edit_is_found_by_the_hash_check_at_start(tmp_path: Path) ->
     restarted.run_pass()
     assert shard.read_bytes() == (store / "model-00001.safetensors").read_bytes()
     assert node_layout.read_current(checkpoint) == current
+
+
+def test_a_deleted_models_checkpoint_goes_after_the_grace_period(tmp_path: Path) -> None:
+    uri = write_model(tmp_path / "store")
+    cluster = FakeCluster([model("m", uri)])
+    agent, clock = make_agent(tmp_path / "node", cluster, grace_s=600)
+    agent.run_pass()
+    kubelet_made = tmp_path / "node" / cache_key("s3://b/other")
+    kubelet_made.mkdir()  # a PersistentVolume's path on a node the agent never filled
+    cluster.models = []
+    clock.offset = 599
+    agent.run_pass()
+    assert _checkpoint(tmp_path, uri).is_dir()
+    clock.offset = 601
+    agent.run_pass()
+    assert not _checkpoint(tmp_path, uri).exists()
+    assert kubelet_made.is_dir()
+    assert sample(agent, "evictions_total", reason="unused") == 1
+    assert cluster.report().checkpoints == {}

@@ -245,15 +245,17 @@ class Agent:
                 inventory.touch(self.root / v.directory, v.digest, self.clock())
         for v in expired(versions, keep, self.clock(), self.settings.grace_s):
             self._remove(v, "unused" if v.directory not in self.needs else "stale_version")
-        for checkpoint in inventory.checkpoint_dirs(self.root):
-            if checkpoint.name not in self.needs and not node_layout.digests(checkpoint):
-                node_layout.remove_checkpoint(checkpoint)
 
     def _remove(self, version: Version, reason: str) -> None:
         checkpoint = self.root / version.directory
         if node_layout.remove_version(checkpoint, version.digest):
             self.metrics.evicted(reason)
             log.info("removed %s/%s (%s)", version.directory, version.digest, reason)
+        # Its last version gone and no model needing it: the directory goes too. An empty one
+        # the agent did not fill (the kubelet makes the PersistentVolume's path) is left: a
+        # pod may have it mounted.
+        if version.directory not in self.needs and not node_layout.digests(checkpoint):
+            node_layout.remove_checkpoint(checkpoint)
 
     def _publish(self, force: bool = False) -> None:
         now = self.clock()
