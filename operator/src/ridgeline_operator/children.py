@@ -1,6 +1,7 @@
 """The objects a model owns beside its RayService: the Ray token Secret (created once with a
-random token, never read back or logged), the NetworkPolicy (server-side applied), and the
-RayClusters replaced under upgradeStrategy Recreate (deleted after the RayService is applied)."""
+random token, never read back or logged), the NetworkPolicy (server-side applied), the
+RayClusters replaced under upgradeStrategy Recreate (deleted after the RayService is applied),
+and the node cache's volume and claim (node_cache.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ridgeline.controller import Decision
 from ridgeline.render.security import TOKEN_KEY
+from ridgeline_operator import node_cache
 from ridgeline_operator.kube import FIELD_MANAGER, REQUEST_TIMEOUT_S, as_kopf_error
 
 TOKEN_BYTES = 32
@@ -22,6 +24,7 @@ def before_apply(api: client.ApiClient, decision: Decision) -> None:
         _create_token_secret(api, decision.token_secret)
     for manifest in decision.owned:
         _apply(api, manifest)
+    node_cache.create_volumes(api, decision.node_volumes)  # the pods name the claim
 
 
 def after_apply(api: client.ApiClient, decision: Decision, namespace: str) -> None:
@@ -40,6 +43,7 @@ def after_apply(api: client.ApiClient, decision: Decision, namespace: str) -> No
         except ApiException as exc:
             if exc.status != 404:  # already gone is what we wanted
                 raise as_kopf_error(exc, f"delete RayCluster {namespace}/{name}") from exc
+    node_cache.prune_volumes(api, decision.node_volumes)  # an earlier URI's
 
 
 def _create_token_secret(api: client.ApiClient, manifest: dict[str, Any]) -> None:

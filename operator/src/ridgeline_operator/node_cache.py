@@ -1,0 +1,300 @@
+"""The operator's edge of the node weight cache (issue 24).
+
+Reports: the agents write one ConfigMap per node in their namespace; the operator lists them
+there every few seconds (a labelled list in one namespace, which a Role allows: a kopf index
+would watch ConfigMaps cluster-wide and need a ClusterRole that reads every ConfigMap), keeps
+the latest, and wakes the models whose checkpoint a report changed (the report names them).
+The reconcile reads the reports from memory.
+
+Volumes: a model's PersistentVolume and claim are created, if missing, before its RayService
+is applied (the pods name the claim); once it is applied, the model's volumes of an earlier URI
+go. A model's volumes go when it is deleted (the claim also by its owner reference)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from ridgeline.api.inference_model import GROUP, PLURAL, VERSION
+from ridgeline.api.node_cache import (
+    COMPONENT_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    REPORT_COMPONENT,
+    REPORT_KEY,
+    NodeCacheReport,
+)
+from ridgeline.platform_config import PlatformConfig
+from ridgeline.render import node_cache as render
+from ridgeline.render.meta import MODEL_LABEL
+from ridgeline_operator.kube import REQUEST_TIMEOUT_S, as_kopf_error
+from ridgeline_operator.wakeups import Key, Trigger
+
+REPORT_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={REPORT_COMPONENT}"
+# Reports change at most every few seconds while a node fills (the agent's own pace).
+POLL_S = 5.0
+# A PersistentVolume left Released by an earlier claim is deleted and made again: retry after.
+RELEASED_RETRY_S = 2.0
+
+log = logging.getLogger(__name__)
+
+
+def _keys(models: Iterable[str]) -> set[Key]:
+    out = set()
+    for model in models:
+        namespace, _, name = model.partition("/")
+        if name:
+            out.add((namespace, name))
+    return out
+
+
+def changed_models(
+    old: Mapping[str, NodeCacheReport], new: Mapping[str, NodeCacheReport]
+) -> set[Key]:
+    """The models named by a checkpoint entry that differs between two sets of reports (a
+    report's own timestamp or usage wakes nobody)."""
+    woken: set[Key] = set()
+    for node in old.keys() | new.keys():
+        before = old[node].checkpoints if node in old else {}
+        after = new[node].checkpoints if node in new else {}
+        for directory in before.keys() | after.keys():
+            was, now = before.get(directory), after.get(directory)
+            if was != now:
+                woken |= _keys([*(was.models if was else []), *(now.models if now else [])])
+    return woken
+
+
+def parse_reports(
+    configmaps: Iterable[tuple[str, Mapping[str, str]]],
+) -> dict[str, NodeCacheReport]:
+    """Reports by ConfigMap name; one that does not parse is left out, with a warning."""
+    out = {}
+    for name, data in configmaps:
+        try:
+            out[name] = NodeCacheReport.model_validate_json(data.get(REPORT_KEY) or "")
+        except ValidationError as exc:
+            log.warning("node cache report %s does not parse, ignored: %s", name, exc)
+    return out
+
+
+class Reports:
+    """The latest report of each node. ``snapshot`` is called from reconcile threads."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, NodeCacheReport] = {}
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    def replace(self, reports: dict[str, NodeCacheReport]) -> set[Key]:
+        """Keep ``reports``; returns the models whose checkpoints changed."""
+        with self._lock:
+            old, self._by_name, self._loaded = self._by_name, reports, True
+        return changed_models(old, reports)
+
+    def snapshot(self, api: Any, config: PlatformConfig) -> tuple[NodeCacheReport, ...]:
+        """The reports (none with the node cache disabled). The first call lists them, so the
+        first reconciles after a start do not report NoAgent for a moment."""
+        if not config.node_cache.enabled:
+            return ()
+        with self._lock:
+            loaded = self._loaded
+        if not loaded:
+            try:
+                self.replace(list_reports(api, config.node_cache.namespace))
+            except ApiException as exc:
+                log.warning(
+                    "node cache reports unreadable for now: HTTP %s %s", exc.status, exc.reason
+                )
+        with self._lock:
+            return tuple(self._by_name[name] for name in sorted(self._by_name))
+
+
+REPORTS = Reports()
+
+
+def list_reports(api: Any, namespace: str) -> dict[str, NodeCacheReport]:
+    listed: Any = client.CoreV1Api(api).list_namespaced_config_map(
+        namespace, label_selector=REPORT_SELECTOR, _request_timeout=REQUEST_TIMEOUT_S
+    )
+    return parse_reports((item.metadata.name, item.data or {}) for item in listed.items)
+
+
+# ---- volumes ----------------------------------------------------------------------------------
+
+
+def create_volumes(api: Any, manifests: Iterable[dict[str, Any]]) -> None:
+    """Each PersistentVolume and claim, if missing. Never updated: a claim's size cannot
+    shrink, and a volume's path cannot change (a new URI is a new volume)."""
+    manifests = list(manifests)
+    if not manifests:  # the node cache is disabled
+        return
+    core = client.CoreV1Api(api)
+    for manifest in manifests:
+        meta = manifest["metadata"]
+        body: Any = manifest  # the client serializes a dict as it is
+        try:
+            if manifest["kind"] == "PersistentVolume":
+                core.create_persistent_volume(body, _request_timeout=REQUEST_TIMEOUT_S)
+            else:
+                core.create_namespaced_persistent_volume_claim(
+                    meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT_S
+                )
+        except ApiException as exc:
+            what = f"create {manifest['kind']} {meta.get('namespace', '')}/{meta['name']}"
+            if exc.status != 409:
+                raise as_kopf_error(exc, what) from exc
+            if manifest["kind"] == "PersistentVolume":
+                _replace_if_released(core, meta["name"])
+
+
+def _replace_if_released(core: client.CoreV1Api, name: str) -> None:
+    """A volume whose claim went (a model deleted and made again under the same name, its old
+    volume not yet deleted) stays Released and would never bind the new claim: delete it and
+    create it on the retry."""
+    try:
+        existing: Any = core.read_persistent_volume(name, _request_timeout=REQUEST_TIMEOUT_S)
+        if existing.status is None or existing.status.phase != "Released":
+            return
+        core.delete_persistent_volume(name, _request_timeout=REQUEST_TIMEOUT_S)
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise as_kopf_error(exc, f"replace released PersistentVolume {name}") from exc
+    raise kopf.TemporaryError(
+        f"PersistentVolume {name} was released by an earlier claim: made again",
+        delay=RELEASED_RETRY_S,
+    )
+
+
+def prune_volumes(api: Any, manifests: Iterable[dict[str, Any]]) -> None:
+    """After an apply: the model's claims and volumes other than these (an earlier URI's).
+    Kubernetes keeps a claim a pod still mounts, and its volume, until the pod is gone."""
+    manifests = list(manifests)
+    if not manifests:
+        return
+    core = client.CoreV1Api(api)
+    for manifest in manifests:
+        meta = manifest["metadata"]
+        labels = meta["labels"]
+        selector = ",".join(
+            f"{k}={labels[k]}"
+            for k in (render.COMPONENT_LABEL, render.MODEL_NAMESPACE_LABEL, MODEL_LABEL)
+        )
+        try:
+            if manifest["kind"] == "PersistentVolume":
+                listed: Any = core.list_persistent_volume(
+                    label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S
+                )
+                for item in listed.items:
+                    if item.metadata.name != meta["name"]:
+                        _delete(core, "PersistentVolume", item.metadata.name)
+            else:
+                ns = meta["namespace"]
+                listed = core.list_namespaced_persistent_volume_claim(
+                    ns, label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S
+                )
+                for item in listed.items:
+                    if item.metadata.name != meta["name"]:
+                        _delete(
+                            core, "PersistentVolumeClaim", item.metadata.name, meta["namespace"]
+                        )
+        except ApiException as exc:
+            raise as_kopf_error(exc, f"list the volumes of {labels[MODEL_LABEL]}") from exc
+
+
+def _delete(core: client.CoreV1Api, kind: str, name: str, namespace: str | None = None) -> None:
+    try:
+        if namespace is None:
+            core.delete_persistent_volume(name, _request_timeout=REQUEST_TIMEOUT_S)
+        else:
+            core.delete_namespaced_persistent_volume_claim(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT_S
+            )
+    except ApiException as exc:
+        if exc.status != 404:  # already gone is what we wanted
+            raise as_kopf_error(exc, f"delete {kind} {namespace or ''}/{name}") from exc
+    log.info(
+        "deleted %s %s%s (the model's URI changed)",
+        kind,
+        f"{namespace}/" if namespace else "",
+        name,
+    )
+
+
+def delete_model_volumes(api: Any, namespace: str, name: str) -> int:
+    """Every PersistentVolume of a deleted model; returns how many."""
+    core = client.CoreV1Api(api)
+    selector = (
+        f"{render.COMPONENT_LABEL}={render.COMPONENT},"
+        f"{render.MODEL_NAMESPACE_LABEL}={namespace},{MODEL_LABEL}={name}"
+    )
+    listed: Any = core.list_persistent_volume(
+        label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S
+    )
+    for item in listed.items:
+        core.delete_persistent_volume(item.metadata.name, _request_timeout=REQUEST_TIMEOUT_S)
+    return len(listed.items)
+
+
+# ---- kopf -------------------------------------------------------------------------------------
+# The handlers read the operator's state at call time: reconcile imports this module (through
+# children), so it cannot import reconcile at the top.
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _poll() -> None:
+    from ridgeline_operator.reconcile import STATE
+
+    while True:
+        await asyncio.sleep(POLL_S)
+        cache = STATE.config.node_cache
+        if not cache.enabled or STATE.api is None:
+            continue
+        try:
+            reports = await asyncio.to_thread(list_reports, STATE.api, cache.namespace)
+        except ApiException as exc:
+            log.warning("listing node cache reports: HTTP %s %s", exc.status, exc.reason)
+            continue
+        for key in REPORTS.replace(reports):
+            STATE.wakeups.wake(key, Trigger.NODE_CACHE)
+
+
+@kopf.on.startup()
+async def start_report_poll(**_: Any) -> None:
+    task = asyncio.create_task(_poll())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+@kopf.on.cleanup()
+async def stop_report_poll(**_: Any) -> None:
+    for task in list(_tasks):
+        task.cancel()
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def delete_volumes(*, namespace: str | None, name: str, logger: Any, **_: Any) -> None:
+    """The model's PersistentVolumes (cluster-scoped: no owner reference reaches them). The
+    node's files stay; the agent frees them after its grace period."""
+    from ridgeline_operator.reconcile import STATE
+
+    if not STATE.config.node_cache.enabled:
+        return
+    try:
+        deleted = delete_model_volumes(STATE.api, namespace or "", name)
+    except ApiException as exc:  # a leftover volume must not hold the model's deletion
+        logger.warning(
+            "deleting the node cache volumes of %s/%s: HTTP %s", namespace, name, exc.status
+        )
+        return
+    if deleted:
+        logger.info("deleted %d node cache PersistentVolume(s) of %s/%s", deleted, namespace, name)

@@ -1,0 +1,259 @@
+"""The operator's edge of the node cache (issue 24), against a stand-in API: which report changes
+wake which models, the reports listed once before the first reconcile, the volume and claim
+created if missing (a Released volume made again), an earlier URI's volumes pruned after an
+apply, a deleted model's volumes deleted, and children's hooks around the RayService apply."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from ridgeline.api import InferenceModel
+from ridgeline.api.inference_model import InferenceModelStatus
+from ridgeline.api.node_cache import CheckpointReport, NodeCacheReport
+from ridgeline.controller import Decision, Result
+from ridgeline.platform_config import NodeCacheConfig, default_config
+from ridgeline.render import node_cache as render
+from ridgeline_operator import children, node_cache
+
+NS = "ridgeline-system"
+
+
+def _report(node: str, state: str = "Filling", present: int = 0, **more: Any) -> NodeCacheReport:
+    entry = CheckpointReport(
+        uri="s3://models/a", digest="d", state=state, bytes=present, total_bytes=10, models=["ns/a"]
+    )
+    checkpoints = {"dir-a": entry, **more}
+    return NodeCacheReport(
+        node=node,
+        updated="2026-12-06T08:00:00Z",
+        budget_bytes=0,
+        used_bytes=present,
+        checkpoints=checkpoints,
+    )
+
+
+def _other(models: list[str]) -> CheckpointReport:
+    return CheckpointReport(uri="s3://models/b", digest="e", state="Complete", models=models)
+
+
+# ---- which models a report wakes -----------------------------------------------------------
+
+
+def test_a_new_report_wakes_the_models_it_names() -> None:
+    new = {"r1": _report("n1", b=_other(["ns/b", "team/c"]))}
+    assert node_cache.changed_models({}, new) == {("ns", "a"), ("ns", "b"), ("team", "c")}
+
+
+def test_only_changed_checkpoints_wake_their_models() -> None:
+    old = {"r1": _report("n1", present=1, b=_other(["ns/b"]))}
+    new = {"r1": _report("n1", present=5, b=_other(["ns/b"]))}
+    assert node_cache.changed_models(old, new) == {("ns", "a")}
+    # the report's own time and usage wake nobody
+    later = {
+        "r1": old["r1"].model_copy(update={"used_bytes": 99, "updated": "2026-12-07T00:00:00Z"})
+    }
+    assert node_cache.changed_models(old, later) == set()
+
+
+def test_a_report_that_goes_wakes_its_models() -> None:
+    assert node_cache.changed_models({"r1": _report("n1")}, {}) == {("ns", "a")}
+
+
+def test_a_report_that_does_not_parse_is_left_out() -> None:
+    good = _report("n1").model_dump_json(by_alias=True)
+    parsed = node_cache.parse_reports(
+        [("ok", {"report.json": good}), ("bad", {"report.json": "{"}), ("empty", {})]
+    )
+    assert list(parsed) == ["ok"]
+    assert parsed["ok"].node == "n1"
+
+
+# ---- a stand-in CoreV1Api ----------------------------------------------------------------------
+
+
+def _obj(name: str, **extra: Any) -> SimpleNamespace:
+    return SimpleNamespace(metadata=SimpleNamespace(name=name), **extra)
+
+
+class _Core:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.pvs: dict[str, str] = {}  # name -> phase
+        self.pvcs: list[str] = []
+        self.configmaps: list[SimpleNamespace] = []
+        self.fail: int | None = None
+
+    def _record(self, call: str, arg: Any) -> None:
+        self.calls.append((call, arg))
+        if self.fail:
+            raise ApiException(status=self.fail, reason="x")
+
+    def list_namespaced_config_map(self, namespace: str, **kw: Any) -> Any:
+        self._record("list_configmaps", (namespace, kw["label_selector"]))
+        return SimpleNamespace(items=self.configmaps)
+
+    def create_persistent_volume(self, body: Any, **_: Any) -> None:
+        self._record("create_pv", body["metadata"]["name"])
+        if body["metadata"]["name"] in self.pvs:
+            raise ApiException(status=409, reason="AlreadyExists")
+
+    def create_namespaced_persistent_volume_claim(self, ns: str, body: Any, **_: Any) -> None:
+        self._record("create_pvc", (ns, body["metadata"]["name"]))
+        if body["metadata"]["name"] in self.pvcs:
+            raise ApiException(status=409, reason="AlreadyExists")
+
+    def read_persistent_volume(self, name: str, **_: Any) -> Any:
+        self._record("read_pv", name)
+        return _obj(name, status=SimpleNamespace(phase=self.pvs[name]))
+
+    def delete_persistent_volume(self, name: str, **_: Any) -> None:
+        self._record("delete_pv", name)
+
+    def delete_namespaced_persistent_volume_claim(self, name: str, ns: str, **_: Any) -> None:
+        self._record("delete_pvc", (ns, name))
+
+    def list_persistent_volume(self, **kw: Any) -> Any:
+        self._record("list_pvs", kw["label_selector"])
+        return SimpleNamespace(items=[_obj(n) for n in self.pvs])
+
+    def list_namespaced_persistent_volume_claim(self, ns: str, **kw: Any) -> Any:
+        self._record("list_pvcs", (ns, kw["label_selector"]))
+        return SimpleNamespace(items=[_obj(n) for n in self.pvcs])
+
+
+@pytest.fixture
+def core(monkeypatch: pytest.MonkeyPatch) -> _Core:
+    fake = _Core()
+    monkeypatch.setattr(node_cache.client, "CoreV1Api", lambda _api: fake)
+    return fake
+
+
+def _config(enabled: bool = True) -> Any:
+    if not enabled:
+        return default_config()
+    cache = NodeCacheConfig(enabled=True, namespace=NS)
+    return default_config().model_copy(update={"node_cache": cache})
+
+
+def test_reports_are_listed_before_the_first_reconcile_and_then_kept(core: _Core) -> None:
+    report = _report("n1")
+    core.configmaps = [
+        SimpleNamespace(
+            metadata=SimpleNamespace(name="ridgeline-node-cache-n1"),
+            data={"report.json": report.model_dump_json(by_alias=True)},
+        )
+    ]
+    reports = node_cache.Reports()
+    assert reports.snapshot(None, _config(enabled=False)) == ()
+    assert core.calls == []  # disabled: not a single call
+    assert reports.snapshot(None, _config()) == (report,)
+    selector = (
+        "app.kubernetes.io/managed-by=ridgeline,app.kubernetes.io/component=node-cache-report"
+    )
+    assert core.calls == [("list_configmaps", (NS, selector))]
+    reports.snapshot(None, _config())
+    assert len(core.calls) == 1  # the poll keeps it fresh from now on
+    assert reports.replace({}) == {("ns", "a")}
+    assert reports.snapshot(None, _config()) == ()
+
+
+def test_reports_that_cannot_be_listed_yet_are_none(core: _Core) -> None:
+    core.fail = 403
+    assert node_cache.Reports().snapshot(None, _config()) == ()
+
+
+# ---- volumes -----------------------------------------------------------------------------------
+
+
+def _model(uri: str = "s3://models/a") -> InferenceModel:
+    return InferenceModel.model_validate(
+        {"metadata": {"name": "a", "namespace": "ns"}, "spec": {"model": {"uri": uri}}}
+    )
+
+
+def _volumes(uri: str = "s3://models/a") -> list[dict[str, Any]]:
+    return render.build_volumes(_model(uri), _config(), 10, "uid")
+
+
+def test_volume_and_claim_are_created_if_missing(core: _Core) -> None:
+    pv, pvc = _volumes()
+    node_cache.create_volumes(None, [pv, pvc])
+    assert core.calls == [
+        ("create_pv", pv["metadata"]["name"]),
+        ("create_pvc", ("ns", pvc["metadata"]["name"])),
+    ]
+    core.calls.clear()
+    core.pvs[pv["metadata"]["name"]] = "Bound"
+    core.pvcs.append(pvc["metadata"]["name"])
+    node_cache.create_volumes(None, [pv, pvc])  # both exist: left as they are
+    assert [c for c, _ in core.calls] == ["create_pv", "read_pv", "create_pvc"]
+
+
+def test_a_released_volume_is_deleted_and_made_again_on_the_retry(core: _Core) -> None:
+    pv, pvc = _volumes()
+    core.pvs[pv["metadata"]["name"]] = "Released"
+    with pytest.raises(kopf.TemporaryError, match="released by an earlier claim"):
+        node_cache.create_volumes(None, [pv, pvc])
+    assert ("delete_pv", pv["metadata"]["name"]) in core.calls
+
+
+def test_a_refused_create_is_a_kopf_error(core: _Core) -> None:
+    core.fail = 403
+    with pytest.raises(kopf.PermanentError, match="create PersistentVolume"):
+        node_cache.create_volumes(None, _volumes())
+
+
+def test_an_earlier_uris_volumes_go_after_the_apply(core: _Core) -> None:
+    old_pv, old_pvc = _volumes("s3://models/old")
+    pv, pvc = _volumes()
+    core.pvs = {old_pv["metadata"]["name"]: "Bound", pv["metadata"]["name"]: "Bound"}
+    core.pvcs = [old_pvc["metadata"]["name"], pvc["metadata"]["name"]]
+    node_cache.prune_volumes(None, [pv, pvc])
+    selector = "app.kubernetes.io/component=node-weights,ridgeline.dev/model-namespace=ns,ridgeline.dev/model=a"
+    assert ("list_pvs", selector) in core.calls
+    assert ("list_pvcs", ("ns", selector)) in core.calls
+    deleted = [(c, a) for c, a in core.calls if c.startswith("delete")]
+    assert deleted == [
+        ("delete_pv", old_pv["metadata"]["name"]),
+        ("delete_pvc", ("ns", old_pvc["metadata"]["name"])),
+    ]
+
+
+def test_nothing_is_called_with_the_node_cache_disabled(core: _Core) -> None:
+    node_cache.create_volumes(None, [])
+    node_cache.prune_volumes(None, [])
+    assert core.calls == []
+
+
+def test_a_deleted_models_volumes_are_deleted(core: _Core) -> None:
+    core.pvs = {"ridgeline-weights-1": "Bound", "ridgeline-weights-2": "Released"}
+    assert node_cache.delete_model_volumes(None, "ns", "a") == 2
+    assert [a for c, a in core.calls if c == "delete_pv"] == list(core.pvs)
+
+
+def test_children_create_the_volumes_before_and_prune_after(
+    core: _Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volumes = _volumes()
+    decision = Decision(
+        status=InferenceModelStatus(), result=Result.APPLIED, apply={}, node_volumes=volumes
+    )
+    children.before_apply(None, decision)  # type: ignore[arg-type]
+    assert [c for c, _ in core.calls] == ["create_pv", "create_pvc"]
+    core.calls.clear()
+    monkeypatch.setattr(children.client, "CustomObjectsApi", lambda _api: None)
+    children.after_apply(None, decision, "ns")  # type: ignore[arg-type]
+    assert [c for c, _ in core.calls] == ["list_pvs", "list_pvcs"]
+
+
+def test_the_reports_round_trip_as_the_agent_writes_them() -> None:
+    """The agent writes report.json with camelCase keys (ApiModel)."""
+    text = _report("n1").model_dump_json(by_alias=True)
+    assert "totalBytes" in json.loads(text)["checkpoints"]["dir-a"]
+    assert node_cache.parse_reports([("x", {"report.json": text})])["x"] == _report("n1")
