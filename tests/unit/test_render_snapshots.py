@@ -13,6 +13,7 @@ from ridgeline.cli import main
 from tests.conftest import EXAMPLES
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
+NODE_CACHE_CONFIG = Path(__file__).parent / "fixtures" / "node-cache-config.yaml"
 # Each example with the model whose config.json (examples/models/) it is planned from.
 EXAMPLE_MODELS = {
     "llama-8b.yaml": "llama-3.1-8b",
@@ -27,8 +28,7 @@ def test_every_example_has_a_snapshot() -> None:
     assert models == set(EXAMPLE_MODELS)
 
 
-@pytest.mark.parametrize("example", sorted(EXAMPLE_MODELS))
-def test_rendered_rayservice_is_unchanged(capsys, skeleton_dir, example: str) -> None:
+def _render(capsys, skeleton_dir, example: str, *extra: str) -> str:
     rc = main(
         [
             "render",
@@ -37,11 +37,29 @@ def test_rendered_rayservice_is_unchanged(capsys, skeleton_dir, example: str) ->
             str(EXAMPLES / "pools.yaml"),
             "--model-uri",
             str(skeleton_dir(EXAMPLE_MODELS[example])),
+            *extra,
         ]
     )
     out, err = capsys.readouterr()
     assert rc == 0, err
-    snapshot = SNAPSHOTS / example
+    return str(out)
+
+
+def _matches(out: str, snapshot: Path) -> None:
     if os.environ.get("RIDGELINE_RECORD_SNAPSHOTS") == "1":
         snapshot.write_text(out)
     assert out == snapshot.read_text()
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLE_MODELS))
+def test_rendered_rayservice_is_unchanged(capsys, skeleton_dir, example: str) -> None:
+    out = _render(capsys, skeleton_dir, example)
+    snapshot = SNAPSHOTS / example
+    _matches(out, snapshot)
+
+
+def test_rendered_with_the_node_cache_is_unchanged(capsys, skeleton_dir) -> None:
+    """The node cache enabled (issue 24): the worker pods' read-only claim, ServingArgs'
+    node_cache_dir, then the volume and the claim."""
+    out = _render(capsys, skeleton_dir, "llama-8b.yaml", "--config", str(NODE_CACHE_CONFIG))
+    _matches(out, SNAPSHOTS / "llama-8b-node-cache.yaml")

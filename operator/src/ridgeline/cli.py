@@ -205,6 +205,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from ridgeline.config_files import load_platform_config
     from ridgeline.platform_config import default_config
     from ridgeline.render import build_rayservice
+    from ridgeline.render.node_cache import build_volumes
+    from ridgeline.render.pods import cache_bytes_estimate
 
     model = load_inference_model(args.model)
     config = load_platform_config(args.config) if args.config else default_config()
@@ -221,6 +223,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
         model, plan, placement, config, pool=pool, checkpoint_bytes=shape.checkpoint_bytes
     )
     print(yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False), end="")
+    # With the node cache: the volume and claim the worker pods mount, as the operator makes them.
+    cache_bytes = shape.checkpoint_bytes or cache_bytes_estimate(plan)
+    for volume in build_volumes(model, config, cache_bytes, None):
+        print("---")
+        print(yaml.dump(volume, Dumper=_BlockDumper, sort_keys=False), end="")
     return 0
 
 
