@@ -408,6 +408,7 @@ EXPECTED_METRICS = [
     "ray_ridgeline_queue_depth",
     "ray_ridgeline_weight_load_seconds",
     "ray_ridgeline_weight_load_bytes",
+    "ray_ridgeline_weight_cache_read_bytes",
     "ray_ridgeline_running_sequences",
     "ray_ridgeline_waiting_sequences",
     "ray_ridgeline_kv_cache_tokens",
@@ -439,6 +440,8 @@ def test_metrics_are_exported_with_one_prefix(
     startup = _metric(server, "ray_ridgeline_replica_startup_seconds")
     for phase in ("download", "load", "warmup"):
         assert any(f'phase="{phase}"' in k and v > 0 for k, v in startup.items()), startup
+    # No node cache in `ridgeline serve`: the weights came from the store.
+    assert all('source="download"' in k for k in startup), startup
 
 
 def test_a_client_that_goes_away_cancels_its_sequence(server: dict[str, str]) -> None:

@@ -57,7 +57,7 @@ def test_the_replica_holds_the_kv_its_plan_counts(
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     engine: Any
-    engine, _ = load_engine(args)
+    engine, _, _ = load_engine(args)
     try:
         runner = engine.scheduler.runner
         assert isinstance(runner, TransformersRunner)

@@ -36,17 +36,21 @@ class ModelServer:
         self.metrics = ServingMetrics(self.args.model_name)
         self.engine_log: EngineLog | None = None  # made after the warm-up, which it leaves out
         self.health: EngineHealth | None = None  # fed from the first served step on
-        engine, self.startup = load_engine(self.args, self._on_step)
+        # self.weights holds the node cache's version in use while the replica lives.
+        engine, self.startup, self.weights = load_engine(self.args, self._on_step)
         log.info(
-            "replica ready in %.1f s: download %.1f s (%d bytes at %.2f GB/s), "
-            "load %.1f s, warm-up %.1f s",
+            "replica ready in %.1f s: weights from %s in %.1f s (%d bytes from the store at "
+            "%.2f GB/s, %d from the node cache), load %.1f s, warm-up %.1f s",
             self.startup.total_s,
+            self.startup.source,
             self.startup.download_s,
             self.startup.bytes,
             self.startup.gb_per_s,
+            self.startup.cache_bytes,
             self.startup.load_s,
             self.startup.warmup_s,
         )
+        self.metrics.startup_source = self.startup.source
         self.engine: Engine = engine
         self.health = EngineHealth(stall_bound(self.args.planned_step_seconds), engine.submit)
         self.server = OpenAIServer(self.args, engine, self.metrics, self.health)
@@ -102,6 +106,7 @@ class ModelServer:
             "weight_load_seconds": self.startup.download_s + self.startup.load_s,
             "weight_load_bytes": self.startup.bytes,
             "weight_download_gigabytes_per_second": self.startup.gb_per_s,
+            "weight_cache_read_bytes": self.startup.cache_bytes,
             "startup_download": self.startup.download_s,
             "startup_load": self.startup.load_s,
             "startup_warmup": self.startup.warmup_s,

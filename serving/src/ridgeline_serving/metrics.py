@@ -79,9 +79,12 @@ class ServingMetrics:
         )
         self.startup_seconds = Gauge(
             f"{PREFIX}replica_startup_seconds",
-            "Replica start-up time by phase (download, load, warmup).",
-            tag_keys=("model", "phase"),
+            "Replica start-up time by phase (download: getting the weights, from the store or "
+            "the node cache; load; warmup), and where the weights came from (source: "
+            "node_cache or download).",
+            tag_keys=("model", "phase", "source"),
         )
+        self.startup_source = "download"  # set once the weights are in
         self.batch_target = Gauge(
             f"{PREFIX}batch_target", "The planned batch target.", tag_keys=keys
         )
@@ -93,6 +96,11 @@ class ServingMetrics:
         )
         self.load_bytes = Gauge(
             f"{PREFIX}weight_load_bytes", "Bytes of weights fetched.", tag_keys=keys
+        )
+        self.cache_read_bytes = Gauge(
+            f"{PREFIX}weight_cache_read_bytes",
+            "Bytes of weights read from the node weight cache (0: downloaded).",
+            tag_keys=keys,
         )
         self.download_gbps = Gauge(
             f"{PREFIX}weight_download_gigabytes_per_second",
@@ -109,6 +117,7 @@ class ServingMetrics:
             "weight_load_seconds": self.load_seconds,
             "weight_load_bytes": self.load_bytes,
             "weight_download_gigabytes_per_second": self.download_gbps,
+            "weight_cache_read_bytes": self.cache_read_bytes,
             "running_sequences": self.running,
             "waiting_sequences": self.waiting,
             "kv_cache_tokens": self.kv_used,
@@ -120,7 +129,8 @@ class ServingMetrics:
                 for name, value in values().items():
                     if name.startswith("startup_"):
                         phase = name.removeprefix("startup_")
-                        self.startup_seconds.set(value, {**self.tags, "phase": phase})
+                        tags = {**self.tags, "phase": phase, "source": self.startup_source}
+                        self.startup_seconds.set(value, tags)
                     else:
                         gauges[name].set(value, self.tags)
 
