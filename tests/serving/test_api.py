@@ -533,6 +533,20 @@ def test_prometheus_returns_data_for_every_dashboard_query(
     )
     operator_port = free_port()
     start_http_server(operator_port, addr="127.0.0.1")
+    # A node cache agent's metrics (its own class) holding this model's checkpoint, for the
+    # Weights row: the agent runs in a cluster only.
+    from ridgeline_serving.node_cache.decide import ModelRef, Need
+    from ridgeline_serving.node_cache.metrics import Metrics
+
+    agent = Metrics("node-1")
+    need = Need("tiny-chat-dir", "s3://models/tiny-chat", 100, (ModelRef("default", MODEL),))
+    agent.checkpoints({need.directory: need}, {need.directory: (100, 100)})
+    agent.downloaded(need.directory, 100)
+    agent.hit(need.directory)
+    agent.miss(need.directory)
+    agent.evicted("unused")
+    agent_port = free_port()
+    start_http_server(agent_port, addr="127.0.0.1", registry=agent.registry)
     ray_target = server["metrics"].removeprefix("http://").removesuffix("/metrics")
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -540,6 +554,7 @@ def test_prometheus_returns_data_for_every_dashboard_query(
         "scrape_configs:\n"
         f"  - job_name: serving\n    static_configs: [{{targets: ['{ray_target}']}}]\n"
         f"  - job_name: operator\n    static_configs: [{{targets: ['127.0.0.1:{operator_port}']}}]\n"
+        f"  - job_name: agent\n    static_configs: [{{targets: ['127.0.0.1:{agent_port}']}}]\n"
     )
     port = free_port()
     proc = subprocess.Popen(

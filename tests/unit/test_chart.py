@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 CHART = REPO / "charts" / "ridgeline"
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
-METRIC = re.compile(r"\b((?:ray_ridgeline|ridgeline_operator)_[a-z_]+)\b")
+METRIC = re.compile(r"\b((?:ray_ridgeline|ridgeline_operator|ridgeline_node_cache)_[a-z_]+)\b")
 
 
 def dashboard_exprs() -> list[tuple[str, str]]:
