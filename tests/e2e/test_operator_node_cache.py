@@ -1,0 +1,194 @@
+"""The operator with the node weight cache enabled (issue 24) against the loopback control plane,
+with the credentials of the chart's RBAC for that case only: applying a model creates its
+PersistentVolume and claim (bound by the control plane's own volume binder), the status gets
+``weights`` and ``Cached=False NoAgent``; an agent's report ConfigMap makes it ``Cached=True``,
+and deleting the model deletes its volume. No agent runs here (kwok nodes have no kubelet): the
+test writes the report an agent would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import yaml
+
+from ridgeline.api.node_cache import (
+    REPORT_KEY,
+    CheckpointReport,
+    NodeCacheReport,
+    report_labels,
+    report_name,
+)
+from ridgeline_dev.checkpoints import write_skeleton
+from ridgeline_dev.cluster import OPERATOR_NAMESPACE, ClusterState, kubectl
+from tests.conftest import example_config
+from tests.e2e.conftest import get_json, wait_for
+from tests.e2e.test_operator import CHART, Operator, condition, helm, model, serve_args
+
+pytestmark = pytest.mark.cluster
+NS = "models"
+NAME = "cached"
+
+
+@pytest.fixture(scope="module")
+def node_cache_rbac(cluster: ClusterState) -> None:
+    """The operator's ServiceAccount, ClusterRole (PersistentVolumes and claims included) and
+    its Role reading the reports, rendered by helm with nodeCache.enabled."""
+    rendered = subprocess.run(
+        [
+            helm(),
+            "template",
+            "rl",
+            str(CHART),
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            "1.36.3",
+            "--set",
+            "nodeCache.enabled=true",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    docs = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d
+        and d["kind"]
+        in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Role", "RoleBinding")
+        and not d["metadata"]["name"].startswith("rl-node-cache")  # the agent's own
+    ]
+    kubectl(cluster, "create", "namespace", OPERATOR_NAMESPACE, check=False)
+    kubectl(cluster, "create", "namespace", NS, check=False)
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+    )
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: ClusterState,
+    fake_fleet: list[str],
+    node_cache_rbac: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:
+    op = Operator(cluster, tmp_path_factory.mktemp("operator-node-cache"))
+    config = yaml.safe_load(op.config.read_text())
+    config["nodeCache"] = {"enabled": True, "namespace": OPERATOR_NAMESPACE}
+    op.config.write_text(yaml.safe_dump(config))
+    op.start()
+    yield op
+    op.stop()
+    print(op.log.read_text()[-6000:])
+
+
+@pytest.fixture(scope="module")
+def tiny_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("node-cache-models")
+    return write_skeleton(example_config("tiny-llama"), root / "tiny-llama").as_uri()
+
+
+def _model(cluster: ClusterState) -> dict[str, Any]:
+    return dict(get_json(cluster, "-n", NS, "inferencemodel", NAME))
+
+
+def _cached(cluster: ClusterState, status: str, reason: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = _model(cluster)
+        cond = condition(obj, "Cached")
+        return obj if cond and (cond["status"], cond["reason"]) == (status, reason) else None
+
+    return dict(wait_for(f"{NAME} Cached={status} {reason}", check, 60))
+
+
+def test_node_cache_from_apply_to_cached_to_delete(
+    cluster: ClusterState, operator: Operator, tiny_uri: str
+) -> None:
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        input_=model(
+            NAME,
+            tiny_uri,
+            accelerators=["NVIDIA-H100-80GB-HBM3"],
+            workload={"maxContextTokens": 1024},
+            replicas={"min": 0, "max": 1},
+        ),
+    )
+    obj = _cached(cluster, "False", "NoAgent")
+    weights = obj["status"]["weights"]
+    assert weights["uri"] == tiny_uri
+    assert weights["nodeLabels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert weights["bytes"] > 0
+    assert obj["status"]["plan"]["coldStart"]["nodeCacheSeconds"] > 0
+
+    # the claim the worker pods mount, bound to its volume by the control plane
+    rs = get_json(cluster, "-n", NS, "rayservice", NAME)
+    pod = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    [claim] = [v for v in pod["volumes"] if v["name"] == "node-weights"]
+    claim_name = claim["persistentVolumeClaim"]["claimName"]
+    assert claim["persistentVolumeClaim"]["readOnly"] is True
+    assert serve_args(rs).node_cache_dir == "/var/lib/ridgeline/node-weights"
+
+    def bound() -> dict[str, Any] | None:
+        pvc = get_json(cluster, "-n", NS, "pvc", claim_name)
+        return dict(pvc) if pvc.get("status", {}).get("phase") == "Bound" else None
+
+    pvc = wait_for(f"claim {claim_name} Bound", bound, 60)
+    volume = pvc["spec"]["volumeName"]
+    pv = get_json(cluster, "pv", volume)
+    assert pv["spec"]["hostPath"]["path"].endswith("/" + weights["directory"])
+    assert pvc["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+
+    # an agent's report: the checkpoint complete on one node of the pool
+    entry = CheckpointReport(
+        uri=weights["uri"],
+        digest="0123456789abcdef",
+        current_digest="0123456789abcdef",
+        state="Complete",
+        bytes=weights["bytes"],
+        total_bytes=weights["bytes"],
+        models=[f"{NS}/{NAME}"],
+    )
+    report = NodeCacheReport(
+        node="h100-0",
+        updated=datetime.now(UTC),
+        budget_bytes=0,
+        used_bytes=weights["bytes"],
+        checkpoints={weights["directory"]: entry},
+    )
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": report_name("h100-0"),
+            "namespace": OPERATOR_NAMESPACE,
+            "labels": report_labels("h100-0"),
+        },
+        "data": {REPORT_KEY: report.model_dump_json(by_alias=True)},
+    }
+    kubectl(cluster, "apply", "-f", "-", input_=json.dumps(configmap))
+    try:
+        obj = _cached(cluster, "True", "Complete")
+        assert obj["status"]["weights"]["nodesComplete"] == 1
+        assert obj["status"]["weights"]["nodes"] == 1
+    finally:
+        kubectl(cluster, "delete", "-n", OPERATOR_NAMESPACE, "configmap", report_name("h100-0"))
+
+    kubectl(cluster, "delete", "-n", NS, "im", NAME, "--wait=true")
+    wait_for(
+        f"PersistentVolume {volume} deleted",
+        lambda: kubectl(cluster, "get", "pv", volume, check=False).returncode != 0,
+        60,
+    )
