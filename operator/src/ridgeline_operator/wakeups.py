@@ -22,6 +22,7 @@ class Trigger(enum.StrEnum):
     RAYSERVICE = "rayservice"
     RAYCLUSTER = "raycluster"
     POOLS = "pools"
+    NODE_CACHE = "node_cache"  # a node cache agent's report on the model's checkpoint changed
     RESYNC = "resync"
     RETRY = "retry"
     STATUS = "status"  # a wake that waited for the change handler's status to land
