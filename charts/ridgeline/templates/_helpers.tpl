@@ -59,7 +59,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "ridgeline.nodeCacheLabels" -}}
 {{ include "ridgeline.nodeCacheSelectorLabels" . }}
-app.kubernetes.io/component: node-cache-agent
+app.kubernetes.io/component: node-cache
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
