@@ -45,6 +45,8 @@ def test_the_agent_runs_from_the_serving_image_with_only_what_it_needs() -> None
     objects = _objects(*ENABLED, "nodeCache.hostPath=/mnt/nvme/weights")
     pod = _agent(objects)
     assert pod["serviceAccountName"] == "rl-node-cache"
+    labels = _one(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "node-cache"
     [agent] = pod["containers"]
     assert agent["image"] == "ghcr.io/ridgeline/serving:0.1.0-cu124"  # the first serving image
     assert agent["command"] == ["ridgeline-node-cache"]
