@@ -165,7 +165,10 @@ def test_reports_are_listed_before_the_first_reconcile_and_then_kept(core: _Core
 
 def test_reports_that_cannot_be_listed_yet_are_none(core: _Core) -> None:
     core.fail = 403
-    assert node_cache.Reports().snapshot(None, _config()) == ()
+    reports = node_cache.Reports()
+    assert reports.snapshot(None, _config()) == ()
+    assert reports.snapshot(None, _config()) == ()
+    assert len(core.calls) == 1  # not a list per reconcile: the poll lists again
 
 
 # ---- volumes -----------------------------------------------------------------------------------

@@ -101,11 +101,12 @@ class Reports:
 
     def snapshot(self, api: Any, config: PlatformConfig) -> tuple[NodeCacheReport, ...]:
         """The reports (none with the node cache disabled). The first call lists them, so the
-        first reconciles after a start do not report NoAgent for a moment."""
+        first reconciles after a start do not report NoAgent for a moment; where that fails,
+        the poll's next list wakes the models (no list per reconcile meanwhile)."""
         if not config.node_cache.enabled:
             return ()
         with self._lock:
-            loaded = self._loaded
+            loaded, self._loaded = self._loaded, True
         if not loaded:
             try:
                 self.replace(list_reports(api, config.node_cache.namespace))
