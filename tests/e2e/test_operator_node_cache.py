@@ -192,3 +192,44 @@ def test_node_cache_from_apply_to_cached_to_delete(
         lambda: kubectl(cluster, "get", "pv", volume, check=False).returncode != 0,
         60,
     )
+
+
+@pytest.mark.parametrize("watched", [False, True])
+def test_the_chart_with_the_node_cache_is_accepted_by_the_api_server(
+    cluster: ClusterState, watched: bool
+) -> None:
+    """The DaemonSet, the agent's RBAC and the operator's, as the API server validates them
+    (server-side dry run), cluster-wide and with watched namespaces."""
+    sets = ["--set", "nodeCache.enabled=true", "--set", "nodeCache.sizeBudget=500Gi"]
+    if watched:
+        sets += ["--set", f"operator.watchNamespaces={{{NS}}}"]
+    rendered = subprocess.run(
+        [
+            helm(),
+            "template",
+            "rl",
+            str(CHART),
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            "1.36.3",
+            *sets,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kubectl(cluster, "create", "namespace", OPERATOR_NAMESPACE, check=False)
+    kubectl(cluster, "create", "namespace", NS, check=False)
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    assert "DaemonSet" in {d["kind"] for d in docs}
+    result = kubectl(
+        cluster,
+        "apply",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input_=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
