@@ -38,6 +38,10 @@ class FakeCore:
         self.calls.append("patch")
         self.maps[name] = body
 
+    def read_node(self, name: str, **kw: Any) -> Any:
+        meta = client.V1ObjectMeta(name=name, uid="uid-" + name, labels={"pool": "a"})
+        return client.V1Node(metadata=meta)
+
     def read_namespaced_secret(self, name: str, namespace: str, **kw: Any) -> Any:
         if self.secret is None:
             raise ApiException(status=403, reason="Forbidden")
@@ -60,6 +64,20 @@ def test_the_report_is_written_only_when_it_changed() -> None:
     assert core.calls == ["read", "create", "read", "read", "patch"]
     assert core.maps["r"].data == {REPORT_KEY: '{"a": 2}'}
     assert core.maps["r"].metadata.labels["app.kubernetes.io/component"] == "node-cache-report"
+
+
+def test_the_report_is_owned_by_the_agents_node_and_goes_with_it() -> None:
+    """The garbage collector deletes a dependent whose owner is gone: a deleted node's report
+    does not keep counting its copies. A report written before the node was read gains it."""
+    cluster, core = _cluster()
+    labels = report_labels("node-1")
+    cluster.write_report("ns", "r", labels, "{}")
+    assert not core.maps["r"].metadata.owner_references
+    assert cluster.node_labels("node-1") == {"pool": "a"}
+    assert cluster.write_report("ns", "r", labels, "{}")
+    (owner,) = core.maps["r"].metadata.owner_references
+    assert (owner.kind, owner.name, owner.uid) == ("Node", "node-1", "uid-node-1")
+    assert not cluster.write_report("ns", "r", labels, "{}")
 
 
 def test_a_secret_the_agent_may_not_read_is_named() -> None:

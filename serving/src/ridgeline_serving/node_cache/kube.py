@@ -51,6 +51,9 @@ class KubeCluster:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
+        # The agent's Node, once read: its report is owned by it, so the garbage collector
+        # deletes the report with the node (a removed node's copies stop counting in Cached).
+        self._owner: client.V1OwnerReference | None = None
 
     def list_models(self) -> list[dict[str, Any]]:
         listed: Any = self._custom.list_cluster_custom_object(
@@ -60,6 +63,9 @@ class KubeCluster:
 
     def node_labels(self, node: str) -> dict[str, str]:
         obj: Any = self._core.read_node(node, _request_timeout=REQUEST_TIMEOUT_S)
+        self._owner = client.V1OwnerReference(
+            api_version="v1", kind="Node", name=node, uid=obj.metadata.uid
+        )
         return dict(obj.metadata.labels or {})
 
     def read_credentials(self, namespace: str, name: str) -> dict[str, str]:
@@ -76,8 +82,11 @@ class KubeCluster:
         return decode_secret_data(namespace, name, secret.data or {})
 
     def write_report(self, namespace: str, name: str, labels: Mapping[str, str], text: str) -> bool:
+        owners = [self._owner] if self._owner is not None else None
         body = client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels)),
+            metadata=client.V1ObjectMeta(
+                name=name, namespace=namespace, labels=dict(labels), owner_references=owners
+            ),
             data={REPORT_KEY: text},
         )
         try:
@@ -92,7 +101,11 @@ class KubeCluster:
             )
             return True
         same_labels = all((existing.metadata.labels or {}).get(k) == v for k, v in labels.items())
-        if (existing.data or {}).get(REPORT_KEY) == text and same_labels:
+        owner = self._owner
+        owned = owner is None or any(
+            o.uid == owner.uid for o in existing.metadata.owner_references or []
+        )
+        if (existing.data or {}).get(REPORT_KEY) == text and same_labels and owned:
             return False
         self._core.patch_namespaced_config_map(
             name, namespace, body, _request_timeout=REQUEST_TIMEOUT_S
