@@ -75,3 +75,18 @@ def test_weights_status_reads_the_operators_block() -> None:
     )
     assert status.node_labels == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert status.seconds_left is None
+
+
+def test_a_newer_agents_report_is_read_by_an_older_operator() -> None:
+    """Agent and operator images are released separately: fields a newer agent adds are
+    ignored, not a report the operator cannot read (which would make every model NoAgent)."""
+    wire = {
+        "node": "n",
+        "updated": "2026-12-06T08:00:00Z",
+        "budgetBytes": 0,
+        "usedBytes": 0,
+        "diskModel": "nvme",
+        "checkpoints": {"d": {"uri": "s3://b/m", "state": "Complete", "readRate": 3.0}},
+    }
+    report = NodeCacheReport.model_validate(wire)
+    assert report.checkpoints["d"].state == CheckpointState.COMPLETE

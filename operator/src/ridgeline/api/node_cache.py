@@ -12,7 +12,7 @@ import hashlib
 import re
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ridgeline.api.base import ApiModel
 
@@ -77,6 +77,10 @@ class CheckpointState(enum.StrEnum):
 class CheckpointReport(ApiModel):
     """One checkpoint directory on one node."""
 
+    # The agent (serving image) and the operator are released separately: a field a newer
+    # agent adds is ignored by an older operator, not a report it cannot read.
+    model_config = ConfigDict(extra="ignore")
+
     uri: str = Field(description="The checkpoint's URI (spec.model.uri).")
     digest: str | None = Field(
         default=None,
@@ -100,6 +104,8 @@ class CheckpointReport(ApiModel):
 
 class NodeCacheReport(ApiModel):
     """What the agent on one node holds (ConfigMap data key ``report.json``)."""
+
+    model_config = ConfigDict(extra="ignore")  # as CheckpointReport: across releases
 
     node: str = Field(description="The node's name.")
     updated: datetime = Field(description="When the agent wrote this report.")
