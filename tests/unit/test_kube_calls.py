@@ -1,6 +1,7 @@
 """The operator's own API calls: they give up on a server that stops answering, instead of
 holding the model's wake-up daemon (and every later wake and resync of that model) forever;
-the start-up list of nodes is read as plain JSON."""
+a status write is conditional on the resourceVersion read (a 409 is its own error); the
+start-up list of nodes is read as plain JSON."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 
+import kopf
 import pytest
 from kubernetes import client
 
@@ -112,3 +114,47 @@ def test_nodes_are_listed_as_plain_api_dicts_with_the_selector() -> None:
     assert [urllib.parse.unquote(p) for p in paths] == [
         "/api/v1/nodes?labelSelector=nvidia.com/gpu.product"
     ]
+
+
+def test_a_status_write_is_conditional_and_a_409_says_the_object_changed() -> None:
+    sent: list[tuple[str, str, dict[str, object]]] = []
+    answers = [409, 200, 503]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PATCH(self) -> None:
+            length = int(self.headers["Content-Length"])
+            sent.append(
+                (self.path, self.headers["Content-Type"], json.loads(self.rfile.read(length)))
+            )
+            code = answers.pop(0)
+            body = json.dumps({"kind": "Status", "code": code}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
+    configuration.retries = 0
+    api = client.ApiClient(configuration)
+    args = ("ridgeline.dev", "v1alpha1", "inferencemodels", "ns", "m", "7", {"x": 1})
+    try:
+        with pytest.raises(kube.ConflictError):
+            kube.patch_status(api, *args)
+        kube.patch_status(api, *args)
+        with pytest.raises(kopf.TemporaryError):  # load: retried after its delay
+            kube.patch_status(api, *args)
+    finally:
+        server.shutdown()
+        server.server_close()
+    path, content_type, body = sent[0]
+    assert path == "/apis/ridgeline.dev/v1alpha1/namespaces/ns/inferencemodels/m/status"
+    assert content_type == "application/merge-patch+json"
+    assert body == {"metadata": {"resourceVersion": "7"}, "status": {"x": 1}}

@@ -1,6 +1,6 @@
 """The operator's own calls to the API server: server-side apply of RayServices with one field
-manager, status writes from the wake-up path (conditional on resourceVersion), and one list of
-GPU nodes at start-up. Everything else is read from kopf's watches; Events go through kopf."""
+manager, status writes from each model's daemon (conditional on resourceVersion), and one list
+of GPU nodes at start-up. Everything else is read from kopf's watches; Events go through kopf."""
 
 from __future__ import annotations
 
@@ -63,6 +63,10 @@ def as_kopf_error(exc: ApiException, what: str) -> Exception:
     return kopf.PermanentError(f"{what}: HTTP {status} {exc.reason}: {exc.body}")
 
 
+class ConflictError(Exception):
+    """The object changed since the status was computed from it (HTTP 409)."""
+
+
 def patch_status(
     api: client.ApiClient,
     group: str,
@@ -74,7 +78,7 @@ def patch_status(
     status: dict[str, Any],
 ) -> None:
     """Merge-patch the status subresource, only if the object is still at ``resource_version``:
-    a status computed from an object that has changed since is stale (409, retried)."""
+    a status computed from an object that has changed since is stale (ConflictError)."""
     try:
         client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
             group=group,
@@ -87,6 +91,8 @@ def patch_status(
             _request_timeout=REQUEST_TIMEOUT_S,
         )
     except ApiException as exc:
+        if exc.status == 409:
+            raise ConflictError(f"{namespace}/{name} changed since {resource_version}") from exc
         raise as_kopf_error(exc, f"write status of {namespace}/{name}") from exc
 
 
