@@ -1,6 +1,7 @@
 """The operator's reconcile pass around the pure decision, and what wakes it: status patched
 only on change, a refused apply is the decision's own outcome, pools derived once per change of
-the node set, and a pool change wakes only the models planned on that pool."""
+the node set, and a pool change wakes only the models planned on that pool. The daemon that runs
+the passes and writes the status: test_status_writer.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ridgeline.planner import NodePool
 from ridgeline_dev.fleet import node_manifests
 from ridgeline_operator import children, handlers, kube
 from ridgeline_operator.node_pools import PoolCache, node_facts
-from ridgeline_operator.reconcile import STATE, reconcile, status_change
+from ridgeline_operator.reconcile import STATE, Written, reconcile, status_change, write_status
 from ridgeline_operator.wakeups import Trigger, Wakeups, first_resync_s, next_resync_s
 
 H100 = NodePool(
@@ -143,20 +144,26 @@ def test_status_is_patched_only_when_it_changes(
     skeleton_dir: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     applied: list[dict[str, Any]] = []
+    writes: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(kube, "apply_rayservice", lambda api, manifest: applied.append(manifest))
+    monkeypatch.setattr(
+        kube, "patch_status", lambda api, g, v, p, ns, n, rv, status: writes.append((rv, status))
+    )
     uri = skeleton_dir("tiny-llama").as_uri()
-    first = kopf.Patch()
-    handlers.on_change(body=_body(uri), patch=first, **_indexes())
-    assert first["status"]["conditions"][2]["reason"] == "Applied"
+    first = _body(uri)
+    assert write_status(first, reconcile(first, _indexes(), [Trigger.SPEC])) is Written.LANDED
+    [(rv, status)] = writes
+    assert (rv, status["conditions"][2]["reason"]) == ("7", "Applied")  # onto what it read
     indexes = _indexes()
     rs = handlers._rayservice_view(kopf.Meta(kopf.Body(applied[0])), kopf.Status(kopf.Body({})))
     indexes["rayservice_index"] = {("ns", "m"): [rs]}
-    second = kopf.Patch()
-    handlers.on_change(body=_body(uri, dict(first["status"])), patch=second, **indexes)
+    second = _body(uri, status, resource_version="8")
+    assert write_status(second, reconcile(second, indexes, [Trigger.RAYSERVICE])) is Written.LANDED
     # the RayService now exists: only Ready's reason moves
-    third = kopf.Patch()
-    handlers.on_change(body=_body(uri, dict(second["status"])), patch=third, **indexes)
-    assert "status" not in third
+    assert [c["reason"] for c in writes[1][1]["conditions"]][3] == "RayServiceStarting"
+    third = _body(uri, writes[1][1], resource_version="9")
+    assert write_status(third, reconcile(third, indexes, [Trigger.RESYNC])) is Written.NOTHING
+    assert len(writes) == 2
     assert len(applied) == 1
 
 
@@ -250,45 +257,6 @@ def test_owner_is_woken_when_what_it_reads_changes_not_on_every_event() -> None:
     # the initial listing wakes nobody (resume handles it); an unchanged heartbeat neither
     resync, raycluster = frozenset({Trigger.RESYNC}), frozenset({Trigger.RAYCLUSTER})
     assert asyncio.run(scenario()) == [resync, resync, raycluster, resync]
-
-
-def test_a_wake_waits_while_the_change_handler_owns_a_newer_spec(
-    skeleton_dir: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    writes: list[tuple[str, dict[str, Any]]] = []
-    applied: list[dict[str, Any]] = []
-    monkeypatch.setattr(kube, "apply_rayservice", lambda api, manifest: applied.append(manifest))
-    monkeypatch.setattr(
-        kube, "patch_status", lambda api, g, v, p, ns, n, rv, status: writes.append((rv, status))
-    )
-    uri = skeleton_dir("tiny-llama").as_uri()
-    first = kopf.Patch()
-    handlers.on_change(body=_body(uri), patch=first, **_indexes())
-    newer = _body(uri, dict(first["status"]), generation=2)
-    with pytest.raises(handlers._SpecInFlightError):
-        handlers._follow_once(
-            newer, handlers._snapshot(newer), _indexes(), ("ns", "m"), [Trigger.RAYSERVICE]
-        )
-    assert writes == []
-    current = _body(uri, dict(first["status"]))
-    handlers._follow_once(
-        current, handlers._snapshot(current), _indexes(), ("ns", "m"), [Trigger.RESYNC]
-    )
-    assert writes == []  # nothing changed: nothing written
-    indexes = _indexes()
-    rs = handlers._rayservice_view(kopf.Meta(kopf.Body(applied[0])), kopf.Status(kopf.Body({})))
-    indexes["rayservice_index"] = {("ns", "m"): [rs]}
-    snapshot = handlers._snapshot(current)
-    current = _body(uri, dict(first["status"]), resource_version="8")  # kopf swapped it meanwhile
-    with pytest.raises(handlers._StaleError):
-        handlers._follow_once(current, snapshot, indexes, ("ns", "m"), [Trigger.RAYSERVICE])
-    assert writes == []
-    handlers._follow_once(
-        current, handlers._snapshot(current), indexes, ("ns", "m"), [Trigger.RAYSERVICE]
-    )
-    [(resource_version, status)] = writes  # only if the object is still the one it read
-    assert resource_version == "8"
-    assert status["conditions"][3]["reason"] == "RayServiceStarting"
 
 
 def test_a_waiting_daemon_exits_when_asked_and_resyncs_when_nothing_woke_it() -> None:

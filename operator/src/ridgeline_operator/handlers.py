@@ -1,16 +1,15 @@
-"""kopf registration: thin handlers around one reconcile pass (reconcile.py).
+"""kopf registration: thin handlers around each InferenceModel's daemon (daemon.py), which runs
+its reconcile passes (reconcile.py) and is the one writer of its status.
 
-What triggers a pass: a change of an InferenceModel's spec (kopf's create/update/resume
-handlers); a change of its RayService or RayClusters, or of the node pool it is planned on
-(an in-memory wake-up of that model's daemon); and a slow resync, spread at random.
-Over 300 lines: kopf registers handlers at import, and one module holds them all."""
+What wakes a daemon (in memory): a change of the model's spec (kopf's create/update/resume
+handlers), of its RayService or RayClusters, or of the node pool it is planned on; and a slow
+resync, spread at random. It also runs a pass when it starts."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,17 @@ from ridgeline.rayservice_view import RayServiceView, WorkerCounts
 from ridgeline.render.meta import MODEL_LABEL
 from ridgeline_operator import (
     api_session,  # noqa: F401  (its login handler: a bounded pool)
+    daemon,
     kube,
     metrics,
 )
-from ridgeline_operator.diffbase import ModelsOnlyDiffBase
 from ridgeline_operator.node_pools import node_facts
-from ridgeline_operator.reconcile import STATE, post_events, reconcile, status_change
-from ridgeline_operator.wakeups import Trigger, first_resync_s, next_resync_s
+from ridgeline_operator.reconcile import STATE
+from ridgeline_operator.wakeups import Trigger
 
 CONFIG_ENV = "RIDGELINE_CONFIG"
-RESYNC_S = float(os.environ.get("RIDGELINE_RESYNC_SECONDS", "300"))
 # Node events come in bursts (a node pool scaling up): pools are derived once the burst passed.
 POOLS_SETTLE_S = 0.5
-ERROR_S = 10.0  # a wake-up pass that failed unexpectedly is tried again after this
 GPU_PRODUCT = f"{GFD}gpu.product"
 OWNED = {"app.kubernetes.io/managed-by": "ridgeline"}  # on every RayService and its RayClusters
 OWNED_SELECTOR = ",".join(f"{k}={v}" for k, v in OWNED.items())
@@ -66,9 +63,7 @@ def configure(*, settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None
     # Progress in annotations: kopf's default also writes status.kopf, which the CRD's
     # structural schema would prune.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="ridgeline.dev")
-    settings.persistence.diffbase_storage = ModelsOnlyDiffBase(
-        prefix="ridgeline.dev", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = daemon.DIFFBASE
     settings.posting.level = logging.WARNING  # our Events are the condition transitions
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     settings.watching.server_timeout = 300
@@ -77,7 +72,7 @@ def configure(*, settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None
         len(STATE.config.images),
         len(STATE.pools.pools),
         len(STATE.config.node_pools),
-        RESYNC_S,
+        daemon.RESYNC_S,
     )
 
 
@@ -196,14 +191,10 @@ async def raycluster_changed(
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def on_change(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-    """The spec changed (or the operator restarted): kopf writes the status from ``patch``."""
-    with STATE.exclusive((body["metadata"]["namespace"], body["metadata"]["name"])):
-        decision = reconcile(body, kwargs, [Trigger.SPEC])  # kwargs: kopf's indexes by name
-    new = status_change(body, decision)
-    if new is not None:
-        patch.setdefault("status", {}).update(new)
-    post_events(body, decision)
+async def on_change(*, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    """The spec changed (or the operator restarted): wake the model's daemon, which writes the
+    status. Returning is all kopf needs: it then records the spec as handled (daemon.DIFFBASE)."""
+    STATE.wakeups.wake_spec((namespace or "", name), body.meta.get("resourceVersion"))
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=2.0, cancellation_timeout=5.0)
@@ -216,91 +207,8 @@ async def follow(
     stopped: kopf.DaemonStopped,
     **kwargs: Any,
 ) -> None:
-    """Sleeps until woken (RayService, RayCluster, pool) or its resync is due, then reconciles.
-    A wake while the change handler has a newer spec in hand waits for its status to land."""
-    key = (namespace or "", name)
-    waker = STATE.wakeups.register(key)
-    clock = asyncio.get_running_loop().time
-    # The resync keeps its own schedule: a wake-up does not postpone it, or the models that
-    # were all woken together (created together, say) would all resync together.
-    resync_at = clock() + first_resync_s(RESYNC_S)
-    stopping = asyncio.ensure_future(stopped.wait())  # the model is gone, or the operator exits
-    try:
-        while not stopped:
-            triggers = await waker.wait(max(0.0, resync_at - clock()), stopping)
-            if not triggers:
-                break
-            if clock() >= resync_at:
-                resync_at = clock() + next_resync_s(RESYNC_S)
-            # The snapshot is taken here, on the event loop, where kopf swaps the live body:
-            # never half of one version and half of the next.
-            snapshot = _snapshot(body)
-            try:
-                await asyncio.to_thread(_follow_once, body, snapshot, kwargs, key, triggers)
-            except _SpecInFlightError:
-                waker.waiting_for_status = True
-                if _snapshot(body)["status"].get("observedGeneration") == body.meta.get(
-                    "generation"
-                ):
-                    STATE.wakeups.wake_if_waiting(key)  # it landed while this pass looked
-            except _StaleError:
-                for trigger in triggers:
-                    waker.wake(trigger)  # again, from the newer object
-            except kopf.TemporaryError as exc:
-                waker.wake(Trigger.RETRY)
-                await asyncio.sleep(float(exc.delay or 1.0))
-            except Exception:
-                logger.exception("reconcile of %s/%s failed; retrying in %.0f s", *key, ERROR_S)
-                waker.wake(Trigger.RETRY)
-                await asyncio.sleep(ERROR_S)
-    finally:
-        stopping.cancel()
-        STATE.wakeups.unregister(key, waker)
-
-
-class _SpecInFlightError(Exception):
-    """The status is behind the spec: the change handler owns this generation."""
-
-
-class _StaleError(Exception):
-    """The object changed between the snapshot and the pass: take a new snapshot."""
-
-
-def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    return {
-        "metadata": dict(body.get("metadata") or {}),
-        "spec": dict(body.get("spec") or {}),
-        "status": dict(body.get("status") or {}),
-    }
-
-
-def _follow_once(
-    body: kopf.Body,
-    snapshot: dict[str, Any],
-    indexes: Any,
-    key: tuple[str, str],
-    triggers: Iterable[Trigger],
-) -> None:
-    meta = snapshot["metadata"]
-    if snapshot["status"].get("observedGeneration") != meta.get("generation"):
-        raise _SpecInFlightError()
-    with STATE.exclusive(key):
-        if body.meta.get("resourceVersion") != meta.get("resourceVersion"):
-            raise _StaleError()  # e.g. a spec change whose handler ran while this one waited
-        decision = reconcile(snapshot, indexes, triggers)
-        new = status_change(snapshot, decision)
-        if new is not None:
-            kube.patch_status(
-                STATE.api, GROUP, VERSION, PLURAL, key[0], key[1], meta["resourceVersion"], new
-            )
-    post_events(body, decision)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def model_seen(*, type: str, namespace: str | None, name: str, **_: Any) -> None:
-    """A wake that waited for the change handler's status goes ahead once the model changed."""
-    if type == "MODIFIED":
-        STATE.wakeups.wake_if_waiting((namespace or "", name))
+    """The model's one writer of status (daemon.py); kwargs: kopf's indexes by name."""
+    await daemon.run(body, (namespace or "", name), stopped, kwargs, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -17,7 +17,7 @@ DURATION = Histogram(
 )
 TRIGGERS = Counter(
     f"{P}reconcile_triggers",
-    "Reconciles by what woke them (spec, rayservice, raycluster, pools, resync, retry, status).",
+    "Reconciles by what woke them (spec, rayservice, raycluster, pools, resync, retry).",
     ["trigger"],
 )
 POOL_DERIVATIONS = Counter(

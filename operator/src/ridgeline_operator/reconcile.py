@@ -1,20 +1,25 @@
 """One reconcile pass around the pure decision: observe (kopf's indexes, the pool cache, the
-shape cache), decide, apply what changed. The change handlers and the wake-up daemon both run
-it; they differ only in how they write the status the decision holds."""
+shape cache), decide, apply what changed, and write the status the decision holds. Each model's
+daemon (handlers.py) runs it, one pass at a time: the status has that one writer."""
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
+import enum
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from ridgeline.api.inference_model import InferenceModel, InferenceModelStatus
+from ridgeline.api.inference_model import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    InferenceModel,
+    InferenceModelStatus,
+)
 from ridgeline.conditions import ConditionType, is_true
 from ridgeline.controller import Decision, Observed, decide
 from ridgeline.platform_config import PlatformConfig, default_config
@@ -36,24 +41,12 @@ class State:
         self.api: Any = None
         self.pools = PoolCache()
         self.wakeups = Wakeups()
-        self._locks: dict[Key, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
 
     def _credentials(self, namespace: str, name: str) -> dict[str, str]:
         return read_credentials(self.api, namespace, name)
 
-    @contextmanager
-    def exclusive(self, key: Key) -> Iterator[None]:
-        """One pass per model at a time (a change handler and a wake-up may overlap)."""
-        with self._locks_lock:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            yield
-
     def forget(self, key: Key) -> None:
         self.wakeups.forget(key)
-        with self._locks_lock:
-            self._locks.pop(key, None)
 
 
 STATE = State()
@@ -107,16 +100,21 @@ def observe(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Observed:
 
 
 def reconcile(
-    body: Mapping[str, Any], indexes: Mapping[str, Any], triggers: Iterable[Trigger]
+    body: Mapping[str, Any],
+    indexes: Mapping[str, Any],
+    triggers: Iterable[Trigger],
+    applied: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Observe, decide, apply. An apply the API server refuses is the decision's own refused
-    outcome; transient API errors raise kopf.TemporaryError for the caller to retry."""
+    outcome; transient API errors raise kopf.TemporaryError for the caller to retry. A RayService
+    equal to ``applied`` (what the pass before applied, when its status met a 409) is not
+    applied again."""
     started = time.monotonic()
     for trigger in triggers:
         metrics.TRIGGERS.labels(trigger).inc()
     obs = observe(body, indexes)
     decision = decide(obs, STATE.config, now())
-    if decision.apply is not None:
+    if decision.apply is not None and decision.apply != applied:
         try:
             children.before_apply(STATE.api, decision)  # token Secret, NetworkPolicy
             kube.apply_rayservice(STATE.api, decision.apply)
@@ -140,6 +138,35 @@ def status_change(body: Mapping[str, Any], decision: Decision) -> dict[str, Any]
     """The status to write, or None when it is what the object already says."""
     new = decision.status.to_api()
     return None if new == dict(body.get("status") or {}) else new
+
+
+class Written(enum.Enum):
+    NOTHING = "nothing"  # the object already says it
+    LANDED = "landed"
+    CONFLICT = "conflict"  # the object changed since the snapshot (409): the decision may be stale
+
+
+def write_status(body: Mapping[str, Any], decision: Decision) -> Written:
+    """Write the decision's status if it changed, only onto the object ``body`` is a snapshot
+    of."""
+    new = status_change(body, decision)
+    if new is None:
+        return Written.NOTHING
+    meta = body["metadata"]
+    try:
+        kube.patch_status(
+            STATE.api,
+            GROUP,
+            VERSION,
+            PLURAL,
+            meta["namespace"],
+            meta["name"],
+            meta["resourceVersion"],
+            new,
+        )
+    except kube.ConflictError:
+        return Written.CONFLICT
+    return Written.LANDED
 
 
 def post_events(body: kopf.Body, decision: Decision) -> None:

@@ -1,9 +1,10 @@
-"""Who to reconcile when something other than an InferenceModel's spec changes.
+"""Who to reconcile, and when.
 
-Each InferenceModel has one waiting daemon; a RayService or RayCluster event wakes its owner, a
-pool change wakes the models planned on that pool (and those with no plan yet), and a slow
-resync, spread at random over its period, wakes each on its own. All in memory: nothing is
-written to the API server to trigger a reconcile."""
+Each InferenceModel has one waiting daemon, the one writer of its status: a change of its spec
+wakes it, a RayService or RayCluster event wakes its owner, a pool change wakes the models
+planned on that pool (and those with no plan yet), and a slow resync, spread at random over its
+period, wakes each on its own. All in memory: nothing is written to the API server to trigger a
+reconcile."""
 
 from __future__ import annotations
 
@@ -18,14 +19,13 @@ Key = tuple[str, str]  # namespace, name
 
 
 class Trigger(enum.StrEnum):
-    SPEC = "spec"  # the InferenceModel itself changed (kopf's change handlers)
+    SPEC = "spec"  # the InferenceModel changed (kopf's change handlers), or its daemon started
     RAYSERVICE = "rayservice"
     RAYCLUSTER = "raycluster"
     POOLS = "pools"
     NODE_CACHE = "node_cache"  # a node cache agent's report on the model's checkpoint changed
     RESYNC = "resync"
-    RETRY = "retry"
-    STATUS = "status"  # a wake that waited for the change handler's status to land
+    RETRY = "retry"  # a pass failed, or its status write met a newer object (409)
 
 
 def first_resync_s(period_s: float) -> float:
@@ -43,13 +43,12 @@ def next_resync_s(period_s: float) -> float:
 
 class Waker:
     """One model's wake-up call: what woke it since it last woke (several wakes before it
-    runs make one pass), and a flag for a wake that must wait until the model's status
-    catches up with its spec."""
+    runs make one pass), and the resourceVersion its last pass started from."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._triggers: set[Trigger] = set()
-        self.waiting_for_status = False
+        self.started_from: str | None = None
 
     def wake(self, trigger: Trigger) -> None:
         self._triggers.add(trigger)
@@ -70,6 +69,11 @@ class Waker:
             return frozenset()
         if not self._event.is_set():
             return frozenset({Trigger.RESYNC})
+        return self.drain()
+
+    def drain(self) -> frozenset[Trigger]:
+        """What woke it since it last woke, and forget it: a pass about to read the object
+        covers every wake before it."""
         self._event.clear()
         triggers, self._triggers = frozenset(self._triggers), set()
         return triggers
@@ -107,11 +111,14 @@ class Wakeups:
         waker.wake(trigger)
         return True
 
-    def wake_if_waiting(self, key: Key) -> None:
+    def wake_spec(self, key: Key, resource_version: str | None) -> bool:
+        """Wake the model for a spec at ``resource_version``, unless its last pass started
+        from that very object (a daemon that started while kopf was handling it)."""
         waker = self._wakers.get(key)
-        if waker is not None and waker.waiting_for_status:
-            waker.waiting_for_status = False
-            waker.wake(Trigger.STATUS)
+        if waker is None or (resource_version and waker.started_from == resource_version):
+            return False
+        waker.wake(Trigger.SPEC)
+        return True
 
     def wake_pools(self, changed: Iterable[str]) -> int:
         """Wake the models planned on a changed pool, and those without a plan (a new pool may
