@@ -17,7 +17,8 @@ DURATION = Histogram(
 )
 TRIGGERS = Counter(
     f"{P}reconcile_triggers",
-    "Reconciles by what woke them (spec, rayservice, raycluster, pools, resync, retry).",
+    "Reconciles by what woke them (spec, rayservice, raycluster, pools, node_cache, resync, "
+    "retry).",
     ["trigger"],
 )
 POOL_DERIVATIONS = Counter(

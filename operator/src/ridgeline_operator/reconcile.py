@@ -24,7 +24,7 @@ from ridgeline.conditions import ConditionType, is_true
 from ridgeline.controller import Decision, Observed, decide
 from ridgeline.platform_config import PlatformConfig, default_config
 from ridgeline.rayservice_view import RayServiceView, WorkerCounts
-from ridgeline_operator import children, kube, metrics
+from ridgeline_operator import children, kube, metrics, node_cache
 from ridgeline_operator.credentials import read_credentials
 from ridgeline_operator.node_pools import PoolCache
 from ridgeline_operator.shapes import ShapeCache
@@ -96,6 +96,7 @@ def observe(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Observed:
         shape_error=shape_error,
         rayservice=running,
         rayclusters=clusters,
+        node_reports=node_cache.REPORTS.snapshot(STATE.api, STATE.config),
     )
 
 
