@@ -124,9 +124,8 @@ def download_model(
     listed are removed before the cache is marked complete."""
     dest = cache_root / cache_key(store.root_uri)
     lock = cache_root / f"{dest.name}.lock"
-    return _guarded(
-        store, cache_root, dest, lock, None, manifest_key, parallel, part_bytes, progress
-    )
+    with _disk_errors(store, cache_root):
+        return _download(store, dest, lock, None, manifest_key, parallel, part_bytes, progress)
 
 
 def download_into(
@@ -147,23 +146,16 @@ def download_into(
     ``dest`` with other versions. ``lock``: the file that serialises downloads into ``dest``
     (default ``<dest>.lock`` beside it)."""
     lock = lock or dest.with_name(f"{dest.name}.lock")
-    return _guarded(store, dest, dest, lock, objects, manifest_key, parallel, part_bytes, progress)
-
-
-def _guarded(
-    store: ObjectStore,
-    shown: Path,
-    dest: Path,
-    lock: Path,
-    objects: list[ObjectInfo] | None,
-    manifest_key: str | None,
-    parallel: int,
-    part_bytes: int,
-    progress: bool | None,
-) -> DownloadStats:
-    """``_download``, its disk errors named with ``shown`` (the directory the caller gave)."""
-    try:
+    with _disk_errors(store, dest):
         return _download(store, dest, lock, objects, manifest_key, parallel, part_bytes, progress)
+
+
+@contextlib.contextmanager
+def _disk_errors(store: ObjectStore, shown: Path) -> Iterator[None]:
+    """The download's disk errors as StorageError, named with ``shown`` (the directory the
+    caller gave)."""
+    try:
+        yield
     except OSError as exc:  # the cache's disk, not the store: full, read-only, no permission
         if is_disk_full(exc):
             raise disk_full(store.root_uri, shown, None, exc) from exc
