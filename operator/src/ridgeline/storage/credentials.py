@@ -1,13 +1,14 @@
 """A model's own credentials (``spec.model.credentialsSecret``) as the storage clients use them:
-the Secret's data decoded into the keys below, and a store authenticated with them instead of
-the process environment. The API call that reads the Secret is each caller's (the operator's
-shape reader, the node cache agent); both hold the values only for the read or download, never
+the Secret read (by the operator's shape reader and the node cache agent, each with its own API
+client) and its data decoded into the keys below, and a store authenticated with them instead
+of the process environment. Both callers hold the values only for the read or download, never
 logging or copying them."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from typing import Any, Protocol
 
 from ridgeline.storage.base import ObjectStore
 from ridgeline.storage.uri import open_store, parse_model_uri
@@ -47,6 +48,38 @@ def decode_secret_data(namespace: str, name: str, data: Mapping[str, str]) -> di
             f"credentialsSecret {namespace}/{name} has none of the keys {', '.join(KEYS)}"
         )
     return out
+
+
+class SecretReader(Protocol):
+    """What ``read_credentials`` needs of a Kubernetes ``CoreV1Api``."""
+
+    def read_namespaced_secret(
+        self, name: str, namespace: str, *, _request_timeout: tuple[float, float]
+    ) -> Any: ...
+
+
+def read_credentials(
+    core: SecretReader,
+    namespace: str,
+    name: str,
+    *,
+    reader: str,
+    timeout: tuple[float, float],
+) -> dict[str, str]:
+    """The ``KEYS`` of the Secret, read with ``core``; CredentialsError naming it (and, when
+    RBAC refuses, ``reader``: who may not read it) but never its values."""
+    # Imported here: the storage extra alone (the CLI's shape reader) has no Kubernetes client.
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        secret = core.read_namespaced_secret(name, namespace, _request_timeout=timeout)
+    except ApiException as exc:
+        why = {
+            404: "not found",
+            403: f"{reader} may not read it (RBAC: secrets get)",
+        }.get(exc.status or 0, f"HTTP {exc.status} {exc.reason}")
+        raise CredentialsError(f"credentialsSecret {namespace}/{name}: {why}") from None
+    return decode_secret_data(namespace, name, secret.data or {})
 
 
 def store_with(uri: str, creds: Mapping[str, str]) -> ObjectStore:

@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ridgeline.api import GROUP, PLURAL, VERSION
 from ridgeline.api.node_cache import REPORT_KEY
-from ridgeline.storage.credentials import CredentialsError, decode_secret_data
+from ridgeline.storage import credentials
 
 log = logging.getLogger("ridgeline.node_cache")
 
@@ -69,17 +69,9 @@ class KubeCluster:
         return dict(obj.metadata.labels or {})
 
     def read_credentials(self, namespace: str, name: str) -> dict[str, str]:
-        try:
-            secret: Any = self._core.read_namespaced_secret(
-                name, namespace, _request_timeout=REQUEST_TIMEOUT_S
-            )
-        except ApiException as exc:
-            why = {
-                404: "not found",
-                403: "the node cache agent may not read it (RBAC: secrets get)",
-            }.get(exc.status or 0, f"HTTP {exc.status} {exc.reason}")
-            raise CredentialsError(f"credentialsSecret {namespace}/{name}: {why}") from None
-        return decode_secret_data(namespace, name, secret.data or {})
+        return credentials.read_credentials(
+            self._core, namespace, name, reader="the node cache agent", timeout=REQUEST_TIMEOUT_S
+        )
 
     def write_report(self, namespace: str, name: str, labels: Mapping[str, str], text: str) -> bool:
         owners = [self._owner] if self._owner is not None else None
