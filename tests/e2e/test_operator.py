@@ -23,14 +23,12 @@ from ridgeline.api.serving_args import ServingArgs
 from ridgeline.compat import max_cuda_for_driver
 from ridgeline_dev.checkpoints import write_skeleton
 from ridgeline_dev.cluster import OPERATOR_NAMESPACE, ClusterState, free_port, kubectl
-from ridgeline_dev.toolchain import MODULES
+from ridgeline_dev.prometheus import helm_binary, render_chart
 from tests.conftest import example_config
 from tests.e2e.conftest import get_json, wait_for
 
 pytestmark = pytest.mark.cluster
 NS = "models"
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "ridgeline"
 
 
 # What a Karpenter NodePool (or a Cluster Autoscaler node group template) says of its nodes
@@ -40,7 +38,7 @@ POOL_TAINT = {"key": "example.com/l40s", "value": "true", "effect": "NoSchedule"
 
 
 def helm() -> str:
-    return str(next(m for m in MODULES if m.name == "helm").bin_dir / "helm")
+    return str(helm_binary())
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +53,10 @@ def skeletons(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def chart_rbac(cluster: ClusterState) -> None:
     """The chart's ServiceAccount, ClusterRole and binding, rendered by helm."""
-    rendered = subprocess.run(
-        [
-            helm(),
-            "template",
-            "rl",
-            str(CHART),
-            "-n",
-            OPERATOR_NAMESPACE,
-            "--kube-version",
-            "1.36.3",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
     docs = [
         d
-        for d in yaml.safe_load_all(rendered)
-        if d and d["kind"] in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount")
+        for d in render_chart(namespace=OPERATOR_NAMESPACE, release="rl")
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount")
     ]
     kubectl(cluster, "create", "namespace", OPERATOR_NAMESPACE, check=False)
     kubectl(cluster, "create", "namespace", NS, check=False)

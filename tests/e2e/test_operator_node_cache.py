@@ -8,7 +8,6 @@ test writes the report an agent would."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -25,9 +24,10 @@ from ridgeline.api.node_cache import (
 )
 from ridgeline_dev.checkpoints import write_skeleton
 from ridgeline_dev.cluster import OPERATOR_NAMESPACE, ClusterState, kubectl
+from ridgeline_dev.prometheus import render_chart
 from tests.conftest import example_config
 from tests.e2e.conftest import get_json, wait_for
-from tests.e2e.test_operator import CHART, Operator, condition, helm, model, serve_args
+from tests.e2e.test_operator import Operator, condition, model, serve_args
 
 pytestmark = pytest.mark.cluster
 NS = "models"
@@ -38,28 +38,12 @@ NAME = "cached"
 def node_cache_rbac(cluster: ClusterState) -> None:
     """The operator's ServiceAccount, ClusterRole (PersistentVolumes and claims included) and
     its Role reading the reports, rendered by helm with nodeCache.enabled."""
-    rendered = subprocess.run(
-        [
-            helm(),
-            "template",
-            "rl",
-            str(CHART),
-            "-n",
-            OPERATOR_NAMESPACE,
-            "--kube-version",
-            "1.36.3",
-            "--set",
-            "nodeCache.enabled=true",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
     docs = [
         d
-        for d in yaml.safe_load_all(rendered)
-        if d
-        and d["kind"]
+        for d in render_chart(
+            "--set", "nodeCache.enabled=true", namespace=OPERATOR_NAMESPACE, release="rl"
+        )
+        if d["kind"]
         in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Role", "RoleBinding")
         and not d["metadata"]["name"].startswith("rl-node-cache")  # the agent's own
     ]
@@ -203,25 +187,9 @@ def test_the_chart_with_the_node_cache_is_accepted_by_the_api_server(
     sets = ["--set", "nodeCache.enabled=true", "--set", "nodeCache.sizeBudget=500Gi"]
     if watched:
         sets += ["--set", f"operator.watchNamespaces={{{NS}}}"]
-    rendered = subprocess.run(
-        [
-            helm(),
-            "template",
-            "rl",
-            str(CHART),
-            "-n",
-            OPERATOR_NAMESPACE,
-            "--kube-version",
-            "1.36.3",
-            *sets,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    docs = render_chart(*sets, namespace=OPERATOR_NAMESPACE, release="rl")
     kubectl(cluster, "create", "namespace", OPERATOR_NAMESPACE, check=False)
     kubectl(cluster, "create", "namespace", NS, check=False)
-    docs = [d for d in yaml.safe_load_all(rendered) if d]
     assert "DaemonSet" in {d["kind"] for d in docs}
     result = kubectl(
         cluster,

@@ -31,11 +31,11 @@ def helm_binary() -> Path:
 
 
 def render_chart(
-    *args: str, chart: Path = CHART, namespace: str = "ridgeline-system"
+    *args: str, chart: Path = CHART, namespace: str = "ridgeline-system", release: str = "ridgeline"
 ) -> list[dict[str, Any]]:
-    """``helm template`` of the chart: its objects."""
+    """``helm template`` of the chart (``args``: helm's, e.g. ``--set``): its objects."""
     out = subprocess.run(
-        [str(helm_binary()), "template", "ridgeline", str(chart), "-n", namespace,
+        [str(helm_binary()), "template", release, str(chart), "-n", namespace,
          "--kube-version", KUBE_VERSION, *args],
         capture_output=True, text=True, check=True, timeout=120,
     ).stdout  # fmt: skip
