@@ -5,13 +5,14 @@ start-up list of nodes is read as plain JSON."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import kopf
 import pytest
@@ -47,14 +48,58 @@ def silent_server() -> Iterator[str]:
     server.close()
 
 
+def _api(host: str) -> client.ApiClient:
+    """A client of the API server at ``host`` that does not retry (each test says what answers)."""
+    configuration = client.Configuration()
+    configuration.host = host
+    configuration.retries = 0
+    return client.ApiClient(configuration)
+
+
+@contextlib.contextmanager
+def _json_server(
+    answer: Callable[[], tuple[int, object]],
+) -> Iterator[tuple[client.ApiClient, list[tuple[str, str, str | None, bytes]]]]:
+    """An API server on loopback answering every request with ``answer()`` (code, JSON body);
+    yields a client of it and the requests it got: (method, path, Content-Type, body)."""
+    requests: list[tuple[str, str, str | None, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            sent = self.rfile.read(length)
+            requests.append((self.command, self.path, self.headers["Content-Type"], sent))
+            code, obj = answer()
+            body = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._serve()
+
+        def do_PATCH(self) -> None:
+            self._serve()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield _api(f"http://127.0.0.1:{server.server_address[1]}"), requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_status_write_to_a_silent_api_server_gives_up(
     silent_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(kube, "REQUEST_TIMEOUT_S", (1.0, 1.0))
-    configuration = client.Configuration()
-    configuration.host = silent_server
-    configuration.retries = 0
-    api = client.ApiClient(configuration)
+    api = _api(silent_server)
     outcome: list[BaseException | None] = []
 
     def write() -> None:
@@ -84,77 +129,34 @@ def test_nodes_are_listed_as_plain_api_dicts_with_the_selector() -> None:
         "spec": {"unschedulable": False},
         "status": {"allocatable": {"nvidia.com/gpu": "1", "cpu": "8"}},
     }
-    paths: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            paths.append(self.path)
-            body = json.dumps({"kind": "NodeList", "apiVersion": "v1", "items": [node]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        configuration = client.Configuration()
-        configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
-        nodes = kube.list_nodes(client.ApiClient(configuration), "nvidia.com/gpu.product")
-    finally:
-        server.shutdown()
-        server.server_close()
+    listing = {"kind": "NodeList", "apiVersion": "v1", "items": [node]}
+    with _json_server(lambda: (200, listing)) as (api, requests):
+        nodes = kube.list_nodes(api, "nvidia.com/gpu.product")
     assert nodes == [node]
     assert type(nodes[0]) is dict
-    assert [urllib.parse.unquote(p) for p in paths] == [
+    assert [urllib.parse.unquote(path) for _, path, _, _ in requests] == [
         "/api/v1/nodes?labelSelector=nvidia.com/gpu.product"
     ]
 
 
 def test_a_status_write_is_conditional_and_a_409_says_the_object_changed() -> None:
-    sent: list[tuple[str, str, dict[str, object]]] = []
     answers = [409, 200, 503]
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_PATCH(self) -> None:
-            length = int(self.headers["Content-Length"])
-            sent.append(
-                (self.path, self.headers["Content-Type"], json.loads(self.rfile.read(length)))
-            )
-            code = answers.pop(0)
-            body = json.dumps({"kind": "Status", "code": code}).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer() -> tuple[int, object]:
+        code = answers.pop(0)
+        return code, {"kind": "Status", "code": code}
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    configuration = client.Configuration()
-    configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
-    configuration.retries = 0
-    api = client.ApiClient(configuration)
     args = ("ridgeline.dev", "v1alpha1", "inferencemodels", "ns", "m", "7", {"x": 1})
-    try:
+    with _json_server(answer) as (api, requests):
         with pytest.raises(kube.ConflictError):
             kube.patch_status(api, *args)
         kube.patch_status(api, *args)
         with pytest.raises(kopf.TemporaryError):  # load: retried after its delay
             kube.patch_status(api, *args)
-    finally:
-        server.shutdown()
-        server.server_close()
-    path, content_type, body = sent[0]
-    assert path == "/apis/ridgeline.dev/v1alpha1/namespaces/ns/inferencemodels/m/status"
+    method, path, content_type, body = requests[0]
+    assert (method, path) == (
+        "PATCH",
+        "/apis/ridgeline.dev/v1alpha1/namespaces/ns/inferencemodels/m/status",
+    )
     assert content_type == "application/merge-patch+json"
-    assert body == {"metadata": {"resourceVersion": "7"}, "status": {"x": 1}}
+    assert json.loads(body) == {"metadata": {"resourceVersion": "7"}, "status": {"x": 1}}
