@@ -17,7 +17,15 @@ from ridgeline.storage import node_layout
 from ridgeline.storage.download import cache_key
 from ridgeline.storage.local import LocalStore
 from ridgeline_serving.node_cache import fill as fill_module
-from tests.unit.node_cache_fakes import FakeCluster, make_agent, model, sample, write_model
+from ridgeline_serving.node_cache.agent import Agent
+from tests.unit.node_cache_fakes import (
+    Clock,
+    FakeCluster,
+    make_agent,
+    model,
+    sample,
+    write_model,
+)
 
 
 @pytest.fixture
@@ -39,14 +47,26 @@ def _checkpoint(root: Path, uri: str) -> Path:
     return root / "node" / cache_key(uri)
 
 
-def test_fill_then_hit(tmp_path: Path, reads: list[int]) -> None:
-    uri = write_model(tmp_path / "store")
-    cluster = FakeCluster([model("m", uri)])
-    agent, _ = make_agent(tmp_path / "node", cluster)
-    agent.run_pass()
-    checkpoint = _checkpoint(tmp_path, uri)
+def _current(checkpoint: Path) -> node_layout.Current:
+    """The version ``current`` names (the test fails where none is)."""
     current = node_layout.read_current(checkpoint)
     assert current is not None
+    return current
+
+
+def _filled(tmp_path: Path, **settings: Any) -> tuple[str, FakeCluster, Agent, Clock]:
+    """One model on a file:// store under ``tmp_path``, and an agent that ran one pass for it."""
+    uri = write_model(tmp_path / "store")
+    cluster = FakeCluster([model("m", uri)])
+    agent, clock = make_agent(tmp_path / "node", cluster, **settings)
+    agent.run_pass()
+    return uri, cluster, agent, clock
+
+
+def test_fill_then_hit(tmp_path: Path, reads: list[int]) -> None:
+    uri, cluster, agent, _ = _filled(tmp_path)
+    checkpoint = _checkpoint(tmp_path, uri)
+    current = _current(checkpoint)
     assert node_layout.verify_version(node_layout.version_dir(checkpoint, current.digest)) == []
     total = sum(reads)
     assert total == current.bytes > 0
@@ -79,28 +99,20 @@ def test_two_models_with_one_uri_store_it_once(tmp_path: Path, reads: list[int])
     agent.run_pass()
     assert [p.name for p in (tmp_path / "node").iterdir()] == [cache_key(uri)]
     assert len(node_layout.digests(_checkpoint(tmp_path, uri))) == 1
-    current = node_layout.read_current(_checkpoint(tmp_path, uri))
-    assert current is not None
-    assert sum(reads) == current.bytes
+    assert sum(reads) == _current(_checkpoint(tmp_path, uri)).bytes
     assert cluster.report().checkpoints[cache_key(uri)].models == ["ns/a", "other/b"]
 
 
 def test_a_new_version_fills_beside_the_old_until_grace_and_release(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    uri = write_model(store)
-    cluster = FakeCluster([model("m", uri)])
-    agent, clock = make_agent(tmp_path / "node", cluster, grace_s=600)
-    agent.run_pass()
+    uri, _, agent, clock = _filled(tmp_path, grace_s=600)
     checkpoint = _checkpoint(tmp_path, uri)
-    old = node_layout.read_current(checkpoint)
-    assert old is not None
+    old = _current(checkpoint)
 
-    write_model(store, shard=b"v" * 5000, tag="v2")  # new object versions
+    write_model(tmp_path / "store", shard=b"v" * 5000, tag="v2")  # new object versions
     replica = node_layout.hold_in_use(checkpoint, old.digest)  # a replica on the old one
     try:
         agent.run_pass()
-        new = node_layout.read_current(checkpoint)
-        assert new is not None
+        new = _current(checkpoint)
         assert new.digest != old.digest
         assert node_layout.digests(checkpoint) == sorted([old.digest, new.digest])
         assert (
@@ -126,13 +138,9 @@ def test_a_new_version_fills_beside_the_old_until_grace_and_release(tmp_path: Pa
 def test_a_truncated_shard_is_refilled_and_never_named_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uri = write_model(tmp_path / "store")
-    cluster = FakeCluster([model("m", uri)])
-    agent, _ = make_agent(tmp_path / "node", cluster)
-    agent.run_pass()
+    uri, _, agent, _ = _filled(tmp_path)
     checkpoint = _checkpoint(tmp_path, uri)
-    current = node_layout.read_current(checkpoint)
-    assert current is not None
+    current = _current(checkpoint)
     version = node_layout.version_dir(checkpoint, current.digest)
     shard = version / "model-00001.safetensors"
     good = shard.read_bytes()
@@ -170,8 +178,7 @@ def test_a_same_size_edit_is_found_by_the_hash_check_at_start(tmp_path: Path) ->
     first, _ = make_agent(tmp_path / "node", cluster)
     first.run_pass()
     checkpoint = _checkpoint(tmp_path, uri)
-    current = node_layout.read_current(checkpoint)
-    assert current is not None
+    current = _current(checkpoint)
     shard = node_layout.version_dir(checkpoint, current.digest) / "model-00001.safetensors"
     st = shard.stat()
     shard.write_bytes(b"x" * st.st_size)
@@ -185,10 +192,7 @@ def test_a_same_size_edit_is_found_by_the_hash_check_at_start(tmp_path: Path) ->
 
 
 def test_a_deleted_models_checkpoint_goes_after_the_grace_period(tmp_path: Path) -> None:
-    uri = write_model(tmp_path / "store")
-    cluster = FakeCluster([model("m", uri)])
-    agent, clock = make_agent(tmp_path / "node", cluster, grace_s=600)
-    agent.run_pass()
+    uri, cluster, agent, clock = _filled(tmp_path, grace_s=600)
     kubelet_made = tmp_path / "node" / cache_key("s3://b/other")
     kubelet_made.mkdir()  # a PersistentVolume's path on a node the agent never filled
     cluster.models = []
