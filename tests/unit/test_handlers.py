@@ -42,14 +42,20 @@ def _cache(*pools: NodePool) -> PoolCache:
     return cache
 
 
-@pytest.fixture(autouse=True)
-def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
+def fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's state for one test (test_status_writer.py's too): one H100 pool's ready
+    nodes, no wake-ups, and nothing applied beside the RayService."""
     monkeypatch.setattr(STATE, "pools", _cache(H100))
     monkeypatch.setattr(STATE, "wakeups", Wakeups())
-    monkeypatch.setattr(kopf, "event", lambda *a, **k: None)
     # The owned objects beside the RayService (token Secret, NetworkPolicy) need an API server.
     monkeypatch.setattr(children, "before_apply", lambda api, decision: None)
     monkeypatch.setattr(children, "after_apply", lambda api, decision, ns: None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh_state(monkeypatch)
+    monkeypatch.setattr(kopf, "event", lambda *a, **k: None)
 
 
 def _indexes() -> dict[str, Any]:

@@ -16,17 +16,12 @@ from typing import Any
 import kopf
 import pytest
 
-from ridgeline.planner import NodePool
-from ridgeline_dev.fleet import node_manifests
-from ridgeline_operator import children, handlers, kube
 from ridgeline_operator import daemon as model_daemon
-from ridgeline_operator.node_pools import PoolCache, node_facts
+from ridgeline_operator import handlers, kube
 from ridgeline_operator.reconcile import STATE
-from ridgeline_operator.wakeups import Trigger, Wakeups
+from ridgeline_operator.wakeups import Trigger
+from tests.unit.test_handlers import fresh_state
 
-H100 = NodePool(
-    name="h100", gpu_product="NVIDIA-H100-80GB-HBM3", gpus_per_node=8, driver_version="550.54.15"
-)
 KEY = ("ns", "m")
 SAFETY_S = 60.0  # only so that a broken daemon fails the test instead of hanging it
 
@@ -142,21 +137,9 @@ class Stopped:
         self._event.set()
 
 
-def _cache(*pools: NodePool) -> PoolCache:
-    cache = PoolCache()
-    for n in node_manifests(list(pools)):
-        status = {"conditions": [{"type": "Ready", "status": "True"}]}
-        cache.node(n["metadata"]["name"], node_facts(n["metadata"]["labels"], {}, status))
-    cache.derive()
-    return cache
-
-
 @pytest.fixture(autouse=True)
 def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(STATE, "pools", _cache(H100))
-    monkeypatch.setattr(STATE, "wakeups", Wakeups())
-    monkeypatch.setattr(children, "before_apply", lambda api, decision: None)
-    monkeypatch.setattr(children, "after_apply", lambda api, decision, ns: None)
+    fresh_state(monkeypatch)
     monkeypatch.setattr(model_daemon, "RESYNC_S", 3600.0)  # no resync within a test
 
 
