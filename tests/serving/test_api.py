@@ -496,9 +496,6 @@ def test_prometheus_returns_data_for_every_dashboard_query(
 ) -> None:
     """Debian's Prometheus scrapes the serving app (Ray's metrics) and the operator's metrics
     module under a short load; every panel's query must return series."""
-    import json as jsonlib
-    import shutil
-    import subprocess
     import threading
 
     from prometheus_client import start_http_server
@@ -507,11 +504,10 @@ def test_prometheus_returns_data_for_every_dashboard_query(
     from ridgeline.api.inference_model import InferenceModelStatus, ReplicaStatus
     from ridgeline.planner import NodePool, plan_model
     from ridgeline.shape.reader import read_model_shape
+    from ridgeline_dev.prometheus import Prometheus, static_jobs
     from ridgeline_operator import metrics as operator_metrics
     from tests.unit.test_chart import dashboard_exprs
 
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus is installed by tests/e2e/ensure-prometheus.sh (make test)"
     # The operator's metrics for this model, as the operator computes them.
     spec = InferenceModelSpec.model_validate(
         {
@@ -548,24 +544,13 @@ def test_prometheus_returns_data_for_every_dashboard_query(
     agent_port = free_port()
     start_http_server(agent_port, addr="127.0.0.1", registry=agent.registry)
     ray_target = server["metrics"].removeprefix("http://").removesuffix("/metrics")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: serving\n    static_configs: [{{targets: ['{ray_target}']}}]\n"
-        f"  - job_name: operator\n    static_configs: [{{targets: ['127.0.0.1:{operator_port}']}}]\n"
-        f"  - job_name: agent\n    static_configs: [{{targets: ['127.0.0.1:{agent_port}']}}]\n"
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "prom.log").open("w"),
+    prometheus = Prometheus(
+        tmp_path,
+        static_jobs(
+            serving=ray_target,
+            operator=f"127.0.0.1:{operator_port}",
+            agent=f"127.0.0.1:{agent_port}",
+        ),
     )
     stop = threading.Event()
 
@@ -578,20 +563,14 @@ def test_prometheus_returns_data_for_every_dashboard_query(
         for w in workers:
             w.start()
         time.sleep(12)  # several scrapes while the load runs
-        empty = []
-        for title, expr in dashboard_exprs():
-            query = expr.replace("$namespace", ".*").replace("$model", ".*")
-            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(
-                {"query": query}
-            )
-            body = jsonlib.loads(urllib.request.urlopen(url, timeout=10).read())
-            assert body["status"] == "success", (title, body)
-            if not body["data"]["result"]:
-                empty.append((title, expr))
+        empty = [
+            (title, expr)
+            for title, expr in dashboard_exprs()
+            if not prometheus.query(expr.replace("$namespace", ".*").replace("$model", ".*"))
+        ]
         assert empty == []
     finally:
         stop.set()
         for w in workers:
             w.join(timeout=30)
-        proc.terminate()
-        proc.wait(timeout=20)
+        prometheus.close()

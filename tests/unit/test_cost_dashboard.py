@@ -6,12 +6,8 @@ case are queried. The serving test checks the same panels against the real app."
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,7 @@ from ridgeline.planner import NodePool, plan_model
 from ridgeline.shape.config_estimate import estimate_model_shape
 from ridgeline_dev.checkpoints import TINY_LLAMA_CONFIG
 from ridgeline_dev.cluster import free_port
+from ridgeline_dev.prometheus import Prometheus, static_jobs
 from ridgeline_operator import metrics as operator_metrics
 from tests.unit.test_chart import dashboard_exprs
 
@@ -60,8 +57,6 @@ def test_the_dashboard_has_a_cost_row() -> None:
 def prometheus(tmp_path: Path) -> Iterator[Callable[[str], list[dict[str, Any]]]]:
     """Prometheus scraping the operator's metrics and a stand-in token counter every second;
     yields a function that runs an instant query."""
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is installed by tests/e2e/ensure-prometheus.sh (make test)"
     for name in (BUSY, IDLE):
         pool = NodePool(name="cpu", gpu_product="cpu", gpus_per_node=0, price_per_node_hour=PRICE)
         spec = InferenceModelSpec.model_validate(
@@ -96,38 +91,14 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[str], list[dict[str, Any]]]
 
     worker = threading.Thread(target=generate, daemon=True)
     worker.start()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: serving\n    static_configs: [{{targets: ['127.0.0.1:{serving_port}']}}]\n"
-        f"  - job_name: operator\n    static_configs: [{{targets: ['127.0.0.1:{operator_port}']}}]\n"
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "prom.log").open("w"),
-    )
-
-    def query(expr: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        body = json.loads(urllib.request.urlopen(url, timeout=10).read())
-        assert body["status"] == "success", (expr, body)
-        return list(body["data"]["result"])
-
+    jobs = static_jobs(serving=f"127.0.0.1:{serving_port}", operator=f"127.0.0.1:{operator_port}")
     try:
-        yield query
+        with Prometheus(tmp_path, jobs) as prometheus:
+            prometheus.wait_ready()
+            yield prometheus.query
     finally:
         stop.set()
         worker.join(timeout=10)
-        proc.terminate()
-        proc.wait(timeout=20)
         for name in (BUSY, IDLE):
             operator_metrics.forget(NAMESPACE, name)
 
@@ -145,14 +116,10 @@ def test_the_cost_panels_return_the_cost_observed_planned_and_idle(
     deadline = time.monotonic() + 60
     got: dict[str, dict[str, float]] = {}
     while time.monotonic() < deadline:
-        try:
-            got = {k: _by_model(prometheus(e)) for k, e in exprs.items()}
-        except OSError:  # Prometheus still starting: connection refused
-            got = {}
-        if got and all(got[k] for k in exprs) and BUSY in got["observed"]:
+        got = {k: _by_model(prometheus(e)) for k, e in exprs.items()}
+        if all(got[k] for k in exprs) and BUSY in got["observed"]:
             break
         time.sleep(0.5)
-    assert got, "Prometheus did not answer"
     assert all(got[k] for k in exprs), got
     running = got["running"]
     assert running == {BUSY: REPLICAS * PRICE, IDLE: REPLICAS * PRICE}

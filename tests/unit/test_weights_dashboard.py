@@ -5,13 +5,8 @@ query of the row returns data, and the fill is the bytes present over the checkp
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from ridgeline_dev.cluster import free_port
+from ridgeline_dev.prometheus import Prometheus, static_jobs
 from ridgeline_serving.node_cache.decide import ModelRef, Need
 from ridgeline_serving.node_cache.metrics import Metrics
 from tests.unit.test_chart import DASHBOARDS, dashboard_metrics
@@ -65,8 +61,6 @@ def test_the_rows_agent_metrics_are_the_agents() -> None:
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Callable[[str], list[dict[str, Any]]]]:
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is installed by tests/e2e/ensure-prometheus.sh (make test)"
     agent = Metrics("node-1")
     need = Need(DIRECTORY, "s3://models/m", TOTAL, (ModelRef(NAMESPACE, MODEL),))
     agent.checkpoints({DIRECTORY: need}, {DIRECTORY: (PRESENT, TOTAL)})
@@ -92,36 +86,10 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[str], list[dict[str, Any]]]
         startup.labels(NAMESPACE, MODEL, phase, "node_cache").set(seconds)
     serving_port = free_port()
     start_http_server(serving_port, addr="127.0.0.1", registry=serving)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: agent\n    static_configs: [{{targets: ['127.0.0.1:{agent_port}']}}]\n"
-        f"  - job_name: serving\n    static_configs: [{{targets: ['127.0.0.1:{serving_port}']}}]\n"
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "prom.log").open("w"),
-    )
-
-    def query(expr: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        body = json.loads(urllib.request.urlopen(url, timeout=10).read())
-        assert body["status"] == "success", (expr, body)
-        return list(body["data"]["result"])
-
-    try:
-        yield query
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    jobs = static_jobs(agent=f"127.0.0.1:{agent_port}", serving=f"127.0.0.1:{serving_port}")
+    with Prometheus(tmp_path, jobs) as prometheus:
+        prometheus.wait_ready()
+        yield prometheus.query
 
 
 def test_every_weights_query_returns_data(
@@ -138,8 +106,7 @@ def test_every_weights_query_returns_data(
     deadline = time.monotonic() + 60
     empty: list[tuple[str, str]] = list(exprs)
     while empty and time.monotonic() < deadline:
-        with contextlib.suppress(OSError):  # Prometheus still starting: connection refused
-            empty = [k for k, e in exprs.items() if not prometheus(e)]
+        empty = [k for k, e in exprs.items() if not prometheus(e)]
         time.sleep(0.5)
     assert empty == []
     fill = exprs[("Node cache fill per model", "{{model}} least-filled node")]

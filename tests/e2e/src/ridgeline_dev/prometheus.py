@@ -1,7 +1,8 @@
 """Debian's Prometheus as an SRE's would watch Ridgeline, without the Prometheus Operator: the
 chart's PodMonitor/ServiceMonitor turned into the ``kubernetes_sd_configs`` scrape configs the
 operator would generate from them (same selector, same port name, the same target labels), the
-chart's PrometheusRule as a rule file, and a server on loopback to query."""
+chart's PrometheusRule as a rule file, and a server on loopback to query; or static targets,
+for the tests that scrape exporters they start themselves."""
 
 from __future__ import annotations
 
@@ -130,6 +131,12 @@ def _keep_port(label: str, endpoint: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"action": "keep", "source_labels": [label], "regex": re.escape(endpoint["port"])}]
 
 
+def static_jobs(**targets: str) -> list[dict[str, Any]]:
+    """One scrape job a ``host:port`` target, named by its keyword (processes outside a
+    cluster: a test's own exporters, a local serving app)."""
+    return [{"job_name": job, "static_configs": [{"targets": [t]}]} for job, t in targets.items()]
+
+
 def rule_groups(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rule groups of every rendered PrometheusRule (a Prometheus rule file's ``groups``)."""
     return [g for o in manifests if o.get("kind") == "PrometheusRule" for g in o["spec"]["groups"]]
@@ -213,3 +220,9 @@ class Prometheus:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+    def __enter__(self) -> Prometheus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
