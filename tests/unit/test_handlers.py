@@ -62,14 +62,11 @@ def _indexes() -> dict[str, Any]:
     return {"rayservice_index": {}, "raycluster_index": {}}
 
 
-def _body(
-    uri: str,
-    status: dict[str, Any] | None = None,
-    generation: int = 1,
-    resource_version: str = "7",
-    **spec: Any,
-) -> kopf.Body:
-    raw = {
+def model_raw(
+    uri: str, generation: int = 1, resource_version: str = "7", **spec: Any
+) -> dict[str, Any]:
+    """An InferenceModel ns/m as the API server returns it (test_status_writer.py's too)."""
+    return {
         "apiVersion": "ridgeline.dev/v1alpha1",
         "kind": "InferenceModel",
         "metadata": {
@@ -81,6 +78,16 @@ def _body(
         },
         "spec": {"model": {"uri": uri}, "workload": {"maxContextTokens": 512}, **spec},
     }
+
+
+def _body(
+    uri: str,
+    status: dict[str, Any] | None = None,
+    generation: int = 1,
+    resource_version: str = "7",
+    **spec: Any,
+) -> kopf.Body:
+    raw = model_raw(uri, generation, resource_version, **spec)
     if status is not None:
         raw["status"] = status
     return kopf.Body(raw)

@@ -20,7 +20,7 @@ from ridgeline_operator import daemon as model_daemon
 from ridgeline_operator import handlers, kube
 from ridgeline_operator.reconcile import STATE
 from ridgeline_operator.wakeups import Trigger
-from tests.unit.test_handlers import fresh_state
+from tests.unit.test_handlers import fresh_state, model_raw
 
 KEY = ("ns", "m")
 SAFETY_S = 60.0  # only so that a broken daemon fails the test instead of hanging it
@@ -33,18 +33,7 @@ class Server:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, uri: str, handled: bool = True) -> None:
         self.loop = loop
-        self.raw: dict[str, Any] = {
-            "apiVersion": "ridgeline.dev/v1alpha1",
-            "kind": "InferenceModel",
-            "metadata": {
-                "name": "m",
-                "namespace": "ns",
-                "uid": "u1",
-                "generation": 1,
-                "resourceVersion": "7",
-            },
-            "spec": {"model": {"uri": uri}, "workload": {"maxContextTokens": 512}},
-        }
+        self.raw = model_raw(uri)
         if handled:  # an existing model: kopf recorded its spec as handled long ago
             self.raw["metadata"]["annotations"] = self._diff_base(self.raw)
         self.body = kopf.Body(copy.deepcopy(self.raw))
