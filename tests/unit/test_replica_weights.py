@@ -116,3 +116,23 @@ def test_without_a_node_cache_the_replica_downloads_as_before(tmp_path: Path) ->
     assert weights.source == "download"
     assert weights.miss_reason is None
     assert weights.bytes_downloaded > 0
+
+
+def test_the_containers_age_is_read_from_pid_1_in_a_pod_only(tmp_path: Path) -> None:
+    """The cold start's part before the replica (Ray joining, Serve placing it): PID 1 of the
+    container started at tick 12,000 (120 s after boot at 100 ticks/s), now is 150 s after boot.
+    A command name with spaces and parentheses does not shift the fields."""
+    import os
+
+    from ridgeline_serving.startup import container_age_s
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    (tmp_path / "1").mkdir()
+    fields = ["S", *["0"] * 18, str(120 * ticks), "0"]
+    (tmp_path / "1" / "stat").write_text(f"1 (ray start (x)) {' '.join(fields)}\n")
+    (tmp_path / "uptime").write_text("150.00 290.00\n")
+    pod = {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+    assert container_age_s(tmp_path, pod) == pytest.approx(30.0)
+    assert container_age_s(tmp_path, {}) is None  # PID 1 is the machine's init
+    (tmp_path / "uptime").write_text("")
+    assert container_age_s(tmp_path, pod) is None

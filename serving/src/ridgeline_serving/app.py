@@ -40,7 +40,7 @@ class ModelServer:
         engine, self.startup, self.weights = load_engine(self.args, self._on_step)
         log.info(
             "replica ready in %.1f s: weights from %s in %.1f s (%d bytes from the store at "
-            "%.2f GB/s, %d from the node cache), load %.1f s, warm-up %.1f s",
+            "%.2f GB/s, %d from the node cache), load %.1f s, warm-up %.1f s%s",
             self.startup.total_s,
             self.startup.source,
             self.startup.download_s,
@@ -49,6 +49,9 @@ class ModelServer:
             self.startup.cache_bytes,
             self.startup.load_s,
             self.startup.warmup_s,
+            ""
+            if self.startup.ray_start_s is None
+            else f"; {self.startup.ray_start_s:.1f} s from the container's start before it",
         )
         self.metrics.startup_source = self.startup.source
         self.engine: Engine = engine
@@ -110,6 +113,11 @@ class ModelServer:
             "startup_download": self.startup.download_s,
             "startup_load": self.startup.load_s,
             "startup_warmup": self.startup.warmup_s,
+            **(
+                {"startup_ray_start": self.startup.ray_start_s}
+                if self.startup.ray_start_s is not None
+                else {}
+            ),
         }
 
 

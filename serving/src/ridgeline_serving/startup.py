@@ -3,9 +3,11 @@ warm-up step, and how long each part took."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from ridgeline.api.serving_args import ServingArgs
 from ridgeline_serving.engine import Engine, GenerationRequest, StepStats
@@ -26,10 +28,32 @@ class StartupTimes:
     gb_per_s: float = 0.0
     source: str = "download"  # or "node_cache"
     cache_bytes: int = 0  # read from the node cache
+    # From the container's start to the replica's (Ray joining, Serve placing the replica);
+    # None outside a pod.
+    ray_start_s: float | None = None
 
     @property
     def total_s(self) -> float:
         return self.download_s + self.load_s + self.warmup_s
+
+
+def container_age_s(
+    proc: Path = Path("/proc"), env: Mapping[str, str] = os.environ
+) -> float | None:
+    """Seconds since this container's first process (PID 1 of its PID namespace) started: in a
+    pod, the start of the container (or of the pod's sandbox, with a shared PID namespace).
+    None outside a pod, where PID 1 is the machine's init."""
+    if "KUBERNETES_SERVICE_HOST" not in env:
+        return None
+    try:
+        # The command name (field 2) may hold spaces: fields after its ")" start at field 3,
+        # and starttime, in clock ticks since boot, is field 22.
+        fields = (proc / "1" / "stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[22 - 3]) / os.sysconf("SC_CLK_TCK")
+        uptime = float((proc / "uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - started)
 
 
 def load_engine(
@@ -39,6 +63,7 @@ def load_engine(
     node cache's version in use: the caller keeps it for the replica's life."""
     from ridgeline_serving.engine.transformers_engine import TransformersEngine
 
+    ray_start = container_age_s()
     began = time.monotonic()
     weights = fetch_weights(args)
     downloaded = time.monotonic()
@@ -65,5 +90,6 @@ def load_engine(
         weights.gb_per_s,
         weights.source,
         weights.bytes_from_cache,
+        ray_start,
     )
     return engine, times, weights
