@@ -286,7 +286,8 @@ def report(
     say(
         "  replica start-up: "
         + ", ".join(
-            f"{k} {phases.get(k, float('nan')):.1f}s" for k in ("download", "load", "warmup")
+            f"{k} {phases.get(k, float('nan')):.1f}s"
+            for k in ("ray_start", "download", "load", "warmup")
         )
     )
     down = f"{serving_back - load.stopped:.0f}s" if serving_back else "n/a"

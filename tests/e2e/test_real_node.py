@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from ridgeline_dev import images, node
-from ridgeline_dev.cluster import ClusterState, down, dump_logs, kubectl, up
+from ridgeline_dev.cluster import ClusterState, down, kubectl
+from ridgeline_dev.real_chain import namespace, real_node_cluster
 from tests.e2e.conftest import get_json, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -32,23 +31,9 @@ def real() -> Iterator[ClusterState]:
     lacks = node.missing()
     if lacks:
         pytest.skip("this machine cannot run containers; it lacks: " + "; ".join(lacks))
-    started = time.monotonic()
-    archive = images.build(images.operator_image())
-    print(f"[real-node] operator image ready in {time.monotonic() - started:.0f}s")
-    workdir = node.test_workdir("real-node")
-    try:
-        state = up(workdir, with_kuberay=False, real_node=True)
-        node.import_image(state, archive)
-    except Exception:
-        if (workdir / "state.json").exists():
-            print(dump_logs(ClusterState.load(workdir)))
-        down(workdir)
-        raise
-    kubectl(state, "create", "namespace", NS)
-    kubectl(state, "label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted")
-    yield state
-    down(workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with real_node_cluster("real-node", serving=False) as state:
+        namespace(state, NS)  # restricted
+        yield state
 
 
 RESTRICTED = {

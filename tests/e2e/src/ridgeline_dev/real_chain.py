@@ -30,13 +30,15 @@ SECRET = "models-s3"
 
 
 @contextmanager
-def real_node_cluster(name: str) -> Iterator[ClusterState]:
-    """A control plane with KubeRay, MinIO and the real node, both images imported; torn down
-    (by PID) afterwards, with the processes' logs printed if the start failed."""
-    archives = [images.build(images.operator_image()), images.build(images.serving_image())]
+def real_node_cluster(name: str, serving: bool = True) -> Iterator[ClusterState]:
+    """A control plane with MinIO and the real node, the operator image imported, and with
+    ``serving`` KubeRay and the serving image too; torn down (by PID) afterwards, with the
+    processes' logs printed if the start failed."""
+    specs = [images.operator_image(), *([images.serving_image()] if serving else [])]
+    archives = [images.build(spec) for spec in specs]
     workdir = node.test_workdir(name)
     try:
-        state = up(workdir, with_kuberay=True, real_node=True)
+        state = up(workdir, with_kuberay=serving, real_node=True)
         for archive in archives:
             node.import_image(state, archive)
     except Exception:
