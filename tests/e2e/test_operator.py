@@ -53,11 +53,19 @@ def skeletons(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def chart_rbac(cluster: ClusterState) -> None:
     """The chart's ServiceAccount, ClusterRole and binding, rendered by helm."""
-    docs = [
-        d
-        for d in render_chart(namespace=OPERATOR_NAMESPACE, release="rl")
-        if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount")
-    ]
+    apply_chart_objects(
+        cluster,
+        [
+            d
+            for d in render_chart(namespace=OPERATOR_NAMESPACE, release="rl")
+            if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount")
+        ],
+    )
+
+
+def apply_chart_objects(cluster: ClusterState, docs: list[dict[str, Any]]) -> None:
+    """Rendered chart objects applied to the cluster, with the operator's and the models'
+    namespaces (test_operator_node_cache.py's too)."""
     kubectl(cluster, "create", "namespace", OPERATOR_NAMESPACE, check=False)
     kubectl(cluster, "create", "namespace", NS, check=False)
     kubectl(

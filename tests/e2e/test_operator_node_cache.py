@@ -27,7 +27,13 @@ from ridgeline_dev.cluster import OPERATOR_NAMESPACE, ClusterState, kubectl
 from ridgeline_dev.prometheus import render_chart
 from tests.conftest import example_config
 from tests.e2e.conftest import get_json, wait_for
-from tests.e2e.test_operator import Operator, condition, model, serve_args
+from tests.e2e.test_operator import (
+    Operator,
+    apply_chart_objects,
+    condition,
+    model,
+    serve_args,
+)
 
 pytestmark = pytest.mark.cluster
 NS = "models"
@@ -47,15 +53,7 @@ def node_cache_rbac(cluster: ClusterState) -> None:
         in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Role", "RoleBinding")
         and not d["metadata"]["name"].startswith("rl-node-cache")  # the agent's own
     ]
-    kubectl(cluster, "create", "namespace", OPERATOR_NAMESPACE, check=False)
-    kubectl(cluster, "create", "namespace", NS, check=False)
-    kubectl(
-        cluster,
-        "apply",
-        "-f",
-        "-",
-        input_=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
-    )
+    apply_chart_objects(cluster, docs)
 
 
 @pytest.fixture(scope="module")
