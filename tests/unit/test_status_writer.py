@@ -17,7 +17,7 @@ import kopf
 import pytest
 
 from ridgeline_operator import daemon as model_daemon
-from ridgeline_operator import handlers, kube
+from ridgeline_operator import handlers, kube, reconcile
 from ridgeline_operator.reconcile import STATE
 from ridgeline_operator.wakeups import Trigger
 from tests.unit.test_handlers import fresh_state, model_raw
@@ -104,10 +104,25 @@ class Server:
             if resource_version != self.resource_version:
                 self.log.append(("409", resource_version))
                 raise kube.ConflictError(resource_version)
-            self.log.append(("status", resource_version, status["observedGeneration"]))
             raw = copy.deepcopy(self.raw)
-            raw["status"] = status
-            self._store(raw)
+            raw["status"] = merge(raw.get("status") or {}, status)
+            self.log.append(("status", resource_version, raw["status"]["observedGeneration"]))
+            if raw != self.raw:  # a patch that changes nothing keeps the resourceVersion
+                self._store(raw)
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """A JSON merge patch applied as the API server does (RFC 7386): null removes a key, an
+    object merges into an object, anything else (a list too) replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
 
 
 class Stopped:
@@ -403,3 +418,64 @@ def test_the_wait_ends_with_a_newer_version_or_when_the_daemon_stops() -> None:
         return still_waiting, waiting.done(), still_waiting_for_8
 
     assert asyncio.run(scenario()) == (True, True, True)
+
+
+def test_the_fake_server_merges_as_rfc_7386_and_keeps_the_version_of_a_no_op() -> None:
+    assert merge({"a": {"b": 1, "c": 2}, "l": [1, 2], "k": 1}, {"a": {"c": None}, "l": [3]}) == {
+        "a": {"b": 1},
+        "l": [3],
+        "k": 1,
+    }
+
+    async def scenario() -> tuple[str, str]:
+        server = Server(asyncio.get_running_loop(), "s3://b/m")
+        status = {"observedGeneration": 1}
+        server.patch_status(None, "g", "v", "p", "ns", "m", "7", status)
+        first = server.resource_version
+        server.patch_status(None, "g", "v", "p", "ns", "m", first, status)
+        return first, server.resource_version
+
+    assert asyncio.run(scenario()) == ("8", "8")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({"weights": {"uri": "s3://b/m", "secondsLeft": 3.0}}, {"weights": {"uri": "s3://b/m"}}),
+        ({"endpoint": "http://m", "weights": {"uri": "u"}}, {"observedGeneration": 2}),
+        ({"conditions": [{"type": "A"}, {"type": "B"}]}, {"conditions": [{"type": "A"}]}),
+        ({"plan": 1}, {"plan": {"pool": "p"}}),
+        ({}, {"observedGeneration": 1}),
+    ],
+)
+def test_the_status_patch_removes_what_the_new_status_dropped(
+    old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    """A key a merge patch leaves out stays on the server: a dropped one is sent as null."""
+    assert merge(old, reconcile.merge_patch(old, new)) == new
+
+
+def test_a_status_field_the_operator_dropped_goes_from_the_server(
+    skeleton_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The object still says weights (the node cache since disabled) and an endpoint: the one
+    write removes them, and the next pass finds nothing to write (a write the server takes as a
+    no-op would keep its resourceVersion, and every later pass wait for a newer one)."""
+    monkeypatch.setattr(kube, "apply_rayservice", lambda api, manifest: None)
+
+    async def scenario() -> Server:
+        uri = skeleton_dir("tiny-llama").as_uri()
+        server = Server(asyncio.get_running_loop(), uri)
+        server.raw["status"] = {
+            "observedGeneration": 1,
+            "weights": {"uri": uri, "directory": "d", "secondsLeft": 5.0},
+        }
+        server.body._replace_with(copy.deepcopy(server.raw))
+        daemon = Daemon(server, monkeypatch)
+        await daemon.until(lambda: any(e[0] == "status" for e in server.log))
+        await daemon.settle(1)
+        return server
+
+    server = asyncio.run(scenario())
+    assert _writes(server.log) == [("status", "7", 1)]
+    assert "weights" not in server.raw["status"]

@@ -135,10 +135,26 @@ def reconcile(
     return decision
 
 
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new`` as a JSON merge patch (RFC 7386) onto ``old``: a key the patch leaves out is
+    kept by the server, so each key of ``old`` that ``new`` dropped is sent as null, within
+    objects too (a list is replaced whole)."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        was = old.get(key)
+        if isinstance(value, Mapping) and isinstance(was, Mapping):
+            patch[key] = merge_patch(was, value)
+        else:
+            patch[key] = value
+    return patch
+
+
 def status_change(body: Mapping[str, Any], decision: Decision) -> dict[str, Any] | None:
-    """The status to write, or None when it is what the object already says."""
+    """The merge patch that makes the status the decision's, or None when it is what the
+    object already says."""
     new = decision.status.to_api()
-    return None if new == dict(body.get("status") or {}) else new
+    old = dict(body.get("status") or {})
+    return None if new == old else merge_patch(old, new)
 
 
 class Written(enum.Enum):
