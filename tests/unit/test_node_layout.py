@@ -180,3 +180,34 @@ def test_seed_links_unchanged_intact_files_only(tmp_path: Path) -> None:
     stats = download_into(store, new_dir, objects=store.list(), progress=False)
     assert stats.bytes_downloaded == 6000 + 2  # the new shard and the damaged file's "{}"
     assert verify_version(new_dir) == []
+
+
+def test_a_damaged_file_is_discarded_from_every_version_that_links_it(tmp_path: Path) -> None:
+    # A start-up hash check finds a shard of the current version damaged where its inode is
+    # hard-linked from an older version whose stats still match: the older version must not
+    # seed it back into the refill.
+    checkpoint, old = _filled(tmp_path, manifest=True)
+    store_dir = tmp_path / "store"
+    (store_dir / "model.safetensors").write_bytes(b"n" * 6000)  # a new version
+    sums = [
+        f"{hashlib.sha256((store_dir / k).read_bytes()).hexdigest()}  {k}"
+        for k in ("config.json", "model.safetensors", "sub/tok.json")
+    ]
+    (store_dir / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    store = LocalStore(store_dir)
+    files = select_files(store.list(), "SHA256SUMS")
+    new = checkpoint_digest(files)
+    assert "sub/tok.json" in seed_version(checkpoint, new, files, store.root_uri)
+    new_dir, old_dir = version_dir(checkpoint, new), version_dir(checkpoint, old)
+    download_into(store, new_dir, objects=store.list(), manifest_key="SHA256SUMS", progress=False)
+    shared = new_dir / "sub" / "tok.json"
+    st = shared.stat()
+    shared.write_text("[]")
+    os.utime(shared, ns=(st.st_atime_ns, st.st_mtime_ns))  # only the hash check can tell
+    problems = check_files(new_dir, hashes=True)
+    assert list(problems) == ["sub/tok.json"]
+    discard(new_dir, problems)
+    assert "sub/tok.json" not in seed_version(checkpoint, new, files, store.root_uri)
+    assert not (old_dir / "sub" / "tok.json").exists()
+    assert list(check_files(old_dir)) == [""]  # no longer complete: never a seed again
+    assert (old_dir / "config.json").exists()  # its other files stay

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -146,11 +147,38 @@ def verify_version_hashes(version: Path) -> list[str]:
 
 def discard(version: Path, keys: Iterable[str]) -> None:
     """Remove the marker and the named damaged files, so the downloader fetches them again (it
-    keeps a file whose size and recorded version match, and a same-size edit would pass)."""
+    keeps a file whose size and recorded version match, and a same-size edit would pass).
+
+    A damaged file hard-linked from another version (``seed_version``) is damaged there too,
+    though that version's stats still match: it loses the file and its marker as well, or the
+    refill would link the same bad inode back. Done even while a replica holds either version
+    (see ``ridgeline_serving.weights``): its open files stay readable."""
+    damaged = [k for k in keys if k and k not in (COMPLETE, VERSIONS)]
+    for other in _sharing(version, damaged):
+        cache_state.mark_incomplete(other)
     cache_state.mark_incomplete(version)
-    for key in keys:
-        if key and key not in (COMPLETE, VERSIONS):
-            tree.remove_tree(version / key)
+    for key in damaged:
+        for other in _sharing(version, [key]):
+            (other / key).unlink(missing_ok=True)
+        tree.remove_tree(version / key)
+
+
+def _sharing(version: Path, keys: list[str]) -> list[Path]:
+    """The checkpoint's other versions that hold one of ``keys`` as the same inode."""
+    found = []
+    for digest in digests(version.parent):
+        other = version.parent / digest
+        if other != version and any(_same_file(version / k, other / k) for k in keys):
+            found.append(other)
+    return found
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = a.lstat(), b.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(sa.st_mode) and (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _sha256(path: Path) -> str:
