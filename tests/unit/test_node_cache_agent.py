@@ -205,3 +205,32 @@ def test_a_deleted_models_checkpoint_goes_after_the_grace_period(tmp_path: Path)
     assert kubelet_made.is_dir()
     assert sample(agent, "evictions_total", reason="unused") == 1
     assert cluster.report().checkpoints == {}
+
+
+def test_a_damaged_version_is_refilled_even_while_a_replica_holds_it(tmp_path: Path) -> None:
+    # The one exception to .inuse (docs/operator.md, "When a node lacks the checkpoint"): the
+    # damaged file goes at once; a replica that opened it keeps reading what it opened.
+    store = tmp_path / "store"
+    uri = write_model(store)
+    digests = {
+        key: hashlib.sha256((store / key).read_bytes()).hexdigest()
+        for key in ("config.json", "model-00001.safetensors", "model-00002.safetensors")
+    }
+    (store / "SUMS").write_text("".join(f"{d}  {k}\n" for k, d in digests.items()))
+    m = model("m", uri)
+    m["spec"]["model"]["sha256Manifest"] = "SUMS"
+    cluster = FakeCluster([m])
+    first, _ = make_agent(tmp_path / "node", cluster)
+    first.run_pass()
+    checkpoint = _checkpoint(tmp_path, uri)
+    current = _current(checkpoint)
+    shard = node_layout.version_dir(checkpoint, current.digest) / "model-00001.safetensors"
+    st = shard.stat()
+    shard.write_bytes(b"x" * st.st_size)
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with node_layout.hold_in_use(checkpoint, current.digest), shard.open("rb") as loaded:
+        restarted, _ = make_agent(tmp_path / "node", cluster)
+        restarted.run_pass()
+        assert loaded.read() == b"x" * st.st_size
+    assert shard.read_bytes() == (store / "model-00001.safetensors").read_bytes()
+    assert node_layout.read_current(checkpoint) == current

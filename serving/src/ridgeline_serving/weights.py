@@ -59,7 +59,10 @@ def from_node_cache(checkpoint_dir: Path, model_uri: str) -> Weights | str:
     except OSError as exc:
         held.close()
         return f"version {current.digest} cannot be held in use: {exc}"
-    # Checked once held: the agent neither replaces nor deletes a version while it is held.
+    # Checked once held: the agent neither evicts nor deletes a version while it is held. The
+    # one exception is a version its hash check finds damaged: its damaged files go even
+    # while held. A replica that already loaded keeps its open files; one still loading
+    # fails, Serve restarts it, and the restart downloads until the agent's refill is done.
     path = version_dir(checkpoint_dir, current.digest)
     problems = verify_version(path)
     if problems:

@@ -108,8 +108,10 @@ class Agent:
             deep = (need.directory, current.digest) not in self._verified
             problems = node_layout.check_files(version, hashes=deep)
             if problems:
-                # Never loaded meanwhile: current goes first, then the damaged files, and the
-                # fill below fetches them again.
+                # current goes first, so no replica starts on it, then the damaged files, and
+                # the fill below fetches them again. Done even while a replica holds the
+                # version (the one exception to .inuse): one that already loaded keeps its
+                # open files; one still loading fails and its restart downloads meanwhile.
                 log.warning("%s: %s fails verification: %s", need.uri, version, problems)
                 node_layout.clear_current(checkpoint)
                 node_layout.discard(version, problems)
