@@ -91,5 +91,9 @@ def test_wrong_credentials_fail_the_checkpoint_with_the_stores_message(
     agent.run_pass()
     entry = cluster.report().checkpoints[DIRECTORY]
     assert entry.state == CheckpointState.FAILED
-    assert entry.message.startswith("the store could not be listed: ns/m: ")
+    assert entry.message.startswith(
+        "the store could not be listed: the model's credentials could not list it: "
+    )
+    assert "ns/m" not in entry.message
+    assert "creds" not in entry.message
     assert "wrong-key-value" not in entry.message

@@ -4,16 +4,21 @@ held by the returned store only, for the caller's pass (never logged or written)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ridgeline.storage import ObjectInfo, ObjectStore, open_store, parse_model_uri
-from ridgeline.storage.credentials import store_with
+from ridgeline.storage.credentials import CredentialsError, store_with
 from ridgeline_serving.node_cache.decide import ModelRef, Need
 from ridgeline_serving.node_cache.kube import Cluster
 
+log = logging.getLogger("ridgeline.node_cache")
+
 
 class ListingError(RuntimeError):
-    """No model's credentials could list the store; the message has each model's reason."""
+    """No model's credentials could list the store. The message lands in the Cached condition
+    of every model with the URI, other tenants' too: it names no model and no Secret (the
+    agent's log has each model's own reason)."""
 
 
 @dataclass(frozen=True)
@@ -23,8 +28,19 @@ class Listing:
     model: ModelRef
 
 
+def _unnamed(exc: Exception, ref: ModelRef) -> str:
+    """The error without the Secret's name (CredentialsError starts with it)."""
+    text = str(exc)
+    if isinstance(exc, CredentialsError):
+        text = text.replace(
+            f"credentialsSecret {ref.namespace}/{ref.credentials_secret}",
+            "a model's credentialsSecret",
+        )
+    return text
+
+
 def list_checkpoint(need: Need, cluster: Cluster) -> Listing:
-    reasons = []
+    last = ""
     for ref in need.models:
         try:
             if ref.credentials_secret:
@@ -34,5 +50,12 @@ def list_checkpoint(need: Need, cluster: Cluster) -> Listing:
                 store = open_store(parse_model_uri(need.uri))
             return Listing(store, store.list(), ref)
         except Exception as exc:  # any client's error: the next model's credentials may work
-            reasons.append(f"{ref.key}: {exc}")
-    raise ListingError("; ".join(reasons) or f"{need.uri}: no model names it")
+            log.warning("%s: listing with the credentials of %s failed: %s", need.uri, ref.key, exc)
+            last = _unnamed(exc, ref)
+    if not need.models:
+        raise ListingError(f"{need.uri}: no model names it")
+    if len(need.models) == 1:
+        raise ListingError(f"the model's credentials could not list it: {last}")
+    raise ListingError(
+        f"none of the {len(need.models)} models' credentials could list it; the last error: {last}"
+    )
