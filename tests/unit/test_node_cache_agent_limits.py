@@ -89,10 +89,10 @@ def test_a_failing_store_fails_its_checkpoint_only(tmp_path: Path) -> None:
     bad = report.checkpoints[cache_key(missing)]
     assert bad.state == CheckpointState.FAILED
     assert "no such directory" in bad.message
-    assert "ns/bad" in bad.message
-    assert (
-        "credentialsSecret ns/gone: not found" in report.checkpoints[cache_key(secretive)].message
-    )
+    assert "ns/bad" not in bad.message  # shown to every model with the URI: names none
+    secret_message = report.checkpoints[cache_key(secretive)].message
+    assert "a model's credentialsSecret: not found" in secret_message
+    assert "gone" not in secret_message
     assert report.checkpoints[cache_key(good)].state == CheckpointState.COMPLETE
 
 
