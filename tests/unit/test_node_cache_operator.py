@@ -18,8 +18,11 @@ from ridgeline.api.inference_model import InferenceModelStatus
 from ridgeline.api.node_cache import CheckpointReport, NodeCacheReport
 from ridgeline.controller import Decision, Result
 from ridgeline.platform_config import NodeCacheConfig, default_config
+from ridgeline.rayservice_view import RayServiceView
 from ridgeline.render import node_cache as render
-from ridgeline_operator import children, node_cache
+from ridgeline_operator import children, kube, node_cache
+from ridgeline_operator.reconcile import STATE, reconcile
+from tests.unit.test_handlers import fresh_state, model_raw
 
 NS = "ridgeline-system"
 
@@ -77,8 +80,9 @@ def test_a_report_that_does_not_parse_is_left_out() -> None:
 # ---- a stand-in CoreV1Api ----------------------------------------------------------------------
 
 
-def _obj(name: str, **extra: Any) -> SimpleNamespace:
-    return SimpleNamespace(metadata=SimpleNamespace(name=name), **extra)
+def _obj(name: str, deleting: bool = False, **extra: Any) -> SimpleNamespace:
+    stamp = "2026-12-06T08:00:00Z" if deleting else None
+    return SimpleNamespace(metadata=SimpleNamespace(name=name, deletion_timestamp=stamp), **extra)
 
 
 class _Core:
@@ -86,6 +90,7 @@ class _Core:
         self.calls: list[tuple[str, Any]] = []
         self.pvs: dict[str, str] = {}  # name -> phase
         self.pvcs: list[str] = []
+        self.deleting: set[str] = set()  # names with a deletionTimestamp
         self.configmaps: list[SimpleNamespace] = []
         self.fail: int | None = None
 
@@ -110,7 +115,16 @@ class _Core:
 
     def read_persistent_volume(self, name: str, **_: Any) -> Any:
         self._record("read_pv", name)
-        return _obj(name, status=SimpleNamespace(phase=self.pvs[name]))
+        if name not in self.pvs:
+            raise ApiException(status=404, reason="NotFound")
+        phase = SimpleNamespace(phase=self.pvs[name])
+        return _obj(name, deleting=name in self.deleting, status=phase)
+
+    def read_namespaced_persistent_volume_claim(self, name: str, ns: str, **_: Any) -> Any:
+        self._record("read_pvc", (ns, name))
+        if name not in self.pvcs:
+            raise ApiException(status=404, reason="NotFound")
+        return _obj(name, deleting=name in self.deleting)
 
     def delete_persistent_volume(self, name: str, **_: Any) -> None:
         self._record("delete_pv", name)
@@ -188,14 +202,28 @@ def test_volume_and_claim_are_created_if_missing(core: _Core) -> None:
     pv, pvc = _volumes()
     node_cache.create_volumes(None, [pv, pvc])
     assert core.calls == [
+        ("read_pv", pv["metadata"]["name"]),
         ("create_pv", pv["metadata"]["name"]),
+        ("read_pvc", ("ns", pvc["metadata"]["name"])),
         ("create_pvc", ("ns", pvc["metadata"]["name"])),
     ]
     core.calls.clear()
     core.pvs[pv["metadata"]["name"]] = "Bound"
     core.pvcs.append(pvc["metadata"]["name"])
     node_cache.create_volumes(None, [pv, pvc])  # both exist: left as they are
-    assert [c for c, _ in core.calls] == ["create_pv", "read_pv", "create_pvc"]
+    assert [c for c, _ in core.calls] == ["read_pv", "read_pvc"]
+
+
+@pytest.mark.parametrize("kind", ["PersistentVolume", "PersistentVolumeClaim"])
+def test_a_volume_or_claim_being_deleted_is_made_again_once_gone(core: _Core, kind: str) -> None:
+    """Not taken for the new one (it would vanish, and the pods stay Pending for good)."""
+    pv, pvc = _volumes()
+    core.pvs[pv["metadata"]["name"]] = "Bound"
+    core.pvcs.append(pvc["metadata"]["name"])
+    core.deleting.add((pv if kind == "PersistentVolume" else pvc)["metadata"]["name"])
+    with pytest.raises(kopf.TemporaryError, match=f"{kind} .* is being deleted"):
+        node_cache.create_volumes(None, [pv, pvc])
+    assert not [c for c, _ in core.calls if c.startswith(("create", "delete"))]
 
 
 def test_a_released_volume_is_deleted_and_made_again_on_the_retry(core: _Core) -> None:
@@ -240,19 +268,59 @@ def test_a_deleted_models_volumes_are_deleted(core: _Core) -> None:
     assert [a for c, a in core.calls if c == "delete_pv"] == list(core.pvs)
 
 
-def test_children_create_the_volumes_before_and_prune_after(
+def test_children_prune_an_earlier_uris_volumes_after_the_apply(
     core: _Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    volumes = _volumes()
     decision = Decision(
-        status=InferenceModelStatus(), result=Result.APPLIED, apply={}, node_volumes=volumes
+        status=InferenceModelStatus(), result=Result.APPLIED, apply={}, node_volumes=_volumes()
     )
     children.before_apply(None, decision)  # type: ignore[arg-type]
-    assert [c for c, _ in core.calls] == ["create_pv", "create_pvc"]
-    core.calls.clear()
+    assert core.calls == []  # the volumes are the reconcile's, on every pass
     monkeypatch.setattr(children.client, "CustomObjectsApi", lambda _api: None)
     children.after_apply(None, decision, "ns")  # type: ignore[arg-type]
     assert [c for c, _ in core.calls] == ["list_pvs", "list_pvcs"]
+
+
+def test_every_pass_makes_a_missing_claim_again_not_only_an_apply(
+    core: _Core, monkeypatch: pytest.MonkeyPatch, shape_of: Any
+) -> None:
+    """The first pass applies; the next finds the RayService as applied (nothing to apply)
+    while the claim was deleted meanwhile (an admin): it is made again, or the pods would stay
+    Pending for good."""
+    fresh_state(monkeypatch)
+    monkeypatch.setattr(STATE, "config", _config())
+    monkeypatch.setattr(STATE.shapes, "get", lambda uri, ns, secret: (shape_of("tiny-llama"), None))
+    monkeypatch.setattr(node_cache, "REPORTS", node_cache.Reports())
+    applied: list[dict[str, Any]] = []
+    monkeypatch.setattr(kube, "apply_rayservice", lambda api, manifest: applied.append(manifest))
+    raw = model_raw("s3://models/a")
+    first = reconcile(kopf.Body(raw), {"rayservice_index": {}, "raycluster_index": {}}, [])
+    assert first.result == "applied"
+    pv, pvc = (v["metadata"]["name"] for v in first.node_volumes)
+    assert [a for c, a in core.calls if c.startswith("create")] == [pv, ("ns", pvc)]
+
+    core.calls.clear()
+    core.pvs[pv] = "Bound"  # the claim is gone
+    running = {**applied[0], "status": {}}
+    indexes = {"rayservice_index": {("ns", "m"): [RayServiceView.from_object(running)]}}
+    raw["status"] = first.status.to_api()
+    second = reconcile(kopf.Body(raw), {**indexes, "raycluster_index": {}}, [])
+    assert second.result == "unchanged"
+    assert len(applied) == 1
+    assert [a for c, a in core.calls if c.startswith("create")] == [("ns", pvc)]
+
+
+def test_a_model_made_again_under_its_name_and_uri_gets_new_volume_names() -> None:
+    def named(uid: str) -> list[str]:
+        model = InferenceModel.model_validate(
+            {
+                "metadata": {"name": "a", "namespace": "ns", "uid": uid},
+                "spec": {"model": {"uri": "s3://models/a"}},
+            }
+        )
+        return [render.volume_name(model), render.claim_name(model)]
+
+    assert set(named("u1")).isdisjoint(named("u2"))
 
 
 def test_the_reports_round_trip_as_the_agent_writes_them() -> None:

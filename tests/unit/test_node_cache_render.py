@@ -32,10 +32,11 @@ def _enabled(**extra: Any) -> PlatformConfig:
     return default_config().model_copy(update={"node_cache": cache})
 
 
-def _model(name: str = "m", uri: str = "s3://models/m", ns: str = "team-a") -> InferenceModel:
-    return InferenceModel.model_validate(
-        {"metadata": {"name": name, "namespace": ns}, "spec": {"model": {"uri": uri}}}
-    )
+def _model(
+    name: str = "m", uri: str = "s3://models/m", ns: str = "team-a", uid: str | None = None
+) -> InferenceModel:
+    meta = {"name": name, "namespace": ns, **({"uid": uid} if uid else {})}
+    return InferenceModel.model_validate({"metadata": meta, "spec": {"model": {"uri": uri}}})
 
 
 def _render(shape: Any, config: PlatformConfig, pool: NodePool = H100) -> dict[str, Any]:
@@ -107,7 +108,7 @@ def test_volume_and_claim_bind_to_each_other_over_the_checkpoints_directory() ->
     directory = cache_key("s3://models/m")
     assert pv["metadata"]["name"] == node_cache.volume_name(model)
     assert pv["metadata"]["name"].startswith("ridgeline-weights-")
-    assert len(pv["metadata"]["name"]) == len("ridgeline-weights-") + 8
+    assert len(pv["metadata"]["name"]) == len("ridgeline-weights-") + 16  # 64 bits
     assert "namespace" not in pv["metadata"]  # cluster-scoped
     assert pv["metadata"]["labels"] == {
         "app.kubernetes.io/managed-by": "ridgeline",
@@ -128,7 +129,7 @@ def test_volume_and_claim_bind_to_each_other_over_the_checkpoints_directory() ->
             "name": pvc["metadata"]["name"],
         },
     }
-    assert pvc["metadata"]["name"] == f"m-weights-{pv['metadata']['name'][-8:]}"
+    assert pvc["metadata"]["name"] == f"m-weights-{pv['metadata']['name'][-16:]}"
     assert pvc["metadata"]["namespace"] == "team-a"
     assert pvc["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert pvc["spec"] == {
@@ -141,12 +142,19 @@ def test_volume_and_claim_bind_to_each_other_over_the_checkpoints_directory() ->
 
 
 def test_each_model_and_uri_gets_its_own_volume_of_at_least_a_mebibyte() -> None:
+    """A model made again under its name and URI (a new uid) too: the old volumes may still be
+    terminating."""
     config = _enabled()
-    names = {
-        node_cache.volume_name(m)
-        for m in (_model(), _model(name="n"), _model(ns="team-b"), _model(uri="s3://models/v2"))
-    }
-    assert len(names) == 4
+    models = (
+        _model(),
+        _model(name="n"),
+        _model(ns="team-b"),
+        _model(uri="s3://models/v2"),
+        _model(uid="u1"),
+        _model(uid="u2"),
+    )
+    assert len({node_cache.volume_name(m) for m in models}) == 6
+    assert len({node_cache.claim_name(m) for m in models}) == 6
     pv, pvc = node_cache.build_volumes(_model(), config, 0, None)
     assert pv["spec"]["capacity"]["storage"] == str(2**20)
     assert "ownerReferences" not in pvc["metadata"]

@@ -365,4 +365,7 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
     current = obs.rayservice.spec_hash if obs.rayservice is not None else None
     if current != wanted and (obs.shape is not None or not running):
         return finish(Result.APPLIED, manifest, _children(obs, config, manifest, cache_bytes))
-    return finish(Result.UNCHANGED)
+    # The volumes on every pass, not only with an apply: a claim deleted since (the model made
+    # again under its name, an admin) is made again, or the pods stay Pending.
+    volumes = node_cache.build_volumes(model, config, cache_bytes, obs.uid)
+    return finish(Result.UNCHANGED, children=_Children(node_volumes=volumes))

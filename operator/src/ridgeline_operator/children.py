@@ -1,7 +1,8 @@
 """The objects a model owns beside its RayService: the Ray token Secret (created once with a
 random token, never read back or logged), the NetworkPolicy (server-side applied), the
 RayClusters replaced under upgradeStrategy Recreate (deleted after the RayService is applied),
-and the node cache's volume and claim (node_cache.py)."""
+and an earlier URI's node cache volume and claim (node_cache.py; the current ones are created
+on every pass, apply or not: reconcile.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ def before_apply(api: client.ApiClient, decision: Decision) -> None:
         _create_token_secret(api, decision.token_secret)
     for manifest in decision.owned:
         _apply(api, manifest)
-    node_cache.create_volumes(api, decision.node_volumes)  # the pods name the claim
 
 
 def after_apply(api: client.ApiClient, decision: Decision, namespace: str) -> None:

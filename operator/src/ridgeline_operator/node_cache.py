@@ -6,9 +6,10 @@ would watch ConfigMaps cluster-wide and need a ClusterRole that reads every Conf
 the latest, and wakes the models whose checkpoint a report changed (the report names them).
 The reconcile reads the reports from memory.
 
-Volumes: a model's PersistentVolume and claim are created, if missing, before its RayService
-is applied (the pods name the claim); once it is applied, the model's volumes of an earlier URI
-go. A model's volumes go when it is deleted (the claim also by its owner reference)."""
+Volumes: a model's PersistentVolume and claim are created, if missing, on every pass that
+renders them, before its RayService is applied (the pods name the claim); once it is applied,
+the model's volumes of an earlier URI go. A model's volumes go when it is deleted (the claim
+also by its owner reference)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ REPORT_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={REPORT_CO
 POLL_S = 5.0
 # A PersistentVolume left Released by an earlier claim is deleted and made again: retry after.
 RELEASED_RETRY_S = 2.0
+# A volume or claim still being deleted (a claim waits for the pods that mount it): retry after.
+TERMINATING_RETRY_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -132,43 +135,71 @@ def list_reports(api: Any, namespace: str) -> dict[str, NodeCacheReport]:
 
 
 def create_volumes(api: Any, manifests: Iterable[dict[str, Any]]) -> None:
-    """Each PersistentVolume and claim, if missing. Never updated: a claim's size cannot
-    shrink, and a volume's path cannot change (a new URI is a new volume)."""
+    """Each PersistentVolume and claim, if missing (one read each where they exist: this runs
+    on every pass). Never updated: a claim's size cannot shrink, and a volume's path cannot
+    change (a new URI is a new volume). One still being deleted is not taken for the new one:
+    the pass is retried once it is gone, then creates it."""
     manifests = list(manifests)
     if not manifests:  # the node cache is disabled
         return
     core = client.CoreV1Api(api)
     for manifest in manifests:
-        meta = manifest["metadata"]
-        body: Any = manifest  # the client serializes a dict as it is
+        meta, kind = manifest["metadata"], manifest["kind"]
+        what = f"{kind} {meta.get('namespace', '')}/{meta['name']}"
         try:
-            if manifest["kind"] == "PersistentVolume":
-                core.create_persistent_volume(body, _request_timeout=REQUEST_TIMEOUT_S)
-            else:
-                core.create_namespaced_persistent_volume_claim(
-                    meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT_S
-                )
+            existing = _read(core, kind, meta)
+            if existing is None:
+                _create(core, kind, meta, manifest)
+                continue
         except ApiException as exc:
-            what = f"create {manifest['kind']} {meta.get('namespace', '')}/{meta['name']}"
-            if exc.status != 409:
-                raise as_kopf_error(exc, what) from exc
-            if manifest["kind"] == "PersistentVolume":
-                _replace_if_released(core, meta["name"])
+            raise as_kopf_error(exc, f"create {what}") from exc
+        if existing.metadata.deletion_timestamp is not None:
+            raise kopf.TemporaryError(
+                f"{what} is being deleted: made again once it is gone", delay=TERMINATING_RETRY_S
+            )
+        if kind == "PersistentVolume":
+            _replace_if_released(core, meta["name"], existing)
 
 
-def _replace_if_released(core: client.CoreV1Api, name: str) -> None:
-    """A volume whose claim went (a model deleted and made again under the same name, its old
-    volume not yet deleted) stays Released and would never bind the new claim: delete it and
-    create it on the retry."""
+def _read(core: client.CoreV1Api, kind: str, meta: Mapping[str, Any]) -> Any:
+    """The object as it is, or None if missing."""
     try:
-        existing: Any = core.read_persistent_volume(name, _request_timeout=REQUEST_TIMEOUT_S)
-        if existing.status is None or existing.status.phase != "Released":
-            return
-        core.delete_persistent_volume(name, _request_timeout=REQUEST_TIMEOUT_S)
+        if kind == "PersistentVolume":
+            return core.read_persistent_volume(meta["name"], _request_timeout=REQUEST_TIMEOUT_S)
+        return core.read_namespaced_persistent_volume_claim(
+            meta["name"], meta["namespace"], _request_timeout=REQUEST_TIMEOUT_S
+        )
     except ApiException as exc:
         if exc.status == 404:
-            return
-        raise as_kopf_error(exc, f"replace released PersistentVolume {name}") from exc
+            return None
+        raise
+
+
+def _create(core: client.CoreV1Api, kind: str, meta: Mapping[str, Any], body: Any) -> None:
+    """Create; a 409 is another pass's create that came first (the next pass reads it)."""
+    try:
+        if kind == "PersistentVolume":
+            core.create_persistent_volume(body, _request_timeout=REQUEST_TIMEOUT_S)
+        else:
+            core.create_namespaced_persistent_volume_claim(
+                meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT_S
+            )
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def _replace_if_released(core: client.CoreV1Api, name: str, existing: Any) -> None:
+    """A volume whose claim went (an admin deleted the claim, which is made again under the
+    same name) stays Released and would never bind the new claim: delete it and create it on
+    the retry."""
+    if existing.status is None or existing.status.phase != "Released":
+        return
+    try:
+        core.delete_persistent_volume(name, _request_timeout=REQUEST_TIMEOUT_S)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise as_kopf_error(exc, f"replace released PersistentVolume {name}") from exc
     raise kopf.TemporaryError(
         f"PersistentVolume {name} was released by an earlier claim: made again",
         delay=RELEASED_RETRY_S,

@@ -74,7 +74,8 @@ def observe(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Observed:
     ns, name = meta["namespace"], meta["name"]
     model = InferenceModel.model_validate(
         {
-            "metadata": {"name": name, "namespace": ns},
+            # the uid names the node cache's volumes (render.node_cache.model_uid)
+            "metadata": {"name": name, "namespace": ns, "uid": meta["uid"]},
             "spec": dict(body["spec"]),
             "status": _status_of(body),
         }
@@ -115,16 +116,19 @@ def reconcile(
         metrics.TRIGGERS.labels(trigger).inc()
     obs = observe(body, indexes)
     decision = decide(obs, STATE.config, now())
-    if decision.apply is not None and decision.apply != applied:
-        try:
+    try:
+        # On every pass they are rendered for, not only with an apply: the pods name the claim,
+        # and one deleted since (by an admin, say) is made again.
+        node_cache.create_volumes(STATE.api, decision.node_volumes)
+        if decision.apply is not None and decision.apply != applied:
             children.before_apply(STATE.api, decision)  # token Secret, NetworkPolicy
             kube.apply_rayservice(STATE.api, decision.apply)
             children.after_apply(STATE.api, decision, obs.model.metadata.namespace or "")
-        except kopf.PermanentError as exc:
-            decision = decision.refused(str(exc))
-        except kopf.TemporaryError:
-            metrics.RECONCILES.labels("retry").inc()
-            raise
+    except kopf.PermanentError as exc:
+        decision = decision.refused(str(exc))
+    except kopf.TemporaryError:
+        metrics.RECONCILES.labels("retry").inc()
+        raise
     key = (obs.model.metadata.namespace or "", obs.model.metadata.name)
     status = decision.status
     planned = is_true(status.conditions, ConditionType.PLANNED) and status.plan is not None

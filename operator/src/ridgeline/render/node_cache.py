@@ -34,14 +34,24 @@ def checkpoint_directory(uri: str) -> str:
     return f"{readable}-{hashlib.sha256(uri.encode()).hexdigest()[:12]}"
 
 
+def model_uid(model: InferenceModel) -> str:
+    """``metadata.uid`` as the API server gave it (the operator keeps it in the model it
+    reads); empty where the model comes from a file (``ridgeline render``)."""
+    return str((model.metadata.model_extra or {}).get("uid") or "")
+
+
 def _hash(model: InferenceModel) -> str:
+    """The uid is in it: a model deleted and made again under its name and URI gets new
+    names, not the old ones still terminating. 64 bits: a tenant cannot search out a name
+    that collides with another's volume (the names are cluster-wide)."""
     ns = model.metadata.namespace or "default"
-    key = f"{ns}/{model.metadata.name}/{model.spec.model.uri}"
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
+    key = f"{ns}/{model.metadata.name}/{model_uid(model)}/{model.spec.model.uri}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def volume_name(model: InferenceModel) -> str:
-    """The PersistentVolume's (cluster-scoped) name: a new URI is a new volume."""
+    """The PersistentVolume's (cluster-scoped) name: a new URI, or a new model under the same
+    name, is a new volume."""
     return f"ridgeline-weights-{_hash(model)}"
 
 
