@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ridgeline.api.node_cache import NodeCacheReport
+from ridgeline.api.node_cache_scope import SCHEMES
 from ridgeline.storage.credentials import CredentialsError, decode_secret_data
 from ridgeline.storage.download import cache_key
 from ridgeline_serving.node_cache.agent import Agent
@@ -113,9 +114,15 @@ def settings(root: Path, budget: int = 0, grace_s: float = 60.0) -> Settings:
     )
 
 
-def make_agent(root: Path, cluster: FakeCluster, **kw: Any) -> tuple[Agent, Clock]:
+# The agent fills object stores only; these tests use local directories as stores.
+WITH_FILES = (*SCHEMES, "file")
+
+
+def make_agent(
+    root: Path, cluster: FakeCluster, schemes: tuple[str, ...] = WITH_FILES, **kw: Any
+) -> tuple[Agent, Clock]:
     clock = Clock()
-    return Agent(settings(root, **kw), cluster, clock=clock), clock
+    return Agent(settings(root, **kw), cluster, clock=clock, schemes=schemes), clock
 
 
 def sample(agent: Agent, name: str, **labels: str) -> float:

@@ -24,6 +24,7 @@ from tests.unit.node_cache_fakes import (
     make_agent,
     model,
     sample,
+    settings,
     write_model,
 )
 
@@ -234,3 +235,13 @@ def test_a_damaged_version_is_refilled_even_while_a_replica_holds_it(tmp_path: P
         assert loaded.read() == b"x" * st.st_size
     assert shard.read_bytes() == (store / "model-00001.safetensors").read_bytes()
     assert node_layout.read_current(checkpoint) == current
+
+
+def test_the_agent_itself_refuses_a_file_uri(tmp_path: Path) -> None:
+    # Whatever the status says: the production agent never copies a path of its container.
+    uri = write_model(tmp_path / "store")
+    cluster = FakeCluster([model("m", uri)])
+    agent = Agent(settings(tmp_path / "node", grace_s=60.0), cluster)
+    agent.run_pass()
+    assert cluster.report().checkpoints == {}
+    assert not _checkpoint(tmp_path, uri).exists()

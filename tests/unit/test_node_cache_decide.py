@@ -68,6 +68,30 @@ def test_a_directory_that_is_not_the_uris_cache_key_is_skipped() -> None:
     assert needed_checkpoints([model], {}) == {}
 
 
+def test_the_uri_is_the_specs_never_the_statuss() -> None:
+    # Whoever may write the status subresource must not choose what the agent copies.
+    model = _model("a", "s3://b/m")
+    model["status"]["weights"]["uri"] = "file:///var/run/secrets/kubernetes.io/serviceaccount"
+    (need,) = needed_checkpoints([model], {}).values()
+    assert need.uri == "s3://b/m"
+
+
+def test_only_object_store_schemes_are_filled() -> None:
+    models = [_model(n, u) for n, u in [("s", "s3://b/m"), ("f", "file:///etc"), ("p", "/etc")]]
+    models.append(_model("g", "gs://b/m"))
+    models.append(_model("h", "hf://org/name"))
+    uris = sorted(n.uri for n in needed_checkpoints(models, {}).values())
+    assert uris == ["gs://b/m", "hf://org/name", "s3://b/m"]
+
+
+def test_a_status_written_for_another_uri_waits_for_the_operator() -> None:
+    model = _model("a", "s3://b/new")
+    model["status"]["weights"]["directory"] = cache_key("s3://b/old")
+    assert needed_checkpoints([model], {}) == {}
+    del model["status"]["weights"]["directory"]
+    assert needed_checkpoints([model], {}) == {}
+
+
 def _v(d: str, used: float, size: int = 10, held: bool = False, digest: str = "0" * 16) -> Version:
     return Version(d, digest, size, used, held)
 

@@ -200,3 +200,19 @@ def test_an_unplanned_model_has_no_weights() -> None:
     decision = decide(_obs(_model(), None), _config(), "t0")
     assert decision.status.weights is None
     assert "Cached" not in {c.type for c in decision.status.conditions}
+
+
+def test_a_model_read_from_a_path_has_no_weights(shape_of) -> None:
+    # The node cache covers object stores only: a file:// model is read where it is.
+    model = InferenceModel.model_validate(
+        {
+            "metadata": {"name": "m", "namespace": "ns"},
+            "spec": {
+                "model": {"uri": "file:///models/tiny"},
+                "workload": {"maxContextTokens": 1024},
+            },
+        }
+    )
+    decision = decide(_obs(model, shape_of("tiny-llama")), _config(), "t0")
+    assert decision.status.weights is None
+    assert "Cached" not in {c.type for c in decision.status.conditions}

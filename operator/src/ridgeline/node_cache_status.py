@@ -17,6 +17,7 @@ from ridgeline.api.node_cache import (
     NodeCacheReport,
     WeightsStatus,
 )
+from ridgeline.api.node_cache_scope import covers
 from ridgeline.conditions import Reason, Status
 from ridgeline.planner.pools import NodePool
 from ridgeline.platform_config import PlatformConfig
@@ -87,11 +88,12 @@ def model_weights(
     old: WeightsStatus | None,
     reports: Iterable[NodeCacheReport],
 ) -> WeightsStatus | None:
-    """A planned model's ``status.weights`` (None where the node cache is disabled). Where the
-    shape is unknown this pass (storage unreachable), the size last known for the same URI."""
-    if not config.node_cache.enabled:
-        return None
+    """A planned model's ``status.weights`` (None where the node cache is disabled, or does not
+    cover the model's scheme: ``node_cache_scope``). Where the shape is unknown this pass
+    (storage unreachable), the size last known for the same URI."""
     uri = model.spec.model.uri
+    if not config.node_cache.enabled or not covers(uri):
+        return None
     if checkpoint_bytes is None:
         checkpoint_bytes = old.bytes if old is not None and old.uri == uri else 0
     directory = checkpoint_directory(uri)

@@ -19,6 +19,7 @@ from ridgeline.api.node_cache import (
     report_labels,
     report_name,
 )
+from ridgeline.api.node_cache_scope import SCHEMES
 from ridgeline.storage import node_layout
 from ridgeline.storage.download import DownloadStats, select_files
 from ridgeline_serving.node_cache import inventory
@@ -61,8 +62,10 @@ class Agent:
         cluster: Cluster,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        schemes: tuple[str, ...] = SCHEMES,
     ) -> None:
         self.settings = settings
+        self.schemes = schemes  # the URI schemes it fills (tests add file:// stores)
         self.root = settings.root
         self.cluster = cluster
         self.metrics = metrics or Metrics(settings.node)
@@ -87,7 +90,7 @@ class Agent:
     def run_pass(self) -> None:
         models = self.cluster.list_models()
         labels = self.cluster.node_labels(self.settings.node)
-        self.needs = needed_checkpoints(models, labels)
+        self.needs = needed_checkpoints(models, labels, self.schemes)
         self.entries = {d: e for d, e in self.entries.items() if d in self.needs}
         fills = [f for f in map(self._check, self.needs.values()) if f is not None]
         keep = self._keep(fills)

@@ -1,6 +1,7 @@
 """The agent's decisions, pure: which checkpoints this node needs (from the InferenceModels'
-``status.weights`` and the node's labels), which versions to evict under the size budget, and
-which the grace period frees. The loop (``agent``) gathers the inputs and acts on the answers.
+``spec.model.uri``, ``status.weights`` and the node's labels), which versions to evict under
+the size budget, and which the grace period frees. The loop (``agent``) gathers the inputs and
+acts on the answers.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ridgeline.api.node_cache_scope import SCHEMES, covers
 from ridgeline.storage.download import cache_key
 
 log = logging.getLogger("ridgeline.node_cache")
@@ -46,11 +48,17 @@ def _weights(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def needed_checkpoints(
-    models: Iterable[Mapping[str, Any]], node_labels: Mapping[str, str]
+    models: Iterable[Mapping[str, Any]],
+    node_labels: Mapping[str, str],
+    schemes: tuple[str, ...] = SCHEMES,
 ) -> dict[str, Need]:
     """The checkpoints the models planned onto this node's pool need, by directory: a model
     counts when it has ``status.weights`` and this node carries every one of its
-    ``nodeLabels``. Models with the same URI share one entry (stored once)."""
+    ``nodeLabels``. Models with the same URI share one entry (stored once).
+
+    The URI is the spec's, never the status's (anyone who may write the status subresource
+    could name any path there), and only of the ``schemes`` the cache covers; a status whose
+    ``directory`` is not that URI's (written for an older URI) waits for the operator."""
     found: dict[str, tuple[str, int, list[ModelRef]]] = {}
     for obj in models:
         weights = _weights(obj)
@@ -60,11 +68,19 @@ def needed_checkpoints(
         wanted = weights.get("nodeLabels") or {}
         if any(node_labels.get(k) != v for k, v in wanted.items()):
             continue
-        uri = str(weights.get("uri") or "")
-        if not uri:
+        source = (obj.get("spec") or {}).get("model") or {}
+        uri = str(source.get("uri") or "")
+        if not covers(uri, schemes):
+            log.warning(
+                "%s/%s: the node cache does not cover %r (only %s); skipped",
+                meta.get("namespace"),
+                meta.get("name"),
+                uri,
+                ", ".join(f"{s}://" for s in schemes),
+            )
             continue
         directory = cache_key(uri)
-        if weights.get("directory") not in (None, directory):
+        if weights.get("directory") != directory:
             # The operator names the directory with the same function; anything else is not
             # a path the agent writes to.
             log.warning(
@@ -75,7 +91,6 @@ def needed_checkpoints(
                 directory,
             )
             continue
-        source = (obj.get("spec") or {}).get("model") or {}
         ref = ModelRef(
             namespace=str(meta.get("namespace") or "default"),
             name=str(meta["name"]),
