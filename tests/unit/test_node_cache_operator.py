@@ -5,6 +5,7 @@ apply, a deleted model's volumes deleted, and children's hooks around the RaySer
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import ReadTimeoutError
 
 from ridgeline.api import InferenceModel
 from ridgeline.api.inference_model import InferenceModelStatus
@@ -22,6 +24,7 @@ from ridgeline.rayservice_view import RayServiceView
 from ridgeline.render import node_cache as render
 from ridgeline_operator import children, kube, node_cache
 from ridgeline_operator.reconcile import STATE, reconcile
+from ridgeline_operator.wakeups import Trigger, Wakeups
 from tests.unit.test_handlers import fresh_state, model_raw
 
 NS = "ridgeline-system"
@@ -328,3 +331,39 @@ def test_the_reports_round_trip_as_the_agent_writes_them() -> None:
     text = _report("n1").model_dump_json(by_alias=True)
     assert "totalBytes" in json.loads(text)["checkpoints"]["dir-a"]
     assert node_cache.parse_reports([("x", {"report.json": text})])["x"] == _report("n1")
+
+
+def test_the_report_poll_goes_on_after_a_failure_that_is_not_an_api_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read timeout (urllib3's, not an ApiException) once: the next list still lands and
+    wakes the models its reports name."""
+    monkeypatch.setattr(STATE, "config", _config())
+    monkeypatch.setattr(STATE, "api", object())
+    monkeypatch.setattr(STATE, "wakeups", Wakeups())
+    monkeypatch.setattr(node_cache, "REPORTS", node_cache.Reports())
+    monkeypatch.setattr(node_cache, "POLL_S", 0.0)
+    answers: list[Any] = [
+        ReadTimeoutError(None, "/api/v1/configmaps", "Read timed out."),  # type: ignore[arg-type]
+        {"r1": _report("n1")},
+    ]
+
+    def listed(api: Any, namespace: str) -> Any:
+        answer = answers.pop(0) if answers else {"r1": _report("n1")}
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(node_cache, "list_reports", listed)
+
+    async def scenario() -> frozenset[Trigger]:
+        waker = STATE.wakeups.register(("ns", "a"))
+        poll = asyncio.create_task(node_cache._poll())
+        try:
+            async with asyncio.timeout(60):  # only so that a broken poll fails, not hangs
+                return await waker.wait(60)
+        finally:
+            poll.cancel()
+
+    assert asyncio.run(scenario()) == frozenset({Trigger.NODE_CACHE})
+    assert not answers

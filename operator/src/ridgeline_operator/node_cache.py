@@ -121,6 +121,12 @@ class Reports:
             return tuple(self._by_name[name] for name in sorted(self._by_name))
 
 
+def _error(exc: Exception) -> str:
+    if isinstance(exc, ApiException):  # its str() carries the headers and body
+        return f"HTTP {exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 REPORTS = Reports()
 
 
@@ -293,8 +299,8 @@ async def _poll() -> None:
             continue
         try:
             reports = await asyncio.to_thread(list_reports, STATE.api, cache.namespace)
-        except ApiException as exc:
-            log.warning("listing node cache reports: HTTP %s %s", exc.status, exc.reason)
+        except Exception as exc:  # a timeout or a dropped connection must not end the poll
+            log.warning("listing node cache reports: %s", _error(exc))
             continue
         for key in REPORTS.replace(reports):
             STATE.wakeups.wake(key, Trigger.NODE_CACHE)
