@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -367,3 +368,37 @@ def test_the_report_poll_goes_on_after_a_failure_that_is_not_an_api_error(
 
     assert asyncio.run(scenario()) == frozenset({Trigger.NODE_CACHE})
     assert not answers
+
+
+def test_other_threads_first_passes_wait_for_the_first_list(core: _Core) -> None:
+    """They would otherwise see no reports (NoAgent, a Warning Event), and the poll, finding
+    nothing changed since, would wake no one until the resync."""
+    report = _report("n1")
+    core.configmaps = [
+        SimpleNamespace(
+            metadata=SimpleNamespace(name="ridgeline-node-cache-n1"),
+            data={"report.json": report.model_dump_json(by_alias=True)},
+        )
+    ]
+    listing, release = threading.Event(), threading.Event()
+    listed = core.list_namespaced_config_map
+
+    def slow(namespace: str, **kw: Any) -> Any:
+        listing.set()
+        assert release.wait(60)
+        return listed(namespace, **kw)
+
+    core.list_namespaced_config_map = slow  # type: ignore[method-assign]
+    reports = node_cache.Reports()
+    got: dict[str, tuple[NodeCacheReport, ...]] = {}
+    first = threading.Thread(target=lambda: got.update(a=reports.snapshot(None, _config())))
+    first.start()
+    assert listing.wait(60)
+    second = threading.Thread(target=lambda: got.update(b=reports.snapshot(None, _config())))
+    second.start()
+    second.join(1.0)  # returns at once when it does not wait (the defect)
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert got == {"a": (report,), "b": (report,)}
+    assert len(core.calls) == 1  # one list, not one per thread

@@ -95,6 +95,10 @@ class Reports:
         self._by_name: dict[str, NodeCacheReport] = {}
         self._loaded = False
         self._lock = threading.Lock()
+        # Held across the first list: the other threads' first passes wait for it rather than
+        # see no reports (Cached=False, NoAgent, a Warning Event) that no later list corrects
+        # until the resync, as the poll finds nothing changed since.
+        self._first = threading.Lock()
 
     def replace(self, reports: dict[str, NodeCacheReport]) -> set[Key]:
         """Keep ``reports``; returns the models whose checkpoints changed."""
@@ -108,17 +112,20 @@ class Reports:
         the poll's next list wakes the models (no list per reconcile meanwhile)."""
         if not config.node_cache.enabled:
             return ()
-        with self._lock:
-            loaded, self._loaded = self._loaded, True
-        if not loaded:
-            try:
-                self.replace(list_reports(api, config.node_cache.namespace))
-            except ApiException as exc:
-                log.warning(
-                    "node cache reports unreadable for now: HTTP %s %s", exc.status, exc.reason
-                )
+        if not self._loaded:
+            with self._first:
+                if not self._loaded:  # another thread's first list may have landed meanwhile
+                    self._load(api, config.node_cache.namespace)
         with self._lock:
             return tuple(self._by_name[name] for name in sorted(self._by_name))
+
+    def _load(self, api: Any, namespace: str) -> None:
+        try:
+            self.replace(list_reports(api, namespace))
+        except Exception as exc:  # a timeout, a dropped connection: the poll lists again
+            log.warning("node cache reports unreadable for now: %s", _error(exc))
+            with self._lock:
+                self._loaded = True
 
 
 def _error(exc: Exception) -> str:
