@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -95,6 +96,7 @@ class _Core:
         self.pvs: dict[str, str] = {}  # name -> phase
         self.pvcs: list[str] = []
         self.deleting: set[str] = set()  # names with a deletionTimestamp
+        self.delete_fails: dict[str, Exception] = {}
         self.configmaps: list[SimpleNamespace] = []
         self.fail: int | None = None
 
@@ -132,6 +134,8 @@ class _Core:
 
     def delete_persistent_volume(self, name: str, **_: Any) -> None:
         self._record("delete_pv", name)
+        if name in self.delete_fails:
+            raise self.delete_fails[name]
 
     def delete_namespaced_persistent_volume_claim(self, name: str, ns: str, **_: Any) -> None:
         self._record("delete_pvc", (ns, name))
@@ -270,6 +274,28 @@ def test_a_deleted_models_volumes_are_deleted(core: _Core) -> None:
     core.pvs = {"ridgeline-weights-1": "Bound", "ridgeline-weights-2": "Released"}
     assert node_cache.delete_model_volumes(None, "ns", "a") == 2
     assert [a for c, a in core.calls if c == "delete_pv"] == list(core.pvs)
+
+
+def test_a_deleted_models_volumes_go_past_one_already_gone_or_failing(core: _Core) -> None:
+    core.pvs = {"ridgeline-weights-1": "Bound", "ridgeline-weights-2": "Bound", "w-3": "Bound"}
+    core.delete_fails = {
+        "ridgeline-weights-1": ApiException(status=404, reason="NotFound"),
+        "ridgeline-weights-2": ReadTimeoutError(None, "/api", "Read timed out."),  # type: ignore[arg-type]
+    }
+    assert node_cache.delete_model_volumes(None, "ns", "a") == 1
+    assert [a for c, a in core.calls if c == "delete_pv"] == list(core.pvs)
+
+
+def test_the_delete_handler_never_holds_the_models_deletion(
+    core: _Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(STATE, "config", _config())
+
+    def timed_out(**_: Any) -> Any:
+        raise ReadTimeoutError(None, "/api", "Read timed out.")  # type: ignore[arg-type]
+
+    core.list_persistent_volume = timed_out  # type: ignore[method-assign]
+    node_cache.delete_volumes(namespace="ns", name="a", logger=logging.getLogger(__name__))
 
 
 def test_children_prune_an_earlier_uris_volumes_after_the_apply(

@@ -275,7 +275,9 @@ def _delete(core: client.CoreV1Api, kind: str, name: str, namespace: str | None 
 
 
 def delete_model_volumes(api: Any, namespace: str, name: str) -> int:
-    """Every PersistentVolume of a deleted model; returns how many."""
+    """Every PersistentVolume of a deleted model; returns how many this call deleted. One
+    already gone is passed over, and one that fails otherwise is logged: neither keeps the
+    others."""
     core = client.CoreV1Api(api)
     selector = (
         f"{render.COMPONENT_LABEL}={render.COMPONENT},"
@@ -284,9 +286,20 @@ def delete_model_volumes(api: Any, namespace: str, name: str) -> int:
     listed: Any = core.list_persistent_volume(
         label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S
     )
+    deleted = 0
     for item in listed.items:
-        core.delete_persistent_volume(item.metadata.name, _request_timeout=REQUEST_TIMEOUT_S)
-    return len(listed.items)
+        volume = item.metadata.name
+        try:
+            core.delete_persistent_volume(volume, _request_timeout=REQUEST_TIMEOUT_S)
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("deleting PersistentVolume %s: %s", volume, _error(exc))
+            continue
+        except Exception as exc:  # a timeout, a dropped connection: the others still go
+            log.warning("deleting PersistentVolume %s: %s", volume, _error(exc))
+            continue
+        deleted += 1
+    return deleted
 
 
 # ---- kopf -------------------------------------------------------------------------------------
@@ -336,10 +349,8 @@ def delete_volumes(*, namespace: str | None, name: str, logger: Any, **_: Any) -
         return
     try:
         deleted = delete_model_volumes(STATE.api, namespace or "", name)
-    except ApiException as exc:  # a leftover volume must not hold the model's deletion
-        logger.warning(
-            "deleting the node cache volumes of %s/%s: HTTP %s", namespace, name, exc.status
-        )
+    except Exception as exc:  # a leftover volume must not hold the model's deletion
+        logger.warning("deleting the node cache volumes of %s/%s: %s", namespace, name, _error(exc))
         return
     if deleted:
         logger.info("deleted %d node cache PersistentVolume(s) of %s/%s", deleted, namespace, name)
