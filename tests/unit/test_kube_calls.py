@@ -144,13 +144,15 @@ def test_a_status_write_is_conditional_and_a_409_says_the_object_changed() -> No
 
     def answer() -> tuple[int, object]:
         code = answers.pop(0)
+        if code == 200:  # the object as written
+            return code, {"metadata": {"name": "m", "resourceVersion": "8"}}
         return code, {"kind": "Status", "code": code}
 
     args = ("ridgeline.dev", "v1alpha1", "inferencemodels", "ns", "m", "7", {"x": 1})
     with _json_server(answer) as (api, requests):
         with pytest.raises(kube.ConflictError):
             kube.patch_status(api, *args)
-        kube.patch_status(api, *args)
+        assert kube.patch_status(api, *args) == "8"  # the version the write made
         with pytest.raises(kopf.TemporaryError):  # load: retried after its delay
             kube.patch_status(api, *args)
     method, path, content_type, body = requests[0]

@@ -39,6 +39,7 @@ class Server:
         self.body = kopf.Body(copy.deepcopy(self.raw))
         self.log: list[tuple[Any, ...]] = []
         self.held: list[dict[str, Any]] | None = None
+        self.pruned: set[str] = set()  # status fields the CRD's schema does not keep
         self._lock = threading.Lock()
 
     @staticmethod
@@ -99,16 +100,19 @@ class Server:
         name: str,
         resource_version: str,
         status: dict[str, Any],
-    ) -> None:
+    ) -> str:
         with self._lock:
             if resource_version != self.resource_version:
                 self.log.append(("409", resource_version))
                 raise kube.ConflictError(resource_version)
             raw = copy.deepcopy(self.raw)
             raw["status"] = merge(raw.get("status") or {}, status)
+            for field in self.pruned:
+                raw["status"].pop(field, None)
             self.log.append(("status", resource_version, raw["status"]["observedGeneration"]))
             if raw != self.raw:  # a patch that changes nothing keeps the resourceVersion
                 self._store(raw)
+            return self.resource_version
 
 
 def merge(target: Any, patch: Any) -> Any:
@@ -479,3 +483,29 @@ def test_a_status_field_the_operator_dropped_goes_from_the_server(
     server = asyncio.run(scenario())
     assert _writes(server.log) == [("status", "7", 1)]
     assert "weights" not in server.raw["status"]
+
+
+def test_a_write_the_server_takes_as_a_no_op_leaves_no_version_to_wait_for(
+    skeleton_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server prunes a field the status has (a CRD schema without it): each pass writes it
+    again and the server changes nothing, so no newer version comes. The pass after that write
+    does not wait for one (2 s each time)."""
+    monkeypatch.setattr(kube, "apply_rayservice", lambda api, manifest: None)
+    monkeypatch.setattr(model_daemon, "WAIT_S", SAFETY_S)  # a wait would show as a hang
+
+    async def scenario() -> tuple[Server, Daemon]:
+        server = Server(asyncio.get_running_loop(), skeleton_dir("tiny-llama").as_uri())
+        server.pruned = {"endpoint"}
+        daemon = Daemon(server, monkeypatch)
+        await daemon.until(lambda: any(e[0] == "status" for e in server.log))
+        await daemon.until(lambda: server.body.meta["resourceVersion"] == "8")
+        STATE.wakeups.wake(KEY, Trigger.RAYCLUSTER)  # its write changes nothing
+        await daemon.until(lambda: len(_writes(server.log)) == 2)
+        await daemon.settle(2)
+        return server, daemon
+
+    server, daemon = asyncio.run(scenario())
+    assert _writes(server.log) == [("status", "7", 1), ("status", "8", 1), ("status", "8", 1)]
+    assert ("newer", "8") not in daemon.waited
+    assert server.resource_version == "8"

@@ -76,11 +76,13 @@ def patch_status(
     name: str,
     resource_version: str,
     status: dict[str, Any],
-) -> None:
+) -> str | None:
     """Merge-patch the status subresource, only if the object is still at ``resource_version``:
-    a status computed from an object that has changed since is stale (ConflictError)."""
+    a status computed from an object that has changed since is stale (ConflictError). Returns
+    the object's resourceVersion after the write: the same one where the server found nothing
+    to change (a field the CRD's schema prunes, say), which then makes no new version."""
     try:
-        client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        written: Any = client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
             group=group,
             version=version,
             plural=plural,
@@ -94,6 +96,8 @@ def patch_status(
         if exc.status == 409:
             raise ConflictError(f"{namespace}/{name} changed since {resource_version}") from exc
         raise as_kopf_error(exc, f"write status of {namespace}/{name}") from exc
+    version = (written.get("metadata") or {}).get("resourceVersion") if written else None
+    return str(version) if version else None
 
 
 def list_nodes(api: client.ApiClient, label_selector: str) -> list[dict[str, Any]]:

@@ -162,7 +162,7 @@ def status_change(body: Mapping[str, Any], decision: Decision) -> dict[str, Any]
 
 
 class Written(enum.Enum):
-    NOTHING = "nothing"  # the object already says it
+    NOTHING = "nothing"  # the object already says it (or the server found nothing to change)
     LANDED = "landed"
     CONFLICT = "conflict"  # the object changed since the snapshot (409): the decision may be stale
 
@@ -175,7 +175,7 @@ def write_status(body: Mapping[str, Any], decision: Decision) -> Written:
         return Written.NOTHING
     meta = body["metadata"]
     try:
-        kube.patch_status(
+        version = kube.patch_status(
             STATE.api,
             GROUP,
             VERSION,
@@ -187,7 +187,8 @@ def write_status(body: Mapping[str, Any], decision: Decision) -> Written:
         )
     except kube.ConflictError:
         return Written.CONFLICT
-    return Written.LANDED
+    # No new version: the daemon must not wait for one (daemon.py's outdated version).
+    return Written.NOTHING if version == meta["resourceVersion"] else Written.LANDED
 
 
 def post_events(body: kopf.Body, decision: Decision) -> None:
