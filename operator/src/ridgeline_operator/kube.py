@@ -96,8 +96,8 @@ def patch_status(
         if exc.status == 409:
             raise ConflictError(f"{namespace}/{name} changed since {resource_version}") from exc
         raise as_kopf_error(exc, f"write status of {namespace}/{name}") from exc
-    version = (written.get("metadata") or {}).get("resourceVersion") if written else None
-    return str(version) if version else None
+    after = (written.get("metadata") or {}).get("resourceVersion") if written else None
+    return str(after) if after else None
 
 
 def list_nodes(api: client.ApiClient, label_selector: str) -> list[dict[str, Any]]:
