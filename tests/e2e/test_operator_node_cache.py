@@ -29,6 +29,8 @@ from tests.conftest import example_config
 from tests.e2e.conftest import get_json, wait_for
 from tests.e2e.test_operator import (
     Operator,
+    _secret,
+    _upload,
     apply_chart_objects,
     condition,
     model,
@@ -74,9 +76,15 @@ def operator(
 
 
 @pytest.fixture(scope="module")
-def tiny_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+def tiny_uri(cluster: ClusterState, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A private model in MinIO (the node cache covers object stores, not file:// models),
+    read with the model's own credentials Secret."""
     root = tmp_path_factory.mktemp("node-cache-models")
-    return write_skeleton(example_config("tiny-llama"), root / "tiny-llama").as_uri()
+    write_skeleton(example_config("tiny-llama"), root / "tiny-llama")
+    _upload(cluster, root / "tiny-llama", "cached-models", "tiny")
+    kubectl(cluster, "create", "namespace", NS, check=False)
+    _secret(cluster, "cache-s3", cluster.s3_access_key, cluster.s3_secret_key)
+    return "s3://cached-models/tiny"
 
 
 def _model(cluster: ClusterState) -> dict[str, Any]:
@@ -103,6 +111,7 @@ def test_node_cache_from_apply_to_cached_to_delete(
         input_=model(
             NAME,
             tiny_uri,
+            model={"uri": tiny_uri, "credentialsSecret": "cache-s3"},
             accelerators=["NVIDIA-H100-80GB-HBM3"],
             workload={"maxContextTokens": 1024},
             replicas={"min": 0, "max": 1},

@@ -39,8 +39,10 @@ def _model(
     return InferenceModel.model_validate({"metadata": meta, "spec": {"model": {"uri": uri}}})
 
 
-def _render(shape: Any, config: PlatformConfig, pool: NodePool = H100) -> dict[str, Any]:
-    model = _model()
+def _render(
+    shape: Any, config: PlatformConfig, pool: NodePool = H100, uri: str = "s3://models/m"
+) -> dict[str, Any]:
+    model = _model(uri=uri)
     plan = plan_model(shape, model.spec, [pool])
     placement = choose_image(config, pool, model.spec.quantization)
     return build_rayservice(
@@ -254,3 +256,20 @@ def test_cold_start_from_the_node_cache_reads_the_disk_instead_of_downloading() 
     on_node = cold_start.predict(size, gpu=True, node_cache=True, image_on_node=True)
     assert on_node.node_cache_seconds == round(read + on_node.load_seconds + 20.0, 1)
     assert "image already on the node" in on_node.basis
+
+
+def test_a_file_model_is_read_where_it_is_not_through_the_node_cache(shape_of: Any) -> None:
+    """The cache covers object stores only: a file:// model gets no volume, no claim, no mount
+    and no node_cache_dir, with the cache enabled (its pods read the path itself)."""
+    config = _enabled()
+    uri = "file:///models/m"
+    llama_8b = shape_of("llama-3.1-8b")
+    rs = _render(llama_8b, config, uri=uri)
+    pod = _worker_pod(rs)
+    assert [v["name"] for v in pod["volumes"]] == ["weights-cache"]
+    assert all(m["name"] != node_cache.VOLUME for m in pod["containers"][0]["volumeMounts"])
+    assert _args(rs).node_cache_dir is None
+    assert node_cache.build_volumes(_model(uri=uri), config, GIB, "uid-1") == []
+    # ... and an object store's model with the same config does mount it.
+    assert node_cache.build_volumes(_model(), config, GIB, "uid-1")
+    assert _args(_render(llama_8b, config)).node_cache_dir == node_cache.MOUNT_PATH

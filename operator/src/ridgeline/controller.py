@@ -323,7 +323,7 @@ def decide(obs: Observed, config: PlatformConfig, now: str) -> Decision:
         cold = cold_start.predict(
             cache_bytes,
             gpu=not pool.is_cpu,
-            node_cache=config.node_cache.enabled,
+            node_cache=node_cache.uses_node_cache(obs.model, config),
             image_on_node=placement.image == config.node_cache.image,
         )
         plan = plan.model_copy(update={"cold_start": cold})

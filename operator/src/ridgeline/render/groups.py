@@ -98,7 +98,7 @@ def worker_group(
         "containers": [container],
         "volumes": [pods.cache_volume(config)],
     }
-    if config.node_cache.enabled:  # the emptyDir above stays: the fallback download's
+    if node_cache.uses_node_cache(model, config):  # the emptyDir stays: the fallback's
         container["volumeMounts"].append(node_cache.pod_mount())
         spec["volumes"].append(node_cache.pod_volume(model))
     init = pods.cache_init_containers(config, placement.image)

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from ridgeline.api.inference_model import InferenceModel
+from ridgeline.api.node_cache_scope import covers
 from ridgeline.planner.pools import MIB, NodePool
 from ridgeline.platform_config import PlatformConfig
 from ridgeline.render.affinity import GFD
@@ -25,6 +26,12 @@ MODEL_NAMESPACE_LABEL = "ridgeline.dev/model-namespace"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "node-weights"
 MIN_CAPACITY_BYTES = MIB
+
+
+def uses_node_cache(model: InferenceModel, config: PlatformConfig) -> bool:
+    """Whether the model's pods mount the node cache: enabled, and a model the cache covers
+    (an object store's; a ``file://`` model is read where it is)."""
+    return config.node_cache.enabled and covers(model.spec.model.uri)
 
 
 def checkpoint_directory(uri: str) -> str:
@@ -132,8 +139,8 @@ def build_persistent_volume_claim(
 def build_volumes(
     model: InferenceModel, config: PlatformConfig, checkpoint_bytes: int, uid: str | None
 ) -> list[dict[str, Any]]:
-    """The volume and its claim, where the node cache is enabled (else none)."""
-    if not config.node_cache.enabled:
+    """The volume and its claim, where the model uses the node cache (else none)."""
+    if not uses_node_cache(model, config):
         return []
     return [
         build_persistent_volume(model, config, checkpoint_bytes),

@@ -103,7 +103,7 @@ def drain_seconds(model: InferenceModel, plan: Plan) -> int:
 def serve_config(
     model: InferenceModel, plan: Plan, config: PlatformConfig, replica_cpus: int = 1
 ) -> dict[str, Any]:
-    node_dir = node_cache.MOUNT_PATH if config.node_cache.enabled else None
+    node_dir = node_cache.MOUNT_PATH if node_cache.uses_node_cache(model, config) else None
     args = serving_args_for(model, plan, config.weights_cache_dir, replica_cpus, node_dir)
     options = deployment_options(args, REPLICA_RESOURCE)
     replicas = model.spec.replicas
