@@ -103,8 +103,12 @@ def workers(cluster: ClusterState) -> list[dict[str, Any]]:
 
 
 def empty_panels(prom: Prometheus) -> list[str]:
+    """Every dashboard query without data, but the node cache agents': the node cache is off
+    in this install (tests/unit/test_weights_dashboard.py queries them against an agent)."""
     empty = []
     for title, expr in dashboard_exprs():
+        if "ridgeline_node_cache_" in expr:
+            continue
         query = expr.replace("$namespace", NS).replace("$model", ".*")
         if not prom.query(query):
             empty.append(f"{title}: {query}")
