@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,30 +167,14 @@ def test_a_truncated_shard_is_refilled_and_never_named_meanwhile(
 
 
 def test_a_same_size_edit_is_found_by_the_hash_check_at_start(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    uri = write_model(store)
-    digests = {
-        key: hashlib.sha256((store / key).read_bytes()).hexdigest()
-        for key in ("config.json", "model-00001.safetensors", "model-00002.safetensors")
-    }
-    (store / "SUMS").write_text("".join(f"{d}  {k}\n" for k, d in digests.items()))
-    m = model("m", uri)
-    m["spec"]["model"]["sha256Manifest"] = "SUMS"
-    cluster = FakeCluster([m])
-    first, _ = make_agent(tmp_path / "node", cluster)
-    first.run_pass()
-    checkpoint = _checkpoint(tmp_path, uri)
-    current = _current(checkpoint)
-    shard = node_layout.version_dir(checkpoint, current.digest) / "model-00001.safetensors"
-    st = shard.stat()
-    shard.write_bytes(b"x" * st.st_size)
-    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))  # stats cannot tell
-    first.run_pass()
-    assert shard.read_bytes() == b"x" * st.st_size  # the running agent checks stats only
-    restarted, _ = make_agent(tmp_path / "node", cluster)
+    e = _edited_with_manifest(tmp_path)
+    os.utime(e.shard, ns=(e.st.st_atime_ns, e.st.st_mtime_ns))  # stats cannot tell
+    e.agent.run_pass()
+    assert e.shard.read_bytes() == b"x" * e.st.st_size  # the running agent checks stats only
+    restarted, _ = make_agent(tmp_path / "node", e.cluster)
     restarted.run_pass()
-    assert shard.read_bytes() == (store / "model-00001.safetensors").read_bytes()
-    assert node_layout.read_current(checkpoint) == current
+    assert e.shard.read_bytes() == (e.store / "model-00001.safetensors").read_bytes()
+    assert node_layout.read_current(e.checkpoint) == e.current
 
 
 def test_a_deleted_models_checkpoint_goes_after_the_grace_period(tmp_path: Path) -> None:
@@ -211,6 +196,40 @@ def test_a_deleted_models_checkpoint_goes_after_the_grace_period(tmp_path: Path)
 def test_a_damaged_version_is_refilled_even_while_a_replica_holds_it(tmp_path: Path) -> None:
     # The one exception to .inuse (docs/operator.md, "When a node lacks the checkpoint"): the
     # damaged file goes at once; a replica that opened it keeps reading what it opened.
+    e = _edited_with_manifest(tmp_path)
+    os.utime(e.shard, ns=(e.st.st_atime_ns, e.st.st_mtime_ns))
+    with node_layout.hold_in_use(e.checkpoint, e.current.digest), e.shard.open("rb") as loaded:
+        restarted, _ = make_agent(tmp_path / "node", e.cluster)
+        restarted.run_pass()
+        assert loaded.read() == b"x" * e.st.st_size
+    assert e.shard.read_bytes() == (e.store / "model-00001.safetensors").read_bytes()
+    assert node_layout.read_current(e.checkpoint) == e.current
+
+
+def test_the_agent_itself_refuses_a_file_uri(tmp_path: Path) -> None:
+    # Whatever the status says: the production agent never copies a path of its container.
+    uri = write_model(tmp_path / "store")
+    cluster = FakeCluster([model("m", uri)])
+    agent = Agent(settings(tmp_path / "node", grace_s=60.0), cluster)
+    agent.run_pass()
+    assert cluster.report().checkpoints == {}
+    assert not _checkpoint(tmp_path, uri).exists()
+
+
+@dataclass
+class _Edited:
+    store: Path
+    cluster: FakeCluster
+    agent: Any
+    checkpoint: Path
+    current: node_layout.Current
+    shard: Path
+    st: os.stat_result
+
+
+def _edited_with_manifest(tmp_path: Path) -> _Edited:
+    """A model with a sha256 manifest, filled by an agent's first pass; then one shard of the
+    node's copy rewritten at the same size (only the hash check can tell)."""
     store = tmp_path / "store"
     uri = write_model(store)
     digests = {
@@ -228,20 +247,4 @@ def test_a_damaged_version_is_refilled_even_while_a_replica_holds_it(tmp_path: P
     shard = node_layout.version_dir(checkpoint, current.digest) / "model-00001.safetensors"
     st = shard.stat()
     shard.write_bytes(b"x" * st.st_size)
-    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
-    with node_layout.hold_in_use(checkpoint, current.digest), shard.open("rb") as loaded:
-        restarted, _ = make_agent(tmp_path / "node", cluster)
-        restarted.run_pass()
-        assert loaded.read() == b"x" * st.st_size
-    assert shard.read_bytes() == (store / "model-00001.safetensors").read_bytes()
-    assert node_layout.read_current(checkpoint) == current
-
-
-def test_the_agent_itself_refuses_a_file_uri(tmp_path: Path) -> None:
-    # Whatever the status says: the production agent never copies a path of its container.
-    uri = write_model(tmp_path / "store")
-    cluster = FakeCluster([model("m", uri)])
-    agent = Agent(settings(tmp_path / "node", grace_s=60.0), cluster)
-    agent.run_pass()
-    assert cluster.report().checkpoints == {}
-    assert not _checkpoint(tmp_path, uri).exists()
+    return _Edited(store, cluster, first, checkpoint, current, shard, st)
