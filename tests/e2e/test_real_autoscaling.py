@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from ridgeline_dev import node
 from ridgeline_dev.closed_loop import ClosedLoop, first_at_least, series, steps
 from ridgeline_dev.cluster import ClusterState, kubectl
 from ridgeline_dev.kube_sd import FileDiscovery, to_file_sd
@@ -55,9 +54,6 @@ def say(line: str) -> None:
 
 @pytest.fixture(scope="module")
 def state() -> Iterator[ClusterState]:
-    lacks = node.missing()
-    if lacks:
-        pytest.skip("this machine cannot run containers; it lacks: " + "; ".join(lacks))
     with real_node_cluster("autoscaling") as cluster:
         yield cluster
 

@@ -28,9 +28,6 @@ IMAGE = images.operator_image().name  # Debian + Python 3.11 + the kubernetes cl
 
 @pytest.fixture(scope="module")
 def real() -> Iterator[ClusterState]:
-    lacks = node.missing()
-    if lacks:
-        pytest.skip("this machine cannot run containers; it lacks: " + "; ".join(lacks))
     with real_node_cluster("real-node", serving=False) as state:
         namespace(state, NS)  # restricted
         yield state
