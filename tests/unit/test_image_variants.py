@@ -1,12 +1,12 @@
 """Every serving image variant installs a set of versions that works together, checked without a
-GPU: pip resolves each variant's torch with images/serving/constraints.txt and the serving
-extras against PyPI (as the image build does, installing nothing), and each torch meets
+GPU: uv's resolver takes each variant's torch with images/serving/constraints.txt and the serving
+extras against PyPI (what the image build installs), reading only the wheels' metadata, and each
+torch meets
 transformers' own floor, which transformers checks at import and its metadata does not declare
 (below it, transformers disables PyTorch and no model loads)."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -94,42 +94,62 @@ def test_every_variant_meets_transformers_torch_floor(tmp_path: Path) -> None:
     assert not too_old, f"transformers needs torch >= {floor}; these variants have less: {too_old}"
 
 
-def _resolve(torch: Version, report: Path) -> subprocess.CompletedProcess[str]:
-    return _pip(
-        *("install", "--dry-run", "--ignore-installed", "--only-binary", ":all:", "-q"),
-        *("--report", str(report), "-c", str(SERVING / "constraints.txt")),
-        *serving_requirements(),
-        f"torch=={torch}",
+def _resolve(torch: Version, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """uv, not `pip install --dry-run`: pip downloads every wheel it resolves (3-4 GB of CUDA
+    libraries per variant, 12 GB for four at once), which filled a CI machine's disk; uv reads
+    PyPI's PEP 658 metadata files and a few kilobytes of each wheel at most."""
+    requirements = tmp / "requirements.in"
+    requirements.write_text("\n".join([*serving_requirements(), f"torch=={torch}"]) + "\n")
+    return subprocess.run(
+        [
+            *(str(Path(sys.executable).with_name("uv")), "pip", "compile", "--quiet"),
+            *("--no-header", "--no-annotate", "--only-binary", ":all:"),
+            *("--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28"),
+            *("--cache-dir", str(tmp / "uv-cache"), "--no-config"),
+            *("-c", str(SERVING / "constraints.txt"), str(requirements)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
+
+
+def _pinned(compiled: str) -> dict[str, str]:
+    """name -> version from `uv pip compile` output (`name==version` lines)."""
+    out = {}
+    for line in compiled.splitlines():
+        if "==" in line and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            out[req.name.lower()] = spec.version
+    return out
 
 
 @pytest.fixture(scope="module")
 def resolutions(
     tmp_path_factory: pytest.TempPathFactory,
-) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
+) -> dict[str, subprocess.CompletedProcess[str]]:
     """Every variant resolved at once (each waits on PyPI, not on this machine's CPU)."""
     tmp = tmp_path_factory.mktemp("resolve")
+    for tag in variants():
+        (tmp / tag).mkdir()
     with ThreadPoolExecutor(max_workers=len(variants())) as pool:
         futures = {
-            tag: (pool.submit(_resolve, torch, tmp / f"{tag}.json"), tmp / f"{tag}.json")
-            for tag, torch in variants().items()
+            tag: pool.submit(_resolve, torch, tmp / tag) for tag, torch in variants().items()
         }
-        return {tag: (future.result(), report) for tag, (future, report) in futures.items()}
+        return {tag: future.result() for tag, future in futures.items()}
 
 
 @pytest.mark.parametrize("tag", sorted(variants()))
 def test_variant_resolves_with_pinned_libraries(
-    tag: str, resolutions: dict[str, tuple[subprocess.CompletedProcess[str], Path]]
+    tag: str, resolutions: dict[str, subprocess.CompletedProcess[str]]
 ) -> None:
-    """pip's resolver, with every Requires-Dist of transformers, bitsandbytes, accelerate and
-    Ray, accepts the variant's torch beside the pinned libraries (PyPI's metadata; the CUDA
-    index's wheels of one torch version declare the same Python requirements)."""
-    result, report = resolutions[tag]
+    """The resolver, with every Requires-Dist of transformers, bitsandbytes, accelerate and Ray,
+    accepts the variant's torch beside the pinned libraries (PyPI's metadata; the CUDA index's
+    wheels of one torch version declare the same Python requirements)."""
+    result = resolutions[tag]
     assert result.returncode == 0, f"variant {tag} does not resolve:\n{result.stderr[-3000:]}"
-    resolved = {
-        item["metadata"]["name"].lower(): item["metadata"]["version"]
-        for item in json.loads(report.read_text())["install"]
-    }
+    resolved = _pinned(result.stdout)
     assert Version(resolved["torch"]) == variants()[tag]
     for name, version in constraints().items():
         assert resolved[name] == version, f"{name}: resolved {resolved[name]}, pinned {version}"
