@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marked and not probe():
             for item in marked:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# The run's lowest free disk, sampled after every test: a CI machine's free space varies
+# (a run once failed with ENOSPC), and the summary says how close each run came.
+_lowest_free: dict[int, tuple[int, str]] = {}
+_WATCHED = (REPO, Path(tempfile.gettempdir()), Path.home())
+
+
+def _sample_free_disk(when: str) -> None:
+    for where in _WATCHED:
+        device, free = where.stat().st_dev, shutil.disk_usage(where).free
+        if device not in _lowest_free or free < _lowest_free[device][0]:
+            _lowest_free[device] = (free, when)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _sample_free_disk("the start")
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _sample_free_disk(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for device, (free, when) in _lowest_free.items():
+        paths = ", ".join(str(p) for p in _WATCHED if p.stat().st_dev == device)
+        terminalreporter.write_line(
+            f"lowest free disk at {paths}: {free / 2**30:.1f} GiB (after {when})"
+        )
 
 
 EXAMPLES = REPO / "examples"
