@@ -2,7 +2,8 @@
 with the credentials of the chart's RBAC for that case only: applying a model creates its
 PersistentVolume and claim (bound by the control plane's own volume binder), the status gets
 ``weights`` and ``Cached=False NoAgent``; an agent's report ConfigMap makes it ``Cached=True``,
-and deleting the model deletes its volume. No agent runs here (kwok nodes have no kubelet): the
+and deleting the model deletes its volume; a volume left behind by a model deleted while the
+operator was down is swept once it is back. No agent runs here (kwok nodes have no kubelet): the
 test writes the report an agent would."""
 
 from __future__ import annotations
@@ -100,23 +101,46 @@ def _cached(cluster: ClusterState, status: str, reason: str) -> dict[str, Any]:
     return dict(wait_for(f"{NAME} Cached={status} {reason}", check, 60))
 
 
+def _apply(cluster: ClusterState, name: str, uri: str) -> None:
+    spec = model(
+        name,
+        uri,
+        model={"uri": uri, "credentialsSecret": "cache-s3"},
+        accelerators=["NVIDIA-H100-80GB-HBM3"],
+        workload={"maxContextTokens": 1024},
+        replicas={"min": 0, "max": 1},
+    )
+    kubectl(cluster, "apply", "-f", "-", input_=spec)
+
+
+def _bound_claim(cluster: ClusterState, name: str) -> dict[str, Any]:
+    """The claim the model's worker pods mount (read-only), once the control plane's volume
+    binder has bound it to its volume."""
+
+    def rendered() -> str | None:
+        result = kubectl(cluster, "get", "-n", NS, "rayservice", name, "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        pod = json.loads(result.stdout)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0][
+            "template"
+        ]["spec"]
+        [claim] = [v for v in pod["volumes"] if v["name"] == "node-weights"]
+        assert claim["persistentVolumeClaim"]["readOnly"] is True
+        return str(claim["persistentVolumeClaim"]["claimName"])
+
+    claim_name = wait_for(f"{name}'s RayService with its claim", rendered, 60)
+
+    def bound() -> dict[str, Any] | None:
+        pvc = get_json(cluster, "-n", NS, "pvc", claim_name)
+        return dict(pvc) if pvc.get("status", {}).get("phase") == "Bound" else None
+
+    return dict(wait_for(f"claim {claim_name} Bound", bound, 60))
+
+
 def test_node_cache_from_apply_to_cached_to_delete(
     cluster: ClusterState, operator: Operator, tiny_uri: str
 ) -> None:
-    kubectl(
-        cluster,
-        "apply",
-        "-f",
-        "-",
-        input_=model(
-            NAME,
-            tiny_uri,
-            model={"uri": tiny_uri, "credentialsSecret": "cache-s3"},
-            accelerators=["NVIDIA-H100-80GB-HBM3"],
-            workload={"maxContextTokens": 1024},
-            replicas={"min": 0, "max": 1},
-        ),
-    )
+    _apply(cluster, NAME, tiny_uri)
     obj = _cached(cluster, "False", "NoAgent")
     weights = obj["status"]["weights"]
     assert weights["uri"] == tiny_uri
@@ -126,17 +150,8 @@ def test_node_cache_from_apply_to_cached_to_delete(
 
     # the claim the worker pods mount, bound to its volume by the control plane
     rs = get_json(cluster, "-n", NS, "rayservice", NAME)
-    pod = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
-    [claim] = [v for v in pod["volumes"] if v["name"] == "node-weights"]
-    claim_name = claim["persistentVolumeClaim"]["claimName"]
-    assert claim["persistentVolumeClaim"]["readOnly"] is True
     assert serve_args(rs).node_cache_dir == "/var/lib/ridgeline/node-weights"
-
-    def bound() -> dict[str, Any] | None:
-        pvc = get_json(cluster, "-n", NS, "pvc", claim_name)
-        return dict(pvc) if pvc.get("status", {}).get("phase") == "Bound" else None
-
-    pvc = wait_for(f"claim {claim_name} Bound", bound, 60)
+    pvc = _bound_claim(cluster, NAME)
     volume = pvc["spec"]["volumeName"]
     pv = get_json(cluster, "pv", volume)
     assert pv["spec"]["hostPath"]["path"].endswith("/" + weights["directory"])
@@ -182,6 +197,45 @@ def test_node_cache_from_apply_to_cached_to_delete(
         f"PersistentVolume {volume} deleted",
         lambda: kubectl(cluster, "get", "pv", volume, check=False).returncode != 0,
         60,
+    )
+
+
+def _phase(cluster: ClusterState, volume: str) -> str | None:
+    result = kubectl(cluster, "get", "pv", volume, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    return str(json.loads(result.stdout).get("status", {}).get("phase"))
+
+
+def test_a_volume_whose_model_went_unseen_is_swept(
+    cluster: ClusterState, operator: Operator, tiny_uri: str
+) -> None:
+    """With the operator down, the model's finalizer is stripped and the model deleted (what an
+    admin does when its operator is gone): the claim goes with the model (owner reference) and
+    leaves its volume Released, cluster-scoped and owned by nothing. The operator, back,
+    deletes it."""
+    name = "unseen"
+    _apply(cluster, name, tiny_uri)
+    volume = _bound_claim(cluster, name)["spec"]["volumeName"]
+    operator.stop()
+    try:
+        patch = json.dumps({"metadata": {"finalizers": None}})
+        kubectl(cluster, "patch", "-n", NS, "im", name, "--type=merge", "-p", patch)
+        kubectl(cluster, "delete", "-n", NS, "im", name, "--wait=true")
+        wait_for(
+            f"PersistentVolume {volume} Released",
+            lambda: _phase(cluster, volume) == "Released",
+            60,
+        )
+    finally:
+        operator.start()
+    wait_for(
+        f"PersistentVolume {volume} swept",
+        lambda: _phase(cluster, volume) is None,
+        60,
+    )
+    assert f"deleted PersistentVolume {volume}: no model holds it any more" in (
+        operator.log.read_text()
     )
 
 

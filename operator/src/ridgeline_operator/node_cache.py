@@ -9,13 +9,15 @@ The reconcile reads the reports from memory.
 Volumes: a model's PersistentVolume and claim are created, if missing, on every pass that
 renders them, before its RayService is applied (the pods name the claim); once it is applied,
 the model's volumes of an earlier URI go. A model's volumes go when it is deleted (the claim
-also by its owner reference)."""
+also by its owner reference); the poll also sweeps volumes whose model went unseen
+(node_cache_sweep)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,6 +38,7 @@ from ridgeline.api.node_cache import (
 from ridgeline.platform_config import PlatformConfig
 from ridgeline.render import node_cache as render
 from ridgeline.render.meta import MODEL_LABEL
+from ridgeline_operator import node_cache_sweep
 from ridgeline_operator.kube import REQUEST_TIMEOUT_S, as_kopf_error
 from ridgeline_operator.wakeups import Key, Trigger
 
@@ -230,8 +233,7 @@ def prune_volumes(api: Any, manifests: Iterable[dict[str, Any]]) -> None:
         meta = manifest["metadata"]
         labels = meta["labels"]
         selector = ",".join(
-            f"{k}={labels[k]}"
-            for k in (render.COMPONENT_LABEL, render.MODEL_NAMESPACE_LABEL, MODEL_LABEL)
+            f"{k}={labels[k]}" for k in (COMPONENT_LABEL, render.MODEL_NAMESPACE_LABEL, MODEL_LABEL)
         )
         try:
             if manifest["kind"] == "PersistentVolume":
@@ -280,7 +282,7 @@ def delete_model_volumes(api: Any, namespace: str, name: str) -> int:
     others."""
     core = client.CoreV1Api(api)
     selector = (
-        f"{render.COMPONENT_LABEL}={render.COMPONENT},"
+        f"{COMPONENT_LABEL}={render.COMPONENT},"
         f"{render.MODEL_NAMESPACE_LABEL}={namespace},{MODEL_LABEL}={name}"
     )
     listed: Any = core.list_persistent_volume(
@@ -312,11 +314,18 @@ _tasks: set[asyncio.Task[None]] = set()
 async def _poll() -> None:
     from ridgeline_operator.reconcile import STATE
 
+    next_sweep = 0.0
     while True:
         await asyncio.sleep(POLL_S)
         cache = STATE.config.node_cache
         if not cache.enabled or STATE.api is None:
             continue
+        if time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + node_cache_sweep.SWEEP_EVERY_S
+            try:
+                await asyncio.to_thread(node_cache_sweep.sweep, STATE.api)
+            except Exception as exc:  # the reports are still listed; the next sweep retries
+                log.warning("sweeping orphaned node cache volumes: %s", _error(exc))
         try:
             reports = await asyncio.to_thread(list_reports, STATE.api, cache.namespace)
         except Exception as exc:  # a timeout or a dropped connection must not end the poll

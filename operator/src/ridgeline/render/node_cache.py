@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from ridgeline.api.inference_model import InferenceModel
+from ridgeline.api.node_cache import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from ridgeline.api.node_cache_scope import covers
 from ridgeline.planner.pools import MIB, NodePool
 from ridgeline.platform_config import PlatformConfig
@@ -23,8 +24,9 @@ MOUNT_PATH = "/var/lib/ridgeline/node-weights"
 # Static binding only: no StorageClass object exists or is needed.
 STORAGE_CLASS = "ridgeline-node-cache"
 MODEL_NAMESPACE_LABEL = "ridgeline.dev/model-namespace"
-COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "node-weights"
+# Every PersistentVolume rendered here, of any model (the operator's sweep lists them).
+VOLUMES_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={COMPONENT}"
 MIN_CAPACITY_BYTES = MIB
 
 
@@ -72,7 +74,7 @@ def _capacity(checkpoint_bytes: int) -> str:
 
 def _labels(model: InferenceModel) -> dict[str, str]:
     return {
-        "app.kubernetes.io/managed-by": "ridgeline",
+        MANAGED_BY_LABEL: MANAGED_BY,
         COMPONENT_LABEL: COMPONENT,
         MODEL_NAMESPACE_LABEL: model.metadata.namespace or "default",
         MODEL_LABEL: model.metadata.name,
