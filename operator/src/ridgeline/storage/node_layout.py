@@ -16,6 +16,9 @@ read-only) and never deletes a version whose ``.inuse`` it cannot lock exclusive
 
 A replica: ``read_current``, then ``hold_in_use`` (keep it open for its life), then
 ``verify_version`` (after the lock: a version removed meanwhile fails it), then load.
+
+Over 300 lines: the agent's writes and the replicas' reads of this layout stay side by side,
+so a change to the layout cannot update one side alone.
 """
 
 from __future__ import annotations
