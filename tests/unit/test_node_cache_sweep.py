@@ -82,6 +82,8 @@ class _Core:
         return SimpleNamespace(items=self.pvs)
 
     def read_namespaced_persistent_volume_claim(self, name: str, ns: str, **_: Any) -> Any:
+        if name == "forbidden":
+            raise ApiException(status=403, reason="Forbidden")
         if (ns, name) not in self.claims:
             raise ApiException(status=404, reason="NotFound")
         return SimpleNamespace()
@@ -100,11 +102,13 @@ def core(monkeypatch: pytest.MonkeyPatch) -> _Core:
 
 
 def test_the_sweep_deletes_orphans_only_among_the_node_cache_volumes(core: _Core) -> None:
+    """A claim the operator may not read (403) keeps its volume: only one known gone frees it."""
     core.pvs = [
         _pv("ridgeline-weights-released", "Released"),
         _pv("ridgeline-weights-bound", "Bound", OLD),
         _pv("ridgeline-weights-unclaimed", "Available", OLD, claim="gone"),
         _pv("ridgeline-weights-claimed", "Available", OLD, claim="here"),
+        _pv("ridgeline-weights-unreadable", "Available", OLD, claim="forbidden"),
         _pv("ridgeline-weights-going", "Released", deleting=True),
     ]
     core.claims = {("ns", "here")}

@@ -81,9 +81,9 @@ def sweep(api: Any) -> list[str]:
                 name, namespace, _request_timeout=REQUEST_TIMEOUT_S
             )
         except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+            # Anything but "not found" (a 403, a 500) keeps the volume: only a claim known to
+            # be gone makes it an orphan.
+            return exc.status != 404
         return True
 
     deleted = []
