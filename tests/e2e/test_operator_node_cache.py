@@ -229,13 +229,11 @@ def test_a_volume_whose_model_went_unseen_is_swept(
         )
     finally:
         operator.start()
+    swept = f"deleted PersistentVolume {volume}: no model holds it any more"
     wait_for(
-        f"PersistentVolume {volume} swept",
-        lambda: _phase(cluster, volume) is None,
+        f"PersistentVolume {volume} swept (and the operator's log line)",
+        lambda: _phase(cluster, volume) is None and swept in operator.log.read_text(),
         60,
-    )
-    assert f"deleted PersistentVolume {volume}: no model holds it any more" in (
-        operator.log.read_text()
     )
 
 
