@@ -7,6 +7,7 @@ transformers' own floor, which transformers checks at import and its metadata do
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -111,7 +112,16 @@ def _resolve(torch: Version, tmp: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=600,
+        env=_uv_env(),
     )
+
+
+def _uv_env() -> dict[str, str]:
+    """A CA bundle given to pip (PIP_CERT, on build machines behind a TLS proxy) is uv's too."""
+    env = dict(os.environ)
+    if env.get("PIP_CERT"):
+        env.setdefault("SSL_CERT_FILE", env["PIP_CERT"])
+    return env
 
 
 def _pinned(compiled: str) -> dict[str, str]:

@@ -83,7 +83,7 @@ def sweep(api: Any) -> list[str]:
         except ApiException as exc:
             # Anything but "not found" (a 403, a 500) keeps the volume: only a claim known to
             # be gone makes it an orphan.
-            return exc.status != 404
+            return bool(exc.status != 404)
         return True
 
     deleted = []
