@@ -248,3 +248,28 @@ def _edited_with_manifest(tmp_path: Path) -> _Edited:
     st = shard.stat()
     shard.write_bytes(b"x" * st.st_size)
     return _Edited(store, cluster, first, checkpoint, current, shard, st)
+
+
+def test_fills_go_cold_first_then_smaller_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint no version of which is on the node comes before a new version of one that
+    serves, and among each the smaller first."""
+    served = write_model(tmp_path / "served", shard=b"s" * 256)
+    cluster = FakeCluster([model("served", served)])
+    agent, _ = make_agent(tmp_path / "node", cluster)
+    agent.run_pass()
+    write_model(tmp_path / "served", shard=b"t" * 256, tag="v2")  # a new version: tiny
+    big = write_model(tmp_path / "big", shard=b"b" * 65536)
+    small = write_model(tmp_path / "small", shard=b"m" * 4096)
+    cluster.models += [model("big", big), model("small", small)]
+    order: list[str] = []
+    original = Agent._fill
+
+    def recording(self: Agent, fill: Any, keep: Any) -> None:
+        order.append(fill.need.uri)
+        original(self, fill, keep)
+
+    monkeypatch.setattr(Agent, "_fill", recording)
+    agent.run_pass()
+    assert order == [small, big, served]
