@@ -193,11 +193,14 @@ def test_node_cache_from_apply_to_cached_to_delete(
         kubectl(cluster, "delete", "-n", OPERATOR_NAMESPACE, "configmap", report_name("h100-0"))
 
     kubectl(cluster, "delete", "-n", NS, "im", NAME, "--wait=true")
+    # By the delete handler, not the sweep (which would also free a Released volume).
+    handled = f"deleted 1 node cache PersistentVolume(s) of {NS}/{NAME}"
     wait_for(
-        f"PersistentVolume {volume} deleted",
-        lambda: kubectl(cluster, "get", "pv", volume, check=False).returncode != 0,
+        f"PersistentVolume {volume} deleted by the delete handler",
+        lambda: _phase(cluster, volume) is None and handled in operator.log.read_text(),
         60,
     )
+    assert f"deleted PersistentVolume {volume}: no model holds it" not in operator.log.read_text()
 
 
 def _phase(cluster: ClusterState, volume: str) -> str | None:

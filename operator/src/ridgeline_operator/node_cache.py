@@ -9,7 +9,7 @@ The reconcile reads the reports from memory.
 Volumes: a model's PersistentVolume and claim are created, if missing, on every pass that
 renders them, before its RayService is applied (the pods name the claim); once it is applied,
 the model's volumes of an earlier URI go. A model's volumes go when it is deleted (the claim
-also by its owner reference); the poll also sweeps volumes whose model went unseen
+also by its owner reference); a task beside the poll sweeps volumes whose model went unseen
 (node_cache_sweep)."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -314,18 +313,11 @@ _tasks: set[asyncio.Task[None]] = set()
 async def _poll() -> None:
     from ridgeline_operator.reconcile import STATE
 
-    next_sweep = 0.0
     while True:
         await asyncio.sleep(POLL_S)
         cache = STATE.config.node_cache
         if not cache.enabled or STATE.api is None:
             continue
-        if time.monotonic() >= next_sweep:
-            next_sweep = time.monotonic() + node_cache_sweep.SWEEP_EVERY_S
-            try:
-                await asyncio.to_thread(node_cache_sweep.sweep, STATE.api)
-            except Exception as exc:  # the reports are still listed; the next sweep retries
-                log.warning("sweeping orphaned node cache volumes: %s", _error(exc))
         try:
             reports = await asyncio.to_thread(list_reports, STATE.api, cache.namespace)
         except Exception as exc:  # a timeout or a dropped connection must not end the poll
@@ -337,9 +329,12 @@ async def _poll() -> None:
 
 @kopf.on.startup()
 async def start_report_poll(**_: Any) -> None:
-    task = asyncio.create_task(_poll())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    """The report poll, and the sweep of orphaned volumes in a task of its own (a slow sweep
+    never delays the reports)."""
+    for loop in (_poll(), node_cache_sweep.sweep_loop()):
+        task = asyncio.create_task(loop)
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
 
 
 @kopf.on.cleanup()
@@ -349,9 +344,10 @@ async def stop_report_poll(**_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def delete_volumes(*, namespace: str | None, name: str, logger: Any, **_: Any) -> None:
+def delete_volumes(*, namespace: str | None, name: str, **_: Any) -> None:
     """The model's PersistentVolumes (cluster-scoped: no owner reference reaches them). The
-    node's files stay; the agent frees them after its grace period."""
+    node's files stay; the agent frees them after its grace period. Logged on this module's
+    logger: kopf's per-object one is at WARNING unless --verbose."""
     from ridgeline_operator.reconcile import STATE
 
     if not STATE.config.node_cache.enabled:
@@ -359,7 +355,7 @@ def delete_volumes(*, namespace: str | None, name: str, logger: Any, **_: Any) -
     try:
         deleted = delete_model_volumes(STATE.api, namespace or "", name)
     except Exception as exc:  # a leftover volume must not hold the model's deletion
-        logger.warning("deleting the node cache volumes of %s/%s: %s", namespace, name, _error(exc))
+        log.warning("deleting the node cache volumes of %s/%s: %s", namespace, name, _error(exc))
         return
     if deleted:
-        logger.info("deleted %d node cache PersistentVolume(s) of %s/%s", deleted, namespace, name)
+        log.info("deleted %d node cache PersistentVolume(s) of %s/%s", deleted, namespace, name)
