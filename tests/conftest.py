@@ -52,6 +52,8 @@ _WATCHED = (REPO, Path(tempfile.gettempdir()), Path.home())
 
 def _sample_free_disk(when: str) -> None:
     for where in _WATCHED:
+        if not where.exists():  # a HOME that points nowhere
+            continue
         device, free = where.stat().st_dev, shutil.disk_usage(where).free
         if device not in _lowest_free or free < _lowest_free[device][0]:
             _lowest_free[device] = (free, when)
@@ -67,7 +69,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for device, (free, when) in _lowest_free.items():
-        paths = ", ".join(str(p) for p in _WATCHED if p.stat().st_dev == device)
+        paths = ", ".join(str(p) for p in _WATCHED if p.exists() and p.stat().st_dev == device)
         terminalreporter.write_line(
             f"lowest free disk at {paths}: {free / 2**30:.1f} GiB (after {when})"
         )

@@ -117,10 +117,17 @@ def _resolve(torch: Version, tmp: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _uv_env() -> dict[str, str]:
-    """A CA bundle given to pip (PIP_CERT, on build machines behind a TLS proxy) is uv's too."""
+    """What pip is given through its environment is uv's too: a CA bundle (PIP_CERT, on build
+    machines behind a TLS proxy) and a PyPI mirror (uv reads neither pip's variables nor
+    pip.conf)."""
     env = dict(os.environ)
-    if env.get("PIP_CERT"):
-        env.setdefault("SSL_CERT_FILE", env["PIP_CERT"])
+    for pip_name, uv_name in (
+        ("PIP_CERT", "SSL_CERT_FILE"),
+        ("PIP_INDEX_URL", "UV_INDEX_URL"),
+        ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL"),
+    ):
+        if env.get(pip_name):
+            env.setdefault(uv_name, env[pip_name])
     return env
 
 

@@ -104,11 +104,12 @@ class Agent:
         self._publish(force=True)
 
     def _fill_order(self, fill: Fill) -> tuple[bool, int, str]:
-        """One fill at a time, in the order that serves cold starts soonest: checkpoints with no
-        version to load before new versions of ones that have one, the smaller first (a 2 GB
-        model applied beside a 140 GB one is on the node in seconds, not after the big one)."""
-        has_current = self.entries[fill.need.directory].current_digest is not None
-        return (has_current, fill.total, fill.need.directory)
+        """A pass's fills, one at a time, in the order that serves cold starts soonest:
+        checkpoints with no version to load before new versions of ones that have one, the
+        fewest bytes still missing first (a 2 GB model applied with a 140 GB one is on the node
+        in seconds, not after the big one; a fill already running is not interrupted)."""
+        entry = self.entries[fill.need.directory]
+        return (entry.current_digest is not None, fill.total - entry.bytes, fill.need.directory)
 
     def _check(self, need: Need) -> Fill | None:
         """Verify ``current``, list the store; a Fill when the newest version is missing."""
