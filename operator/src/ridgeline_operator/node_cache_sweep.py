@@ -146,9 +146,8 @@ SWEEPER = Sweeper()
 
 async def sweep_loop() -> None:
     """The operator's sweeps, while the node cache is enabled (started with the report poll)."""
-    from ridgeline_operator.reconcile import (
-        STATE,
-    )  # reconcile imports node_cache, which imports this
+    # Here, not at the top: reconcile imports node_cache, which imports this module.
+    from ridgeline_operator.reconcile import STATE
 
     delay = FIRST_SWEEP_S
     while True:
